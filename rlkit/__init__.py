@@ -1,0 +1,48 @@
+"""rlkit: readable, fast reinforcement-learning agents on PyTorch and Gymnasium.
+
+    import rlkit
+    agent = rlkit.A2C("CartPole-v1", n_envs=8, seed=0)
+    agent.learn(total_steps=100_000)
+    agent.evaluate(n_episodes=10)
+
+Agents and their Config classes are imported lazily on first access.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from rlkit.agents import REGISTRY, get_agent_class
+from rlkit.core.checkpoint import CheckpointError, peek_algo
+from rlkit.core.config import ConfigError
+from rlkit.core.device import resolve_device, seed_everything
+from rlkit.core.envs import SpaceError, make_vec_env
+
+__version__ = "0.1.0"
+
+_LAZY = {cls: module for module, cls in REGISTRY.values()}
+_LAZY.update({cls + "Config": module for module, cls in REGISTRY.values()})
+
+__all__ = [
+    "REINFORCE", "REINFORCEConfig", "QAC", "QACConfig", "A2C", "A2CConfig", "TRPO", "TRPOConfig",
+    "DDPG", "DDPGConfig", "load_agent", "make_env", "make_vec_env", "resolve_device", "seed_everything",
+    "CheckpointError", "ConfigError", "SpaceError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rlkit' has no attribute {name!r}")
+
+
+def make_env(env_id: str, **kwargs: Any) -> Any:
+    """One Gymnasium env (what evaluation uses); kwargs go to gymnasium.make."""
+    import gymnasium as gym
+
+    return gym.make(env_id, **kwargs)
+
+
+def load_agent(path: str, env: Any = None, device: str = "auto", **kwargs: Any) -> Any:
+    """Load any rlkit checkpoint: the algorithm is read from the file."""
+    return get_agent_class(peek_algo(path)).load(path, env=env, device=device, **kwargs)

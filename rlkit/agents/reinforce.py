@@ -1,0 +1,247 @@
+"""REINFORCE: Monte-Carlo policy gradient with reward-to-go and an optional learned baseline.
+
+Williams (1992), "Simple statistical gradient-following algorithms for connectionist RL"; the reward-to-go and
+baseline form follows Sutton & Barto (2018, sec. 13.4) and Spinning Up's VPG.
+
+    G_t   = r_t + gamma * G_{t+1}                     (reward-to-go, reset at every episode end)
+    A_t   = G_t - V_phi(s_t)                          (or A_t = G_t without a baseline)
+    g     = E[ grad_theta log pi_theta(a_t | s_t) * A_t ]  (+ ent_coef * grad H[pi_theta(.|s_t)])
+    phi  <- argmin_phi E[(V_phi(s_t) - G_t)^2]        (vf_iters full-batch Adam steps per rollout)
+
+Deviations from the textbook, each because batches are fixed T x N slices of vector envs, not whole episodes:
+  * An episode still running at the end of a rollout continues from V_phi(s_T) (the baseline's estimate), and
+    one cut by a time limit continues from V_phi(true final observation); a termination contributes 0.
+    Without a baseline both are 0, i.e. the return is cut there (biased on truncation; documented).
+  * Advantages are normalised per batch (mean 0, std 1) by default; a batch of one is left as is.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from rlkit.core import agent_io
+from rlkit.core.buffers import RolloutBuffer
+from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
+                               check_unit_interval)
+from rlkit.core.device import configure_threads, resolve_device, seed_everything
+from rlkit.core.envs import EnvLike
+from rlkit.core.logger import Logger
+from rlkit.core.networks import ACTIVATIONS, ObsEncoder, VCritic, make_actor
+from rlkit.core.returns import explained_variance, reward_to_go
+from rlkit.core.rollout import RolloutCollector, check_finite_metrics
+
+
+@dataclass
+class REINFORCEConfig:
+    # Collection
+    n_envs: int = 8
+    """Number of parallel environments."""
+    n_steps: int = 128
+    """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
+    # Loss
+    gamma: float = 0.99
+    """Discount factor."""
+    use_baseline: bool = True
+    """Subtract a learned state-value baseline V(s) from the reward-to-go (and bootstrap cut episodes with it)."""
+    normalize_advantage: bool = True
+    """Normalise advantages to mean 0, std 1 within each batch."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus in the policy loss."""
+    # Optimisation
+    learning_rate: float = 1e-3
+    """Adam step size of the policy."""
+    vf_learning_rate: float = 1e-3
+    """Adam step size of the baseline."""
+    vf_iters: int = 5
+    """Full-batch baseline regression steps per rollout."""
+    max_grad_norm: float = 0.5
+    """Clip the policy gradient to this global norm (0 disables clipping)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of the policy and the baseline."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or gelu."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    # Logging and checkpoints
+    checkpoint_interval: int = 0
+    """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (the final one is always kept)."""
+    torch_threads: int = 1
+    """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "n_envs", "n_steps", "learning_rate", "vf_learning_rate", "vf_iters")
+        check_unit_interval(self, "gamma")
+        check_nonnegative(self, "ent_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
+                          "torch_threads")
+        check_hidden_sizes(self)
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+
+
+def policy_loss(logp: torch.Tensor, entropy: torch.Tensor, adv: torch.Tensor, ent_coef: float
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-E[log pi(a|s) * A] - ent_coef * E[H]."""
+    loss = -(logp * adv).mean() - ent_coef * entropy.mean()
+    return loss, {"train/loss_pi": loss.detach(), "train/entropy": entropy.mean().detach()}
+
+
+def normalize(adv: torch.Tensor) -> torch.Tensor:
+    """(A - mean) / (std + 1e-8); a single sample is returned unchanged (its std is NaN)."""
+    if adv.numel() < 2:
+        return adv
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
+class REINFORCE:
+    """Policy gradient with reward-to-go. See the module docstring for the equations."""
+
+    algo = "reinforce"
+    supported_actions = ("Discrete", "Box")
+
+    def __init__(self, env: EnvLike, config: REINFORCEConfig | dict | None = None, *, seed: int | None = None,
+                 device: str | torch.device = "auto", **overrides: Any) -> None:
+        self.config = cfg = build_config(REINFORCEConfig, config, **overrides)
+        self.device = resolve_device(device)
+        configure_threads(cfg.torch_threads)
+        self.seed = seed
+        if seed is not None:
+            seed_everything(seed)
+        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions)
+        self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
+        self.observation_space, self.action_space = es.obs_space, es.action_space
+
+        self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
+                                cfg.log_std_init).to(self.device)
+        self.critic = VCritic(ObsEncoder(es.obs_space), cfg.hidden_sizes, cfg.activation).to(self.device)
+        self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
+        self.vf_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.vf_learning_rate)
+
+        discrete = es.action_space.__class__.__name__ == "Discrete"
+        self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
+                                    () if discrete else es.action_space.shape,
+                                    torch.int64 if discrete else torch.float32, self.device)
+        self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+        self.num_timesteps = 0
+        self.n_updates = 0
+
+    # ---- acting -------------------------------------------------------------------------------------------
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
+        return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
+
+    def value(self, obs: Any) -> np.ndarray:
+        """The baseline's V(s) for one observation or a batch."""
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+            single = x.shape == torch.Size(self.observation_space.shape or ())
+            v = self.critic(x.unsqueeze(0) if single else x).cpu().numpy()
+        return v[0] if single else v
+
+    # ---- one update -----------------------------------------------------------------------------------------
+    def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
+        """One policy-gradient step and vf_iters baseline steps on a full rollout. Returns tensor diagnostics."""
+        cfg = self.config
+        T, N = buf.n_steps, buf.n_envs
+        obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
+        with torch.no_grad():
+            if cfg.use_baseline:
+                values = self.critic(obs).view(T, N)
+                final_values = self.critic(buf.flat(buf.final_obs)).view(T, N)
+                last_values = self.critic(buf.last_obs)
+                returns = reward_to_go(buf.rewards, buf.terminated, buf.truncated, cfg.gamma,
+                                       final_values, last_values)
+                adv = returns - values
+            else:
+                returns = reward_to_go(buf.rewards, buf.terminated, buf.truncated, cfg.gamma)
+                adv = returns
+            adv = adv.reshape(-1)
+            if cfg.normalize_advantage:
+                adv = normalize(adv)
+        logp, entropy = self.actor.log_prob_entropy(obs, actions)
+        loss_pi, info = policy_loss(logp, entropy, adv, cfg.ent_coef)
+        self.pi_optimizer.zero_grad(set_to_none=True)
+        loss_pi.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+        self.pi_optimizer.step()
+
+        if cfg.use_baseline:
+            target = returns.reshape(-1)
+            for _ in range(cfg.vf_iters):
+                loss_v = (self.critic(obs) - target).pow(2).mean()
+                self.vf_optimizer.zero_grad(set_to_none=True)
+                loss_v.backward()
+                self.vf_optimizer.step()
+            info["train/loss_v"] = loss_v.detach()
+            info["train/explained_variance"] = explained_variance(values.reshape(-1), target)
+        self.n_updates += 1
+        return info
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def learn(self, total_steps: int, callback: Callable[[dict[str, float]], bool | None] | None = None,
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1) -> "REINFORCE":
+        """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
+        events, progress.csv, config.json and checkpoints/ there. `callback(metrics)` returning False stops."""
+        cfg = self.config
+        batch = cfg.n_steps * self.collector.n_envs
+        target = self.num_timesteps + int(total_steps)
+        rd = Path(run_dir) if run_dir is not None else None
+        ckpt_dir = rd / "checkpoints" if rd is not None else None
+        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
+        logger = Logger(rd, cfg, total_steps=target, start_step=self.num_timesteps, progress=progress,
+                        console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
+                        hparams={"algo": self.algo, "env_id": self.env_id, "seed": self.seed})
+        try:
+            while self.num_timesteps < target:
+                t0 = time.perf_counter()
+                self.collector.collect(self.buffer, self.actor.sample)
+                self.num_timesteps += batch
+                info = self.update(self.buffer)
+                info["time/sps"] = batch / (time.perf_counter() - t0)
+                info.update(self.collector.episode_stats())
+                if self.n_updates % log_interval == 0 or self.num_timesteps >= target:
+                    values = logger.record(info, self.num_timesteps)
+                    check_finite_metrics(self.algo, values, self.num_timesteps)
+                    if callback is not None and callback(values) is False:
+                        break
+                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
+                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
+                    next_ckpt += cfg.checkpoint_interval
+            if ckpt_dir is not None:
+                self.save(ckpt_dir / "final.pt")
+        finally:
+            logger.close()
+        return self
+
+    # ---- evaluation and persistence -------------------------------------------------------------------------
+    def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:
+        return agent_io.evaluate_agent(lambda o: self.act(o, deterministic), self._env_factory, n_episodes,
+                                       self.seed, env)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "pi_optimizer": self.pi_optimizer.state_dict(), "vf_optimizer": self.vf_optimizer.state_dict(),
+                "collector": self.collector.state_dict(), "n_updates": self.n_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.pi_optimizer.load_state_dict(state["pi_optimizer"])
+        self.vf_optimizer.load_state_dict(state["vf_optimizer"])
+        self.collector.load_state_dict(state["collector"])
+        self.n_updates = int(state["n_updates"])
+
+    def save(self, path: str | Path) -> Path:
+        return agent_io.save_agent(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
+             **kwargs: Any) -> "REINFORCE":
+        return agent_io.load_agent_payload(cls, path, env, device, **kwargs)
+

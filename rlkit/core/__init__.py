@@ -1,0 +1,6 @@
+"""rlkit.core: the shared pieces every agent stands on. Knows no agent.
+
+Layers (a module imports only from lower layers; tests/test_architecture.py enforces it):
+  [0] types, device, config   [1] returns, optim, distributions
+  [2] networks, buffers, envs [3] rollout, logger, checkpoint
+"""

@@ -1,0 +1,255 @@
+"""Networks: mlp(), observation encoding and normalisation, actors (categorical, Gaussian, deterministic
+tanh-scaled) and critics (V, Q on concatenated input, Q per discrete action).
+
+Every actor exposes the same small surface so agents never branch on the space:
+  sample(obs) -> (action, log_prob)     mode(obs) -> action
+  dist_params(obs) -> tuple             log_prob_entropy(obs, actions) -> (log_prob, entropy)
+  kl(obs, old_params) -> per-sample KL(old || new)
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlkit.core import distributions as D
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+def mlp(
+    in_dim: int,
+    hidden_sizes: Sequence[int],
+    out_dim: int,
+    activation: str = "tanh",
+    output_gain: float = 1.0,
+    orthogonal: bool = True,
+) -> nn.Sequential:
+    """in -> hidden... -> out, with orthogonal init (gain sqrt(2) inside, `output_gain` on the last layer)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    sizes = [in_dim, *hidden_sizes]
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+    layers.append(nn.Linear(sizes[-1], out_dim))
+    if orthogonal:
+        linears = [m for m in layers if isinstance(m, nn.Linear)]
+        for i, m in enumerate(linears):
+            nn.init.orthogonal_(m.weight, gain=output_gain if i == len(linears) - 1 else math.sqrt(2))
+            nn.init.zeros_(m.bias)
+    return nn.Sequential(*layers)
+
+
+def obs_dim(space: gym.Space) -> int:
+    """Width of the flat float vector an observation becomes (Box: flattened; Discrete: one-hot)."""
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    raise TypeError(f"observation space {space} is not supported; supported: Box, Discrete")
+
+
+def action_dim(space: gym.Space) -> int:
+    """Number of actor outputs: K logits for Discrete(K), D means for Box of D dims."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    raise TypeError(f"action space {space} is not supported; supported: Box, Discrete")
+
+
+class ObsEncoder(nn.Module):
+    """Raw observation batch -> float features: flatten a Box, one-hot a Discrete, then (optionally) normalise
+    by a running mean/std (Welford/Chan parallel update). The statistics are buffers, so they travel with
+    state_dict() into checkpoints; they change only when the agent calls update_stats() (never in evaluation).
+    """
+
+    def __init__(self, space: gym.Space, normalize: bool = False, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.discrete_n = int(space.n) if isinstance(space, gym.spaces.Discrete) else 0
+        self.dim = obs_dim(space)
+        self.normalize = normalize
+        self.clip = clip
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(self.dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(self.dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """Un-normalised flat features. obs: [B, *obs_shape] (or [B] indices for Discrete)."""
+        if self.discrete_n:
+            return nn.functional.one_hot(obs.long().reshape(-1), self.discrete_n).to(torch.float32)
+        return obs.reshape(obs.shape[0], self.dim).to(torch.float32)
+
+    @torch.no_grad()
+    def update_stats(self, obs: torch.Tensor) -> None:
+        if not self.normalize:
+            return
+        x = self.features(obs).to(torch.float64)
+        b_mean, b_var, b_count = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta = b_mean - self.mean
+        total = self.count + b_count
+        self.mean += delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta.pow(2) * self.count * b_count / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.features(obs)
+        if self.normalize:
+            x = ((x - self.mean.float()) / torch.sqrt(self.var.float() + self.eps)).clamp(-self.clip, self.clip)
+        return x
+
+
+class CategoricalActor(nn.Module):
+    """pi(a|s) = softmax(logits(s)) over Discrete(K)."""
+
+    def __init__(self, encoder: ObsEncoder, n_actions: int, hidden_sizes: Sequence[int], activation: str):
+        super().__init__()
+        self.encoder = encoder
+        self.net = mlp(encoder.dim, hidden_sizes, n_actions, activation, output_gain=0.01)
+
+    def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.net(self.encoder(obs)),)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(self.encoder(obs))
+        a = D.categorical_sample(logits)
+        return a, D.categorical_log_prob(logits, a)
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.encoder(obs)).argmax(-1)
+
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(self.encoder(obs))
+        return D.categorical_log_prob(logits, actions), D.categorical_entropy(logits)
+
+    def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
+        return D.categorical_log_prob(params[0], actions)
+
+    def kl(self, old_params: tuple[torch.Tensor, ...], new_params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return D.categorical_kl(old_params[0], new_params[0])
+
+
+class GaussianActor(nn.Module):
+    """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent, learned log_std.
+
+    Samples are unbounded; the agent clips them to the Box only when sending them to the env (the stored
+    action, and so its log-prob, is the unclipped sample: clipping inside the likelihood would bias it).
+    """
+
+    def __init__(
+        self,
+        encoder: ObsEncoder,
+        act_dim: int,
+        hidden_sizes: Sequence[int],
+        activation: str,
+        log_std_init: float = 0.0,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.net = mlp(encoder.dim, hidden_sizes, act_dim, activation, output_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+
+    def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.net(self.encoder(obs))
+        return mean, self.log_std.expand_as(mean)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.net(self.encoder(obs))
+        a = D.gaussian_sample(mean, self.log_std)
+        return a, D.gaussian_log_prob(mean, self.log_std, a)
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.encoder(obs))
+
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.net(self.encoder(obs))
+        return D.gaussian_log_prob(mean, self.log_std, actions), D.gaussian_entropy(mean, self.log_std)
+
+    def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
+        return D.gaussian_log_prob(params[0], params[1], actions)
+
+    def kl(self, old_params: tuple[torch.Tensor, ...], new_params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return D.gaussian_kl(old_params[0], old_params[1], new_params[0], new_params[1])
+
+
+def make_actor(
+    obs_space: gym.Space,
+    action_space: gym.Space,
+    hidden_sizes: Sequence[int],
+    activation: str = "tanh",
+    log_std_init: float = 0.0,
+    encoder: ObsEncoder | None = None,
+) -> CategoricalActor | GaussianActor:
+    """The stochastic actor for a space: categorical for Discrete, diagonal Gaussian for Box."""
+    enc = encoder if encoder is not None else ObsEncoder(obs_space)
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalActor(enc, int(action_space.n), hidden_sizes, activation)
+    if isinstance(action_space, gym.spaces.Box):
+        return GaussianActor(enc, action_dim(action_space), hidden_sizes, activation, log_std_init)
+    raise TypeError(f"action space {action_space} is not supported; supported: Box, Discrete")
+
+
+class DeterministicActor(nn.Module):
+    """mu(s) = low + (tanh(net(s)) + 1) / 2 * (high - low): always inside a bounded Box."""
+
+    def __init__(self, encoder: ObsEncoder, action_space: gym.spaces.Box, hidden_sizes: Sequence[int],
+                 activation: str = "relu"):
+        super().__init__()
+        self.encoder = encoder
+        low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
+        high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
+        self.register_buffer("scale", (high - low) / 2.0)
+        self.register_buffer("bias", (high + low) / 2.0)
+        self.net = mlp(encoder.dim, hidden_sizes, low.numel(), activation, orthogonal=False)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(self.encoder(obs))) * self.scale + self.bias
+
+
+class VCritic(nn.Module):
+    """V(s): [B, ...] -> [B]."""
+
+    def __init__(self, encoder: ObsEncoder, hidden_sizes: Sequence[int], activation: str = "tanh"):
+        super().__init__()
+        self.encoder = encoder
+        self.net = mlp(encoder.dim, hidden_sizes, 1, activation, output_gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.encoder(obs)).squeeze(-1)
+
+
+class QCritic(nn.Module):
+    """Q(s, a) on the concatenated [features, action] input (Box actions): -> [B]."""
+
+    def __init__(self, encoder: ObsEncoder, act_dim: int, hidden_sizes: Sequence[int], activation: str = "relu",
+                 orthogonal: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.act_dim = act_dim
+        self.net = mlp(encoder.dim + act_dim, hidden_sizes, 1, activation, orthogonal=orthogonal)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.encoder(obs), actions.reshape(actions.shape[0], self.act_dim).float()], dim=-1)
+        return self.net(x).squeeze(-1)
+
+
+class DiscreteQCritic(nn.Module):
+    """Q(s, .) with one output per Discrete action; forward(obs, actions) picks Q(s, a): -> [B]."""
+
+    def __init__(self, encoder: ObsEncoder, n_actions: int, hidden_sizes: Sequence[int], activation: str = "tanh"):
+        super().__init__()
+        self.encoder = encoder
+        self.net = mlp(encoder.dim, hidden_sizes, n_actions, activation, output_gain=1.0)
+
+    def all_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.encoder(obs))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.all_actions(obs).gather(-1, actions.long().reshape(-1, 1)).squeeze(-1)

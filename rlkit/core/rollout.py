@@ -1,0 +1,168 @@
+"""Collect T steps from a vector env into a RolloutBuffer: the ONE place where Gymnasium's termination,
+truncation and autoreset semantics are handled, plus episode statistics and policy evaluation.
+
+The vector env uses AutoresetMode.SAME_STEP (see rlkit.core.envs): when sub-env i ends an episode at step t,
+the returned observation is already the reset one and the true final observation is info["final_obs"][i].
+We store it in buffer.final_obs[t, i] when the episode was truncated (a time limit: the agent bootstraps from
+V(final_obs)); after termination nothing is bootstrapped, so nothing is stored.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlkit.core.buffers import RolloutBuffer
+from rlkit.core.envs import to_env_actions
+
+Policy = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class NonFiniteError(FloatingPointError):
+    """An environment or a network produced NaN/inf; the message names where and when."""
+
+
+def check_finite_env(obs: np.ndarray, rewards: np.ndarray, step: int) -> None:
+    if not np.isfinite(rewards).all():
+        bad = np.flatnonzero(~np.isfinite(rewards))
+        raise NonFiniteError(f"environment returned a non-finite reward {rewards[bad[0]]} "
+                             f"(sub-env {bad[0]}) at environment step {step}")
+    if obs.dtype.kind == "f" and not np.isfinite(obs).all():
+        env_i = int(np.argwhere(~np.isfinite(obs.reshape(obs.shape[0], -1)))[0, 0])
+        raise NonFiniteError(f"environment returned a non-finite observation (sub-env {env_i}) "
+                             f"at environment step {step}")
+
+
+def check_finite_metrics(algo: str, values: dict[str, float], step: int) -> None:
+    """Stop training with a clear error when a loss went NaN/inf (before anything is checkpointed)."""
+    bad = [k for k, v in values.items() if k.startswith("train/loss") and not np.isfinite(v)]
+    if bad:
+        raise NonFiniteError(f"{algo}: non-finite {', '.join(bad)} at environment step {step}; "
+                             "training stopped (the last saved checkpoint is untouched)")
+
+
+class RolloutCollector:
+    """Steps a SAME_STEP vector env with a policy, keeping the current observation and episode statistics.
+
+    `policy(obs) -> (actions, log_probs)` gets a float tensor [N, *obs_shape] on the device and is called under
+    torch.no_grad(). Completed episodes are kept in `episode_returns` / `episode_lengths` (the last 100).
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, device: torch.device, initial_obs: np.ndarray,
+                 check_finite: bool = True) -> None:
+        self.env = env
+        self.device = device
+        self.action_space = env.single_action_space
+        self.n_envs = env.num_envs
+        self.check_finite = check_finite
+        self.obs = self._to_device(initial_obs)
+        self._ep_return = np.zeros(self.n_envs, dtype=np.float64)
+        self._ep_length = np.zeros(self.n_envs, dtype=np.int64)
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self.episode_lengths: deque[int] = deque(maxlen=100)
+        self.episodes_done = 0
+        self.steps_done = 0  # environment steps, summed over sub-envs
+
+    def _to_device(self, obs: np.ndarray) -> torch.Tensor:
+        # from_numpy is zero-copy; the .to() is a no-op for float32 on CPU, one transfer on CUDA.
+        return torch.from_numpy(np.asarray(obs)).to(self.device, torch.float32, non_blocking=True)
+
+    def collect(self, buffer: RolloutBuffer, policy: Policy) -> RolloutBuffer:
+        """Fill `buffer` with buffer.n_steps vector steps. Rewards and flags are staged in NumPy and moved to
+        the device once at the end (one transfer instead of one per step)."""
+        T, N = buffer.n_steps, buffer.n_envs
+        if N != self.n_envs:
+            raise ValueError(f"buffer has {N} envs, the vector env has {self.n_envs}")
+        rewards = np.zeros((T, N), dtype=np.float32)
+        terminated = np.zeros((T, N), dtype=np.bool_)
+        truncated = np.zeros((T, N), dtype=np.bool_)
+        buffer.final_obs.zero_()
+        for t in range(T):
+            with torch.no_grad():
+                actions, log_probs = policy(self.obs)
+            buffer.obs[t] = self.obs
+            buffer.actions[t] = actions
+            buffer.log_probs[t] = log_probs
+            next_obs, r, term, trunc, info = self.env.step(to_env_actions(actions.cpu().numpy(), self.action_space))
+            if self.check_finite:
+                check_finite_env(next_obs, r, self.steps_done)
+            rewards[t], terminated[t], truncated[t] = r, term, trunc
+            self.steps_done += N
+            self._ep_return += r
+            self._ep_length += 1
+            done = term | trunc
+            if done.any():
+                self._end_episodes(done, trunc, info, buffer, t)
+            self.obs = self._to_device(next_obs)
+        buffer.last_obs.copy_(self.obs)
+        buffer.rewards.copy_(torch.from_numpy(rewards))
+        buffer.terminated.copy_(torch.from_numpy(terminated))
+        buffer.truncated.copy_(torch.from_numpy(truncated))
+        return buffer
+
+    def _end_episodes(self, done: np.ndarray, trunc: np.ndarray, info: dict[str, Any],
+                      buffer: RolloutBuffer, t: int) -> None:
+        final_obs = info.get("final_obs")
+        for i in np.flatnonzero(done):
+            if trunc[i]:
+                if final_obs is None:
+                    raise RuntimeError("vector env truncated an episode without info['final_obs']; "
+                                       "it must use AutoresetMode.SAME_STEP")
+                buffer.final_obs[t, i] = torch.as_tensor(np.asarray(final_obs[i]), dtype=torch.float32)
+            self.episode_returns.append(float(self._ep_return[i]))
+            self.episode_lengths.append(int(self._ep_length[i]))
+            self.episodes_done += 1
+        self._ep_return[done] = 0.0
+        self._ep_length[done] = 0
+
+    def episode_stats(self) -> dict[str, float]:
+        """Mean return/length over the last (up to) 100 finished episodes; empty before the first one ends."""
+        if not self.episode_returns:
+            return {}
+        return {"rollout/episode_return": float(np.mean(self.episode_returns)),
+                "rollout/episode_length": float(np.mean(self.episode_lengths))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
+                "episodes_done": self.episodes_done, "steps_done": self.steps_done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.episode_returns.clear()
+        self.episode_returns.extend(state["episode_returns"])
+        self.episode_lengths.clear()
+        self.episode_lengths.extend(state["episode_lengths"])
+        self.episodes_done = int(state["episodes_done"])
+        self.steps_done = int(state["steps_done"])
+
+
+def evaluate_policy(
+    act: Callable[[np.ndarray], np.ndarray],
+    env: gym.Env,
+    n_episodes: int,
+    seed: int | None = None,
+    max_steps_per_episode: int = 1_000_000,
+) -> dict[str, float]:
+    """Run `n_episodes` full episodes of a single env with `act` (numpy obs -> env action).
+
+    Episode k is reset with seed + k, so evaluating the same policy twice gives identical returns.
+    Returns {"mean_return", "std_return", "mean_length", "n_episodes"}.
+    """
+    if not isinstance(n_episodes, int) or n_episodes < 1:
+        raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
+    returns, lengths = [], []
+    for k in range(n_episodes):
+        obs, _ = env.reset(seed=None if seed is None else seed + k)
+        total, length = 0.0, 0
+        while True:
+            obs, r, term, trunc, _ = env.step(act(obs))
+            total += float(r)
+            length += 1
+            if term or trunc or length >= max_steps_per_episode:
+                break
+        returns.append(total)
+        lengths.append(length)
+    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+            "mean_length": float(np.mean(lengths)), "n_episodes": float(n_episodes)}
