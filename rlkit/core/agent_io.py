@@ -148,13 +148,26 @@ def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, d
         raise CheckpointError(f"checkpoint {path} was trained on spaces {payload['spaces']}, "
                               f"the given env has {sig}")
     try:
-        agent.load_state_dict(payload["state"])
+        load_state_or_rollback(agent, payload["state"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} does not fit a {cls.__name__} with this config: {e}") from None
     agent.num_timesteps = int(payload["num_timesteps"])
     if restore_rng:
         set_rng_state(payload["rng"])
     return agent
+
+
+def load_state_or_rollback(agent: Any, state: dict[str, Any]) -> None:
+    """agent.load_state_dict(state), all or nothing: module loading copies tensor by tensor, so a state that
+    fails half-way would leave a mixed agent; on any error the previous state is put back, then re-raised."""
+    import copy
+
+    snapshot = copy.deepcopy(agent.state_dict())
+    try:
+        agent.load_state_dict(state)
+    except BaseException:
+        agent.load_state_dict(snapshot)
+        raise
 
 
 def periodic_checkpoint(agent: Any, directory: Path, keep: int) -> Path:
