@@ -171,3 +171,48 @@ def test_cuda_training_keeps_rollout_buffer_on_gpu():
     assert agent.buffer.obs.is_cuda and agent.buffer.rewards.is_cuda
     assert next(agent.actor.parameters()).is_cuda
     assert agent.action_space.contains(agent.act(np.zeros(4, np.float32)))
+
+
+def test_evaluating_a_checkpoint_twice_gives_identical_returns(tmp_path):
+    a = REINFORCE("CartPole-v1", seed=4, device="cpu", **SMALL)
+    a.save(tmp_path / "e.pt")
+    s1 = rlkit.load_agent(str(tmp_path / "e.pt"), device="cpu").evaluate(3, deterministic=False)
+    s2 = rlkit.load_agent(str(tmp_path / "e.pt"), device="cpu").evaluate(3, deterministic=False)
+    assert s1 == s2
+
+
+def test_advantage_normalisation_of_a_batch_of_one_is_finite():
+    from rlkit.agents.reinforce import normalize
+
+    assert torch.equal(normalize(torch.tensor([3.0])), torch.tensor([3.0]))
+    a = REINFORCE("CartPole-v1", seed=0, device="cpu", n_envs=1, n_steps=1)
+    a.learn(3, progress=False)
+    assert all(torch.isfinite(p).all() for p in params(a))
+
+
+def test_failed_periodic_save_prunes_nothing(tmp_path, monkeypatch):
+    from rlkit.core import agent_io, checkpoint
+
+    a = REINFORCE("CartPole-v1", seed=0, device="cpu", **SMALL)
+    d = tmp_path / "checkpoints"
+    for n in (32, 64):
+        a.num_timesteps = n
+        agent_io.periodic_checkpoint(a, d, keep=2)
+    monkeypatch.setattr(checkpoint.os, "replace", lambda *x: (_ for _ in ()).throw(OSError("simulated")))
+    a.num_timesteps = 96
+    with pytest.raises(OSError):
+        agent_io.periodic_checkpoint(a, d, keep=2)
+    assert sorted(p.name for p in d.iterdir()) == ["step_32.pt", "step_64.pt"]
+
+
+def test_discrete_observations_are_one_hot_encoded():
+    a = REINFORCE("FrozenLake-v1", seed=0, device="cpu", n_envs=2, n_steps=8)
+    a.learn(32, progress=False)
+    assert a.action_space.contains(a.act(3)) and len(a.act(np.array([0, 5]))) == 2
+
+
+def test_periodic_checkpoints_during_learn(tmp_path):
+    a = REINFORCE("CartPole-v1", seed=0, device="cpu", checkpoint_interval=32, keep_checkpoints=2, **SMALL)
+    a.learn(160, progress=False, run_dir=tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["final.pt", "step_128.pt", "step_160.pt"]
