@@ -104,11 +104,14 @@ def make_vec_env(
     seed: int | None = None,
     vectorization: str = "sync",
     env_kwargs: dict[str, Any] | None = None,
+    algo: str | None = None,
+    supported_actions: tuple[str, ...] = ("Discrete", "Box"),
 ) -> VectorEnv:
     """A SAME_STEP-autoreset vector env of `n_envs` copies (sync or async), reset and seeded.
 
     `env` may be a Gymnasium id, a callable returning an Env, an Env instance (n_envs must be 1 unless it has a
-    registered spec) or a ready VectorEnv (which must already use AutoresetMode.SAME_STEP).
+    registered spec) or a ready VectorEnv (which must already use AutoresetMode.SAME_STEP). With `algo`, its
+    spaces are checked against `supported_actions` first (SpaceError naming the algorithm and the space).
     """
     if not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
@@ -139,6 +142,12 @@ def make_vec_env(
             venv = gym.vector.AsyncVectorEnv([factory] * n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
         else:
             raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+    if algo is not None:
+        try:
+            check_spaces(algo, venv.single_observation_space, venv.single_action_space, supported_actions)
+        except SpaceError:
+            venv.close()
+            raise
     seed_vec_env(venv, seed)
     return venv
 

@@ -52,6 +52,11 @@ def test_space_checks_name_the_algorithm_the_space_and_what_is_supported():
         check_spaces("A2C", gym.spaces.MultiBinary(3), gym.spaces.Discrete(2), ("Discrete",))
 
 
+def test_make_vec_env_checks_spaces_for_an_algorithm():
+    with pytest.raises(SpaceError, match=r"DDPG does not support action space Discrete\(2\)"):
+        make_vec_env("CartPole-v1", algo="DDPG", supported_actions=("Box",))
+
+
 def test_sub_env_seeds_of_adjacent_runs_are_disjoint_and_streams_differ():
     a, b = sub_env_seeds(0, 8), sub_env_seeds(1, 8)
     assert not set(a) & set(b)
