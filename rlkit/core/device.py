@@ -109,3 +109,55 @@ def configure_threads(n: int | None) -> None:
     """Small-MLP RL runs fastest on one intra-op thread (the work per op is tiny)."""
     if n is not None and n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+def capture_cuda_graph(fn: Any, warmup: int = 3) -> tuple["torch.cuda.CUDAGraph", Any]:
+    """Capture one call of `fn()` (no arguments; it reads and writes tensors that stay put) as a CUDA graph.
+
+    `fn` runs `warmup` times eagerly on a side stream first (lazy state such as Adam's moments is created there,
+    as the PyTorch CUDA-graph recipe asks), then once under capture. The CUDA generator's state is put back
+    afterwards, so the first replay draws the random numbers an eager call would have drawn at that point
+    (replays advance the generator's philox offset like eager calls do). Undoing the warm-up's effects on other
+    state (parameters, optimiser moments) is the caller's job. Returns (graph, whatever fn returned: tensors
+    that every replay overwrites in place).
+    """
+    rng = torch.cuda.get_rng_state()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    torch.cuda.synchronize()
+    torch.cuda.set_rng_state(rng)
+    return graph, out
+
+
+class HostStager:
+    """Copy a host (NumPy) array into a fixed device tensor without blocking the host.
+
+    On CUDA the array goes through a pinned buffer with a non-blocking copy (a copy from pageable memory would
+    first wait for every kernel already queued, e.g. a replayed update); an event makes the next call wait until
+    the pinned buffer is free again. On CPU the array is written straight into the output tensor. The output is
+    the same tensor every call (a CUDA graph may read it), so use it before the next call.
+    """
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        self.device = device
+        self.out = torch.zeros(shape, dtype=dtype, device=device)
+        self._cuda = device.type == "cuda"
+        self.host = torch.zeros(shape, dtype=dtype, pin_memory=True) if self._cuda else self.out
+        self._host_np = self.host.numpy()
+        self._event = torch.cuda.Event() if self._cuda else None
+
+    def __call__(self, array: Any) -> torch.Tensor:
+        if self._event is not None:
+            self._event.synchronize()  # the previous copy out of the pinned buffer has finished
+        self._host_np[...] = np.asarray(array).reshape(self._host_np.shape)
+        if self._event is not None:
+            self.out.copy_(self.host, non_blocking=True)
+            self._event.record()
+        return self.out

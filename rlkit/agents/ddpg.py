@@ -1,0 +1,375 @@
+"""DDPG: deep deterministic policy gradient, with target networks and a replay buffer.
+
+Lillicrap et al. (2016), "Continuous control with deep reinforcement learning"; the defaults follow
+Stable-Baselines3 (itself following Fujimoto et al.'s "OurDDPG": no batch norm, no L2, [400, 300] MLPs).
+
+    a_t  = clip(mu(s_t) + eps_t, low, high),  eps ~ N(0, sigma^2) or Ornstein-Uhlenbeck      (exploration)
+    y    = r + gamma * (1 - terminated) * Q'(s', mu'(s'))                                      (Bellman target)
+    L_Q  = mean (Q(s, a) - y)^2                                                                (critic)
+    L_mu = -mean Q(s, mu(s))                                                                   (actor)
+    theta' <- (1 - tau) theta' + tau theta        for both target networks                      (Polyak)
+
+Deviations from the paper, all shared with SB3:
+  * Actions live in [-1, 1] inside the agent (the actor's tanh output; what the buffer stores and the critic
+    reads) and are rescaled to [low, high] only for the env. Noise is added in that space, so `noise_std` is a
+    fraction of the half range, and the sum is clipped to [-1, 1]: executed actions never leave the Box.
+  * The first `learning_starts` steps use uniform random actions (seeded: torch's generator on the device).
+  * Truncated episodes bootstrap from the TRUE final observation; only `terminated` cuts the target.
+  * Optional TD3-style `policy_delay`: the actor and both targets move every k-th critic update.
+On CUDA the whole update (sampling included) is one captured CUDA graph, replayed once per gradient step; the
+eager path does exactly the same operations (use_cuda_graph=False, and always on CPU).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rlkit.core import agent_io
+from rlkit.core.buffers import ReplayBatch, ReplayBuffer
+from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
+                               check_unit_interval)
+from rlkit.core.device import HostStager, capture_cuda_graph, configure_threads, resolve_device, seed_everything
+from rlkit.core.envs import EnvLike, to_env_actions
+from rlkit.core.logger import Logger
+from rlkit.core.networks import ACTIVATIONS, DeterministicActor, ObsEncoder, QCritic
+from rlkit.core.optim import polyak_update
+from rlkit.core.rollout import check_finite_env, check_finite_metrics
+
+
+@dataclass
+class DDPGConfig:
+    # Collection
+    n_envs: int = 1
+    """Number of parallel environments (each vector step adds n_envs transitions)."""
+    buffer_size: int = 1_000_000
+    """Replay buffer capacity in transitions (allocated up front on the training device)."""
+    learning_starts: int = 100
+    """Environment steps of uniform random actions before the first update."""
+    train_freq: int = 1
+    """Update every this many vector steps."""
+    gradient_steps: int = 1
+    """Gradient steps per update."""
+    save_replay_buffer: bool = False
+    """Store the replay buffer in checkpoints, so a resumed run continues exactly."""
+    # Exploration
+    noise_type: str = "normal"
+    """Exploration noise: normal, ornstein_uhlenbeck or none."""
+    noise_std: float = 0.1
+    """Noise scale as a fraction of the action half range (high - low) / 2."""
+    ou_theta: float = 0.15
+    """Ornstein-Uhlenbeck mean reversion rate."""
+    ou_dt: float = 1e-2
+    """Ornstein-Uhlenbeck time step."""
+    # Loss
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target networks (1 copies, 0 freezes them)."""
+    policy_delay: int = 1
+    """Update the actor and the targets every this many critic updates (1 = DDPG, 2 = TD3's delay)."""
+    # Optimisation
+    learning_rate: float = 1e-3
+    """Adam step size of the actor and the critic."""
+    batch_size: int = 256
+    """Minibatch size sampled from the replay buffer."""
+    hidden_sizes: tuple[int, ...] = (400, 300)
+    """Widths of the hidden layers of the actor and the critic."""
+    activation: str = "relu"
+    """Hidden activation: tanh, relu, elu or gelu."""
+    use_cuda_graph: bool = True
+    """On CUDA, capture the update as one CUDA graph (False: eager, the same operations)."""
+    # Logging and checkpoints
+    checkpoint_interval: int = 0
+    """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (the final one is always kept)."""
+    torch_threads: int = 1
+    """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "n_envs", "buffer_size", "train_freq", "gradient_steps", "policy_delay",
+                       "learning_rate", "batch_size", "ou_dt")
+        check_unit_interval(self, "gamma", "tau")
+        check_nonnegative(self, "learning_starts", "noise_std", "ou_theta", "checkpoint_interval",
+                          "keep_checkpoints", "torch_threads")
+        check_hidden_sizes(self)
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "noise_type", ("normal", "ornstein_uhlenbeck", "none"))
+
+
+def unit_action(actor: DeterministicActor, obs: torch.Tensor) -> torch.Tensor:
+    """mu(s) in [-1, 1] (the actor's tanh output before scaling to the Box)."""
+    return torch.tanh(actor.net(actor.encoder(obs)))
+
+
+def critic_loss(critic: QCritic, critic_target: QCritic, actor_target: DeterministicActor, b: ReplayBatch,
+                gamma: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """mean (Q(s,a) - y)^2 with y = r + gamma (1 - terminated) Q'(s', mu'(s')); no gradient reaches the actor."""
+    with torch.no_grad():
+        q_next = critic_target(b.next_obs, unit_action(actor_target, b.next_obs))
+        y = b.rewards + gamma * (1.0 - b.terminated) * q_next
+    q = critic(b.obs, b.actions)
+    loss = F.mse_loss(q, y)
+    return loss, {"train/loss_q": loss.detach(), "train/q": q.detach().mean()}
+
+
+def actor_loss(actor: DeterministicActor, critic: QCritic, obs: torch.Tensor
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-mean Q(s, mu(s))."""
+    loss = -critic(obs, unit_action(actor, obs)).mean()
+    return loss, {"train/loss_pi": loss.detach()}
+
+
+class DDPG:
+    """Deep deterministic policy gradient. See the module docstring for the equations."""
+
+    algo = "ddpg"
+    supported_actions = ("Box",)
+
+    def __init__(self, env: EnvLike, config: DDPGConfig | dict | None = None, *, seed: int | None = None,
+                 device: str | torch.device = "auto", **overrides: Any) -> None:
+        self.config = cfg = build_config(DDPGConfig, config, **overrides)
+        self.device = resolve_device(device)
+        configure_threads(cfg.torch_threads)
+        self.seed = seed
+        if seed is not None:
+            seed_everything(seed)
+        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions,
+                                require_bounded_actions=True)
+        self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
+        self.observation_space, self.action_space = es.obs_space, es.action_space
+        self.n_envs = es.n_envs
+        obs_width = int(np.prod(es.obs_space.shape)) if es.obs_space.shape else 1
+        self.act_dim = int(np.prod(es.action_space.shape))
+        # The buffer first: a capacity that does not fit fails before any network exists.
+        self.buffer = ReplayBuffer(cfg.buffer_size, (obs_width,), (self.act_dim,), self.device)
+
+        self.actor = DeterministicActor(ObsEncoder(es.obs_space), es.action_space, cfg.hidden_sizes,
+                                        cfg.activation).to(self.device)
+        self.critic = QCritic(ObsEncoder(es.obs_space), self.act_dim, cfg.hidden_sizes, cfg.activation).to(self.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        cuda = self.device.type == "cuda"
+        # capturable=True keeps Adam's step count on the device, which a CUDA graph needs.
+        opt_kw: dict[str, Any] = {"lr": cfg.learning_rate, "capturable": cuda}
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), **opt_kw)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), **opt_kw)
+        self._online = [*self.actor.parameters(), *self.critic.parameters()]
+        self._targets = [*self.actor_target.parameters(), *self.critic_target.parameters()]
+        self._use_graph = cuda and cfg.use_cuda_graph
+        self._graphs: dict[bool, tuple[Any, dict[str, torch.Tensor]]] = {}
+
+        self._scale = (es.action_space.high.astype(np.float64).reshape(-1) - es.action_space.low.reshape(-1)) / 2
+        self._bias = (es.action_space.high.astype(np.float64).reshape(-1) + es.action_space.low.reshape(-1)) / 2
+        self._obs_np = np.asarray(es.initial_obs)
+        self._obs_stage = HostStager((self.n_envs, obs_width), self.device)
+        self._obs_t = self._obs_stage(self._obs_np)
+        self._ou = torch.zeros(self.n_envs, self.act_dim, device=self.device)  # OU state per env
+        self._ep_return = np.zeros(self.n_envs)
+        self._ep_length = np.zeros(self.n_envs, dtype=np.int64)
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self.episode_lengths: deque[int] = deque(maxlen=100)
+        self.num_timesteps = 0
+        self.n_updates = 0
+        self._vec_steps = 0
+
+    # ---- acting -------------------------------------------------------------------------------------------
+    def _to_env(self, unit: np.ndarray) -> np.ndarray:
+        """[-1, 1] actions -> the env's Box (clipped again in float64 against rounding, in the space's dtype)."""
+        env_a = (self._bias + np.clip(unit, -1.0, 1.0) * self._scale).reshape(-1, *self.action_space.shape)
+        return to_env_actions(env_a, self.action_space)
+
+    @torch.no_grad()
+    def _explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """Noisy unit action clip(mu(s) + eps, -1, 1); uniform random before learning_starts."""
+        cfg = self.config
+        if self.num_timesteps < cfg.learning_starts:
+            return torch.rand(self.n_envs, self.act_dim, device=self.device) * 2.0 - 1.0
+        mu = unit_action(self.actor, obs)
+        if cfg.noise_type == "normal":
+            mu = mu + cfg.noise_std * torch.randn_like(mu)
+        elif cfg.noise_type == "ornstein_uhlenbeck":
+            # x <- x + theta (0 - x) dt + sigma sqrt(dt) N(0, 1)   (SB3's OrnsteinUhlenbeckActionNoise)
+            self._ou.add_(cfg.ou_theta * cfg.ou_dt * -self._ou + cfg.noise_std * cfg.ou_dt ** 0.5
+                          * torch.randn_like(self._ou))
+            mu = mu + self._ou
+        return mu.clamp_(-1.0, 1.0)
+
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        """Env actions for one observation or a batch; not deterministic adds Gaussian noise (noise_std)."""
+        std = 0.0 if deterministic else (self.config.noise_std if self.config.noise_type != "none" else 0.0)
+
+        def policy(o: torch.Tensor) -> torch.Tensor:
+            unit = unit_action(self.actor, o)
+            unit = (unit + std * torch.randn_like(unit)).clamp(-1.0, 1.0) if std else unit
+            return torch.from_numpy(self._to_env(unit.cpu().numpy()))
+        return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
+
+    def value(self, obs: Any, action: Any) -> np.ndarray:
+        """Q(s, a) for one (observation, env action) pair or a batch."""
+        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+        single = o.shape == torch.Size(self.observation_space.shape or ())
+        unit = (np.asarray(action, dtype=np.float64).reshape(-1, self.act_dim) - self._bias) / self._scale
+        with torch.no_grad():
+            q = self.critic(o.reshape(-1, *(self.observation_space.shape or ())),
+                            torch.as_tensor(unit, dtype=torch.float32, device=self.device)).cpu().numpy()
+        return q[0] if single else q
+
+    # ---- one gradient step ----------------------------------------------------------------------------------
+    def _gradient_step(self, actor_step: bool) -> dict[str, torch.Tensor]:
+        """Sample, critic step, and (when actor_step) actor step + Polyak. Only device ops: graph-capturable."""
+        cfg = self.config
+        batch = self.buffer.sample(cfg.batch_size)
+        loss_q, info = critic_loss(self.critic, self.critic_target, self.actor_target, batch, cfg.gamma)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss_q.backward()
+        self.critic_optimizer.step()
+        if actor_step:
+            loss_pi, info_pi = actor_loss(self.actor, self.critic, batch.obs)
+            params = list(self.actor.parameters())
+            # Gradients for the actor only: the critic's weights get none, and the critic step is already done.
+            for p, g in zip(params, torch.autograd.grad(loss_pi, params)):
+                p.grad = g
+            self.actor_optimizer.step()
+            polyak_update(self._targets, self._online, cfg.tau)
+            info.update(info_pi)
+        return info
+
+    def update(self) -> dict[str, torch.Tensor]:
+        """One gradient step (a CUDA-graph replay on CUDA). Returns tensor diagnostics (no host sync)."""
+        actor_step = (self.n_updates + 1) % self.config.policy_delay == 0
+        if self._use_graph:
+            if actor_step not in self._graphs:
+                self._graphs[actor_step] = self._capture(actor_step)
+            graph, info = self._graphs[actor_step]
+            graph.replay()
+        else:
+            info = self._gradient_step(actor_step)
+        self.n_updates += 1
+        return info
+
+    def _capture(self, actor_step: bool) -> tuple[Any, dict[str, torch.Tensor]]:
+        """Capture _gradient_step as a CUDA graph, then undo the warm-up steps (parameters, Adam moments and
+        the CUDA RNG come back in place), so the first replay is the update an eager call would have made."""
+        tensors = [*self._online, *self._targets]
+        saved = [t.detach().clone() for t in tensors]
+        opt_saved = [{p: {k: v.clone() for k, v in s.items()} for p, s in opt.state.items()}
+                     for opt in (self.actor_optimizer, self.critic_optimizer)]
+        graph, info = capture_cuda_graph(lambda: self._gradient_step(actor_step))
+        with torch.no_grad():
+            torch._foreach_copy_(tensors, saved)
+            for opt, snap in zip((self.actor_optimizer, self.critic_optimizer), opt_saved):
+                for p, s in opt.state.items():
+                    for k, v in s.items():  # fresh state was created by the warm-up: Adam starts from zeros
+                        v.copy_(snap[p][k]) if p in snap else v.zero_()
+        return graph, info
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def learn(self, total_steps: int, callback: Callable[[dict[str, float]], bool | None] | None = None,
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "DDPG":
+        """Train for `total_steps` more environment steps. Each vector step: act (the one host sync: actions
+        to the CPU env), step the envs, store the transitions, and every train_freq steps run gradient_steps
+        updates. Metrics are logged every `log_interval` environment steps and at the end; with `run_dir`,
+        TensorBoard events, progress.csv, config.json and checkpoints/ go there. `callback(metrics)` -> False stops."""
+        cfg, N = self.config, self.n_envs
+        target = self.num_timesteps + int(total_steps)
+        rd = Path(run_dir) if run_dir is not None else None
+        ckpt_dir = rd / "checkpoints" if rd is not None else None
+        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
+        next_log = self.num_timesteps + log_interval
+        logger = Logger(rd, cfg, total_steps=target, start_step=self.num_timesteps, progress=progress,
+                        console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
+                        hparams={"algo": self.algo, "env_id": self.env_id, "seed": self.seed})
+        info: dict[str, Any] = {}
+        t0, steps0 = time.perf_counter(), self.num_timesteps
+        try:
+            while self.num_timesteps < target:
+                unit = self._explore(self._obs_t).cpu().numpy()  # the one host sync per step
+                next_obs, rewards, terminated, truncated, env_info = self.env.step(self._to_env(unit))
+                check_finite_env(next_obs, rewards, self.num_timesteps)
+                real_next = next_obs
+                done = terminated | truncated
+                if done.any():  # SAME_STEP autoreset: next_obs is the reset obs, the true one is in final_obs
+                    real_next = np.array(next_obs, copy=True)
+                    for i in np.flatnonzero(done):
+                        real_next[i] = env_info["final_obs"][i]
+                        self._ou[i].zero_()  # OU state restarts with each episode
+                        self.episode_returns.append(float(self._ep_return[i] + rewards[i]))
+                        self.episode_lengths.append(int(self._ep_length[i] + 1))
+                self.buffer.add(self._obs_np, unit, rewards, real_next, terminated)
+                self._ep_return = np.where(done, 0.0, self._ep_return + rewards)
+                self._ep_length = np.where(done, 0, self._ep_length + 1)
+                self._obs_np, self._obs_t = next_obs, self._obs_stage(next_obs)
+                self.num_timesteps += N
+                self._vec_steps += 1
+                if self.num_timesteps > cfg.learning_starts and self._vec_steps % cfg.train_freq == 0:
+                    for _ in range(cfg.gradient_steps):
+                        info = self.update()
+
+                if self.num_timesteps >= next_log or self.num_timesteps >= target:
+                    next_log = self.num_timesteps + log_interval
+                    metrics = dict(info)
+                    metrics["time/sps"] = (self.num_timesteps - steps0) / (time.perf_counter() - t0)
+                    if self.episode_returns:
+                        metrics["rollout/episode_return"] = float(np.mean(self.episode_returns))
+                        metrics["rollout/episode_length"] = float(np.mean(self.episode_lengths))
+                    values = logger.record(metrics, self.num_timesteps)
+                    check_finite_metrics(self.algo, values, self.num_timesteps)
+                    if callback is not None and callback(values) is False:
+                        break
+                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
+                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
+                    next_ckpt += cfg.checkpoint_interval
+            if ckpt_dir is not None:
+                self.save(ckpt_dir / "final.pt")
+        finally:
+            logger.close()
+        return self
+
+    # ---- evaluation and persistence -------------------------------------------------------------------------
+    def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:
+        return agent_io.evaluate_agent(lambda o: self.act(o, deterministic), self._env_factory, n_episodes,
+                                       self.seed, env)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                 "actor_target": self.actor_target.state_dict(), "critic_target": self.critic_target.state_dict(),
+                 "actor_optimizer": self.actor_optimizer.state_dict(),
+                 "critic_optimizer": self.critic_optimizer.state_dict(),
+                 "noise": {"ou": self._ou.cpu()},
+                 "episodes": {"returns": list(self.episode_returns), "lengths": list(self.episode_lengths)},
+                 "n_updates": self.n_updates, "vec_steps": self._vec_steps}
+        if self.config.save_replay_buffer:
+            state["replay_buffer"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("actor", "critic", "actor_target", "critic_target"):
+            getattr(self, name).load_state_dict(state[name])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self._ou.copy_(state["noise"]["ou"])
+        self.episode_returns.clear()
+        self.episode_returns.extend(state["episodes"]["returns"])
+        self.episode_lengths.clear()
+        self.episode_lengths.extend(state["episodes"]["lengths"])
+        self.n_updates, self._vec_steps = int(state["n_updates"]), int(state["vec_steps"])
+        if "replay_buffer" in state:
+            self.buffer.load_state_dict(state["replay_buffer"])
+        self._graphs.clear()  # loading replaced Adam's state tensors: recapture on the next update
+
+    def save(self, path: str | Path) -> Path:
+        return agent_io.save_agent(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
+             **kwargs: Any) -> "DDPG":
+        return agent_io.load_agent_payload(cls, path, env, device, **kwargs)
