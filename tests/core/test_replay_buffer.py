@@ -1,0 +1,83 @@
+"""ReplayBuffer: ring order, batches from N envs, sampling only filled slots, no autograd graphs kept,
+memory reported and checked up front, state round trip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rlkit.core.buffers import ReplayBuffer
+
+CPU = torch.device("cpu")
+
+
+def add_item(buf: ReplayBuffer, i: float, n: int = 1) -> None:
+    """n transitions whose every field encodes the item number i (next_obs = i + 0.5)."""
+    v = np.full((n, 1), i, dtype=np.float32)
+    buf.add(np.hstack([v, v]), v, v[:, 0], np.hstack([v, v]) + 0.5, v[:, 0] % 2 == 0)
+
+
+def test_capacity_5_after_7_adds_holds_items_2_to_6():
+    buf = ReplayBuffer(5, (2,), (1,), CPU)
+    for i in range(7):
+        add_item(buf, i)
+    assert len(buf) == 5 and buf.pos == 2
+    b = buf.gather(torch.arange(5))
+    assert b.obs[:, 0].tolist() == [5, 6, 2, 3, 4]
+    assert sorted(b.actions[:, 0].tolist()) == [2, 3, 4, 5, 6]
+    assert torch.equal(b.next_obs, b.obs + 0.5) and torch.equal(b.rewards, b.obs[:, 0])
+    assert b.terminated.tolist() == [0.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def test_batch_from_n_envs_wraps_around():
+    buf = ReplayBuffer(5, (2,), (1,), CPU)
+    obs = np.arange(6, dtype=np.float32).reshape(3, 2)
+    buf.add(obs, np.zeros((3, 1)), np.array([0.0, 1, 2]), obs, np.zeros(3, bool))
+    buf.add(obs + 100, np.ones((3, 1)), np.array([3.0, 4, 5]), obs, np.ones(3, bool))
+    assert buf.pos == 1 and len(buf) == 5
+    assert buf.gather(torch.arange(5)).rewards.tolist() == [5, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="capacity 5"):
+        buf.add(*(np.zeros((6, k)) for k in (2, 1, 1, 2, 1)))
+
+
+def test_samples_never_touch_empty_slots():
+    buf = ReplayBuffer(1000, (2,), (1,), CPU)
+    with pytest.raises(ValueError, match="empty"):
+        buf.sample(4)
+    for i in range(1, 8):
+        add_item(buf, i)
+    b = buf.sample(20_000)
+    assert set(b.obs[:, 0].tolist()) == {1, 2, 3, 4, 5, 6, 7}  # every filled slot, never a zero row
+    add_item(buf, 8)  # the size on the device follows the fill level
+    assert 8.0 in set(buf.sample(20_000).obs[:, 0].tolist())
+
+
+def test_stored_tensors_carry_no_graph_and_memory_is_reported():
+    buf = ReplayBuffer(10, (3,), (2,), CPU)
+    x = torch.ones(2, 3, requires_grad=True)
+    a = torch.ones(2, 2, requires_grad=True) * 2
+    buf.add(x * 2, a, torch.ones(2), x * 3, torch.zeros(2))
+    assert buf.data.grad_fn is None and not buf.data.requires_grad
+    b = buf.sample(4)
+    assert all(t.grad_fn is None for t in b)
+    assert buf.nbytes == 10 * (3 + 2 + 1 + 3 + 1) * 4 == buf.data.numel() * buf.data.element_size()
+
+
+def test_capacity_that_cannot_fit_fails_at_construction_naming_gib():
+    with pytest.raises(MemoryError, match=r"GiB"):
+        ReplayBuffer(10**13, (3,), (1,), CPU)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="capacity"):
+            ReplayBuffer(bad, (3,), (1,), CPU)
+
+
+def test_state_dict_round_trip():
+    buf = ReplayBuffer(5, (2,), (1,), CPU)
+    for i in range(7):
+        add_item(buf, i)
+    other = ReplayBuffer(5, (2,), (1,), CPU)
+    other.load_state_dict(buf.state_dict())
+    assert torch.equal(other.data, buf.data) and (other.pos, other.size) == (buf.pos, buf.size)
+    assert float(other.size_t) == 5
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(6, (2,), (1,), CPU).load_state_dict(buf.state_dict())
