@@ -1,0 +1,365 @@
+"""TRPO: trust-region policy optimisation by natural gradient, conjugate gradient and a KL line search.
+
+Schulman et al. (2015), "Trust Region Policy Optimization", with GAE advantages (Schulman et al. 2016) and the
+practical algorithm of its appendix C. For a rollout collected by pi_old = pi_{theta_old}:
+
+    A_t   = GAE(gamma, lambda), normalised per batch;   R_t = A_t + V(s_t)  (the critic's target)
+    L(th) = E[ pi_th(a|s) / pi_old(a|s) * A ]                              (surrogate, to maximise)
+    KL(th)= E_s[ KL(pi_old(.|s) || pi_th(.|s)) ]                          (analytic, categorical / diag. Gaussian)
+    g     = grad L(theta_old);   F = Hessian of KL at theta_old (+ cg_damping * I)  (Fisher, by double backprop)
+    s     = F^-1 g                                                         (cg_max_steps of conjugate gradient)
+    beta  = sqrt(2 * max_kl / s^T F s)                                     (largest step on the quadratic model)
+    theta = theta_old + shrink^k * beta * s,  k = the first of 0..line_search_max_iter-1 with
+            KL(theta) <= max_kl and L(theta) > L(theta_old);  theta_old exactly if no k qualifies
+    phi  <- n_critic_updates epochs of minibatch Adam on E[(V_phi(s) - R)^2]
+
+Deviations and choices:
+  * All line-search candidates are evaluated and the first acceptable one is selected with tensor ops (no host
+    sync, so a CUDA update never waits on the GPU); the parameters are written once with torch.where. The
+    evaluated and the written parameters are the same bits, so the accepted KL is exactly the checked one.
+  * s^T F s <= 0 or non-finite, a non-finite direction, or zero advantages make no update (never NaN).
+  * The Fisher-vector product can use a random fraction of the batch (fvp_subsample; Schulman's thesis, p. 40).
+  * The critic is separate from the policy (Stable-Baselines3's default MlpPolicy) and fitted after the policy
+    step. The observation normaliser (optional) is updated from each rollout after the update on it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from rlkit.core import agent_io
+from rlkit.core import distributions as D
+from rlkit.core.buffers import RolloutBuffer
+from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_unit_interval)
+from rlkit.core.device import configure_threads, resolve_device, seed_everything
+from rlkit.core.envs import EnvLike
+from rlkit.core.logger import Logger
+from rlkit.core.networks import ACTIVATIONS, ObsEncoder, VCritic, make_actor
+from rlkit.core.optim import FlatParameters, conjugate_gradient, flat_grad
+from rlkit.core.returns import explained_variance, gae
+from rlkit.core.rollout import RolloutCollector, check_finite_metrics
+
+
+@dataclass
+class TRPOConfig:
+    # Collection
+    n_envs: int = 2
+    """Number of parallel environments."""
+    n_steps: int = 1024
+    """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
+    normalize_obs: bool = False
+    """Normalise observations by a running mean/std (saved in checkpoints, frozen during evaluation)."""
+    # Loss
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    normalize_advantage: bool = True
+    """Normalise advantages to mean 0, std 1 within each batch."""
+    # Trust region
+    max_kl: float = 0.01
+    """Trust-region radius delta: the mean KL(pi_old || pi_new) an accepted step may reach."""
+    cg_max_steps: int = 15
+    """Conjugate-gradient iterations (always this many; converged iterations are masked, not skipped)."""
+    cg_damping: float = 0.1
+    """Damping added to the Fisher matrix: F + cg_damping * I."""
+    cg_residual_tol: float = 1e-10
+    """Squared residual below which conjugate gradient stops changing x."""
+    line_search_shrink: float = 0.8
+    """Backtracking factor of the line search."""
+    line_search_max_iter: int = 10
+    """Step sizes tried by the line search: beta * shrink^k, k = 0..line_search_max_iter-1."""
+    fvp_subsample: float = 1.0
+    """Fraction of the batch used for Fisher-vector products (1.0: the whole batch)."""
+    # Critic
+    learning_rate: float = 1e-3
+    """Adam step size of the critic."""
+    n_critic_updates: int = 10
+    """Epochs of minibatch Adam on the critic per rollout."""
+    batch_size: int = 128
+    """Critic minibatch size (a larger value than n_envs * n_steps means one full-batch step per epoch)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of the policy and of the (separate) critic."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or gelu."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    # Logging and checkpoints
+    checkpoint_interval: int = 0
+    """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (the final one is always kept)."""
+    torch_threads: int = 1
+    """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "n_envs", "n_steps", "max_kl", "cg_max_steps", "line_search_max_iter",
+                       "learning_rate", "n_critic_updates", "batch_size", "fvp_subsample")
+        check_unit_interval(self, "gamma", "gae_lambda", "fvp_subsample")
+        check_nonnegative(self, "cg_damping", "cg_residual_tol", "checkpoint_interval", "keep_checkpoints",
+                          "torch_threads")
+        if not 0.0 < self.line_search_shrink < 1.0:
+            raise ConfigError(f"TRPOConfig.line_search_shrink must be in (0, 1), got {self.line_search_shrink!r}")
+        check_hidden_sizes(self)
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+
+
+# ---- the pieces of a TRPO step, as plain functions ----------------------------------------------------------
+def normalize(adv: torch.Tensor) -> torch.Tensor:
+    """(A - mean) / (std + 1e-8); a single sample is returned unchanged (its std is NaN)."""
+    if adv.numel() < 2:
+        return adv
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
+def surrogate(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """L = mean(pi / pi_old * A), the importance-sampled advantage (TRPO eq. 14)."""
+    return (torch.exp(logp - logp_old) * adv).mean()
+
+
+def fisher_vector_product(grad_kl: torch.Tensor, params: Sequence[torch.Tensor], v: torch.Tensor,
+                          damping: float) -> torch.Tensor:
+    """(F + damping I) v with F = Hessian of the mean KL: d/dtheta (grad_kl . v), one more backward pass.
+
+    grad_kl must come from flat_grad(kl, params, create_graph=True) with the old policy DETACHED (otherwise
+    KL(old || new) does not depend on theta through `old` the right way and F collapses to 0)."""
+    return flat_grad(grad_kl.dot(v), params, retain_graph=True) + damping * v
+
+
+def natural_step(g: torch.Tensor, fvp: Callable[[torch.Tensor], torch.Tensor], max_kl: float, cg_iters: int,
+                 residual_tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full step beta * s with s = F^-1 g, beta = sqrt(2 max_kl / s^T F s); (zeros, False) when s^T F s <= 0 or
+    anything is non-finite. Returns (step, valid) as tensors: no host sync."""
+    s = conjugate_gradient(fvp, g, cg_iters, residual_tol)
+    sfs = s.dot(fvp(s))
+    valid = torch.isfinite(sfs) & (sfs > 0) & torch.isfinite(s).all()
+    beta = torch.sqrt(2.0 * max_kl / torch.where(valid, sfs, torch.ones_like(sfs)))
+    return torch.where(valid, beta * s, torch.zeros_like(s)), valid
+
+
+@torch.no_grad()
+def line_search(theta: torch.Tensor, step: torch.Tensor, valid: torch.Tensor,
+                evaluate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], surr_old: torch.Tensor,
+                max_kl: float, shrink: float, max_iter: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Backtracking line search with device-side selection.
+
+    Evaluates `evaluate(theta + shrink^k * step) -> (mean KL, surrogate)` for every k < max_iter, accepts the
+    first k with KL <= max_kl and surrogate > surr_old, and returns (new flat parameters, diagnostics). If no k
+    qualifies (or `valid` is False) the returned vector IS `theta`'s values, bit for bit."""
+    coefs = shrink ** torch.arange(max_iter, dtype=theta.dtype, device=theta.device)
+    kls, surrs = [], []
+    for k in range(max_iter):
+        kl, surr = evaluate(theta + coefs[k] * step)
+        kls.append(kl)
+        surrs.append(surr)
+    kls_t, surrs_t = torch.stack(kls), torch.stack(surrs)
+    ok = (kls_t.double() <= max_kl) & (surrs_t > surr_old) & torch.isfinite(kls_t) & torch.isfinite(surrs_t) & valid
+    first = ok & (ok.cumsum(0) == 1)  # one-hot of the first acceptable k (all False if none)
+    accepted = ok.any()
+    coef = (coefs * first).sum()  # exactly coefs[k]: a sum of one value and zeros
+    new_theta = torch.where(accepted, theta + coef * step, theta)
+    zero = torch.zeros_like(surr_old)
+    info = {"train/line_search_accepted": accepted.to(theta.dtype),
+            "train/line_search_steps": torch.where(accepted, torch.argmax(first.to(torch.int64)) + 1,
+                                                   torch.full_like(first[0], max_iter, dtype=torch.int64)),
+            "train/kl": torch.where(accepted, (kls_t * first).sum(), zero),
+            "train/surrogate_improvement": torch.where(accepted, (surrs_t * first).sum() - surr_old, zero)}
+    return new_theta, info
+
+
+class TRPO:
+    """Trust-region policy optimisation with GAE. See the module docstring for the equations."""
+
+    algo = "trpo"
+    supported_actions = ("Discrete", "Box")
+
+    def __init__(self, env: EnvLike, config: TRPOConfig | dict | None = None, *, seed: int | None = None,
+                 device: str | torch.device = "auto", **overrides: Any) -> None:
+        self.config = cfg = build_config(TRPOConfig, config, **overrides)
+        self.device = resolve_device(device)
+        configure_threads(cfg.torch_threads)
+        self.seed = seed
+        if seed is not None:
+            seed_everything(seed)
+        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions)
+        self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
+        self.observation_space, self.action_space = es.obs_space, es.action_space
+        self.discrete = es.action_space.__class__.__name__ == "Discrete"
+
+        encoder = ObsEncoder(es.obs_space, normalize=cfg.normalize_obs)  # one normaliser for actor and critic
+        self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
+                                cfg.log_std_init, encoder=encoder).to(self.device)
+        self.critic = VCritic(encoder, cfg.hidden_sizes, cfg.activation).to(self.device)
+        # Flat parameter vectors: theta is read and written in one op; Adam steps one tensor.
+        self.pi_flat = FlatParameters(self.actor.parameters())
+        self.vf_flat = FlatParameters(self.critic.parameters())
+        self.vf_optimizer = torch.optim.Adam([self.vf_flat.param], lr=cfg.learning_rate, eps=1e-5)
+
+        self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
+                                    () if self.discrete else es.action_space.shape,
+                                    torch.int64 if self.discrete else torch.float32, self.device)
+        self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+        self.num_timesteps = 0
+        self.n_updates = 0
+
+    # ---- acting -------------------------------------------------------------------------------------------
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
+        return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
+
+    def value(self, obs: Any) -> np.ndarray:
+        """The critic's V(s) for one observation or a batch."""
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+            single = x.shape == torch.Size(self.observation_space.shape or ())
+            v = self.critic(x.unsqueeze(0) if single else x).cpu().numpy()
+        return v[0] if single else v
+
+    # ---- one update -----------------------------------------------------------------------------------------
+    def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
+        """GAE, one trust-region policy step, then the critic fit. Returns tensor diagnostics (no host sync).
+
+        Shapes: rollout tensors [T, N, ...]; the losses use the T * N flattened samples."""
+        cfg = self.config
+        T, N = buf.n_steps, buf.n_envs
+        obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
+        with torch.no_grad():
+            values = self.critic(obs).view(T, N)
+            final_values = self.critic(buf.flat(buf.final_obs)).view(T, N)
+            last_values = self.critic(buf.last_obs)
+            adv, returns = gae(buf.rewards, values, buf.terminated, buf.truncated, final_values, last_values,
+                               cfg.gamma, cfg.gae_lambda)
+            adv, returns = adv.reshape(-1), returns.reshape(-1)
+            if cfg.normalize_advantage:
+                adv = normalize(adv)
+        info = self.policy_step(obs, actions, adv)
+        info["train/loss_v"] = self.fit_critic(obs, returns)
+        info["train/explained_variance"] = explained_variance(values.reshape(-1), returns)
+        self.n_updates += 1
+        return info
+
+    def policy_step(self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One TRPO step of the actor on a flat batch (obs [B, ...], actions [B, ...], advantages [B])."""
+        cfg = self.config
+        params = self.pi_flat.params
+        new = self.actor.dist_params(obs)
+        old = tuple(p.detach() for p in new)  # pi_old: a constant, so the KL's Hessian is the Fisher matrix
+        logp_old = self.actor.log_prob_from_params(old, actions)
+        surr = surrogate(self.actor.log_prob_from_params(new, actions), logp_old, adv)
+        g = flat_grad(surr, params, retain_graph=True)
+        old_full = old
+        if cfg.fvp_subsample < 1.0:  # Fisher on a random subset of the batch (same old policy, detached)
+            m = max(1, int(round(cfg.fvp_subsample * obs.shape[0])))
+            new = self.actor.dist_params(obs[torch.randperm(obs.shape[0], device=obs.device)[:m]])
+            old = tuple(p.detach() for p in new)
+        grad_kl = flat_grad(self.actor.kl(old, new).mean(), params, create_graph=True)
+        step, valid = natural_step(g, lambda v: fisher_vector_product(grad_kl, params, v, cfg.cg_damping),
+                                   cfg.max_kl, cfg.cg_max_steps, cfg.cg_residual_tol)
+
+        theta_old = self.pi_flat.param.detach().clone()
+        surr_old = surr.detach()
+
+        def evaluate(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self.pi_flat.param.data.copy_(theta)
+            p = self.actor.dist_params(obs)
+            return (self.actor.kl(old_full, p).mean(),
+                    surrogate(self.actor.log_prob_from_params(p, actions), logp_old, adv))
+
+        new_theta, info = line_search(theta_old, step, valid, evaluate, surr_old, cfg.max_kl,
+                                      cfg.line_search_shrink, cfg.line_search_max_iter)
+        self.pi_flat.param.data.copy_(new_theta)
+        entropy = D.categorical_entropy(old_full[0]) if self.discrete else D.gaussian_entropy(*old_full)
+        info["train/loss_pi"] = -(surr_old + info["train/surrogate_improvement"])
+        info["train/entropy"] = entropy.mean()
+        return info
+
+    def fit_critic(self, obs: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+        """n_critic_updates epochs of minibatch Adam on (V(s) - R)^2; returns the mean loss of the last epoch."""
+        cfg = self.config
+        n, bs = obs.shape[0], cfg.batch_size
+        total = torch.zeros((), device=obs.device)
+        for _ in range(cfg.n_critic_updates):
+            perm = torch.randperm(n, device=obs.device)
+            total = torch.zeros((), device=obs.device)
+            for start in range(0, n, bs):
+                idx = perm[start:start + bs]
+                loss = (self.critic(obs[idx]) - returns[idx]).pow(2).mean()
+                self.vf_flat.zero_grad()
+                loss.backward()
+                self.vf_optimizer.step()
+                total = total + loss.detach() * idx.shape[0]
+        return total / n
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def learn(self, total_steps: int, callback: Callable[[dict[str, float]], bool | None] | None = None,
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1) -> "TRPO":
+        """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
+        events, progress.csv, config.json and checkpoints/ there. Metrics are logged (and `callback(metrics)`
+        called; returning False stops) every `log_interval` updates and after the last one."""
+        if not isinstance(total_steps, (int, np.integer)) or total_steps < 0:
+            raise ValueError(f"total_steps must be a non-negative integer, got {total_steps!r}")
+        if not isinstance(log_interval, int) or log_interval < 1:
+            raise ValueError(f"log_interval must be a positive integer, got {log_interval!r}")
+        cfg = self.config
+        batch = cfg.n_steps * self.collector.n_envs
+        start, target = self.num_timesteps, self.num_timesteps + int(total_steps)
+        rd = Path(run_dir) if run_dir is not None else None
+        ckpt_dir = rd / "checkpoints" if rd is not None else None
+        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
+        logger = Logger(rd, cfg, total_steps=target, start_step=self.num_timesteps, progress=progress,
+                        console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
+                        hparams={"algo": self.algo, "env_id": self.env_id, "seed": self.seed})
+        try:
+            t0 = time.perf_counter()
+            while self.num_timesteps < target:
+                self.collector.collect(self.buffer, self.actor.sample)
+                self.num_timesteps += batch
+                info = self.update(self.buffer)
+                self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
+                if self.n_updates % log_interval == 0 or self.num_timesteps >= target:
+                    info["time/sps"] = (self.num_timesteps - start) / (time.perf_counter() - t0)
+                    info.update(self.collector.episode_stats())
+                    values = logger.record(info, self.num_timesteps)
+                    check_finite_metrics(self.algo, values, self.num_timesteps)
+                    if callback is not None and callback(values) is False:
+                        break
+                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
+                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
+                    next_ckpt += cfg.checkpoint_interval
+            if ckpt_dir is not None:
+                self.save(ckpt_dir / "final.pt")
+        finally:
+            logger.close()
+        return self
+
+    # ---- evaluation and persistence -------------------------------------------------------------------------
+    def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:
+        """Evaluate on a fresh env; the observation statistics are only read, never updated."""
+        return agent_io.evaluate_agent(lambda o: self.act(o, deterministic), self._env_factory, n_episodes,
+                                       self.seed, env)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "vf_optimizer": self.vf_optimizer.state_dict(), "collector": self.collector.state_dict(),
+                "n_updates": self.n_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])  # copies into the flat views: the optimiser keeps its tensor
+        self.critic.load_state_dict(state["critic"])
+        self.vf_optimizer.load_state_dict(state["vf_optimizer"])
+        self.collector.load_state_dict(state["collector"])
+        self.n_updates = int(state["n_updates"])
+
+    def save(self, path: str | Path) -> Path:
+        return agent_io.save_agent(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
+             **kwargs: Any) -> "TRPO":
+        return agent_io.load_agent_payload(cls, path, env, device, **kwargs)
