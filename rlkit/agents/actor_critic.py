@@ -1,0 +1,688 @@
+"""Actor-critic agents: QAC (Q actor-critic) and A2C (advantage actor-critic).
+
+Sutton & Barto (2018, sec. 13.5); Konda & Tsitsiklis (2000) for QAC; Mnih et al. (2016) for A2C, the synchronous
+variant of A3C; advantages by GAE, Schulman et al. (2016). Both follow the same policy gradient and differ ONLY
+in what weights grad log pi (see `policy_loss` and the two `update` methods):
+
+    g = E[ grad_theta log pi_theta(a_t | s_t) * Psi_t ] + ent_coef * grad H[pi_theta(. | s_t)]
+    QAC:  Psi_t = Q_w(s_t, a_t)                        critic Q_w: TD(0) / SARSA
+          y_t   = r_t + gamma * Q_w(s_{t+1}, a_{t+1})  a_{t+1} = the action the policy actually takes next
+          w    <- argmin_w E[(Q_w(s_t, a_t) - y_t)^2]  (one semi-gradient step per rollout, y_t detached)
+    A2C:  Psi_t = A_t = GAE(gamma, lambda)             critic V_phi
+          delta_t = r_t + gamma * V(s_{t+1}) - V(s_t);  A_t = delta_t + gamma * lambda * A_{t+1}
+          loss = -E[log pi * A] - ent_coef * E[H] + vf_coef * E[(V(s_t) - (A_t + V(s_t)))^2]
+
+Termination and truncation, as everywhere in rlkit: nothing is bootstrapped after a termination; after a
+truncation (time limit) the target continues from the TRUE final observation (QAC: Q_w(s_final, a') with
+a' ~ pi(s_final) sampled for it, since that episode takes no further action; A2C: V(s_final)); GAE traces are
+cut on both. Deviations:
+  * QAC's last step of a rollout bootstraps from Q_w(s_T, a_T) where a_T ~ pi(s_T) is sampled at update time
+    and then really executed as the first action of the next rollout (so the SARSA target stays exact).
+  * QAC's Psi can be standardised per batch (normalize_q; subtracting the batch mean acts as a baseline).
+  * A2C's linear learning-rate decay runs over each learn() call (like Stable-Baselines3).
+  * A2C's observation normaliser is updated from each rollout AFTER the update on it, so a rollout is trained
+    with the statistics it was collected with; evaluation never changes the statistics.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rlkit.core import agent_io
+from rlkit.core import distributions as D
+from rlkit.core.buffers import RolloutBuffer
+from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_unit_interval)
+from rlkit.core.device import configure_threads, resolve_device, seed_everything
+from rlkit.core.envs import EnvLike
+from rlkit.core.logger import Logger
+from rlkit.core.networks import (ACTIVATIONS, DiscreteQCritic, ObsEncoder, QCritic, action_dim, make_actor, mlp)
+from rlkit.core.optim import FlatParameters
+from rlkit.core.returns import explained_variance, gae
+from rlkit.core.rollout import RolloutCollector, check_finite_metrics
+
+
+@dataclass
+class QACConfig:
+    # Collection
+    n_envs: int = 8
+    """Number of parallel environments."""
+    n_steps: int = 8
+    """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
+    # Loss
+    gamma: float = 0.99
+    """Discount factor."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus in the policy loss."""
+    normalize_q: bool = True
+    """Standardise Q(s, a) within each batch before it weights grad log pi (mean 0, std 1)."""
+    # Optimisation
+    learning_rate: float = 7e-4
+    """Adam step size of the actor."""
+    q_learning_rate: float = 1e-3
+    """Adam step size of the critic Q_w."""
+    max_grad_norm: float = 0.5
+    """Clip each gradient (actor, critic) to this global norm (0 disables clipping)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of the actor and the critic."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or gelu."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    # Logging and checkpoints
+    checkpoint_interval: int = 0
+    """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (the final one is always kept)."""
+    torch_threads: int = 1
+    """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "n_envs", "n_steps", "learning_rate", "q_learning_rate")
+        check_unit_interval(self, "gamma")
+        check_nonnegative(self, "ent_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
+                          "torch_threads")
+        check_hidden_sizes(self)
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+
+
+@dataclass
+class A2CConfig:
+    # Collection
+    n_envs: int = 8
+    """Number of parallel environments."""
+    n_steps: int = 5
+    """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
+    normalize_obs: bool = False
+    """Normalise observations by a running mean/std (saved in checkpoints, frozen during evaluation)."""
+    # Loss
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE lambda (1.0: n-step returns minus V, as Stable-Baselines3's default; 0.0: one-step TD error)."""
+    normalize_advantage: bool = False
+    """Normalise advantages to mean 0, std 1 within each batch."""
+    reward_scale: float = 1.0
+    """Multiply rewards by this before computing returns (a fixed stand-in for reward normalisation)."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the value loss in the joint loss."""
+    # Optimisation
+    learning_rate: float = 7e-4
+    """Step size (the initial one under linear decay)."""
+    lr_schedule: str = "constant"
+    """constant, or linear (decays to 0 over each learn() call)."""
+    optimizer: str = "rmsprop"
+    """rmsprop (torch RMSprop with rms_alpha/rms_eps, as Stable-Baselines3) or adam."""
+    rms_alpha: float = 0.99
+    """RMSprop smoothing constant."""
+    rms_eps: float = 1e-5
+    """RMSprop epsilon (also used as Adam's epsilon)."""
+    max_grad_norm: float = 0.5
+    """Clip the gradient to this global norm (0 disables clipping)."""
+    shared_trunk: bool = False
+    """One hidden trunk for actor and critic (True) or two separate ones (False, Stable-Baselines3's default)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of each trunk."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or gelu."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    # Logging and checkpoints
+    checkpoint_interval: int = 0
+    """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (the final one is always kept)."""
+    torch_threads: int = 1
+    """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "n_envs", "n_steps", "learning_rate", "rms_eps", "reward_scale")
+        check_unit_interval(self, "gamma", "gae_lambda", "rms_alpha")
+        check_nonnegative(self, "ent_coef", "vf_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
+                          "torch_threads")
+        check_hidden_sizes(self)
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "lr_schedule", ("constant", "linear"))
+        check_choice(self, "optimizer", ("rmsprop", "adam"))
+
+
+def policy_loss(logp: torch.Tensor, entropy: torch.Tensor | None, psi: torch.Tensor, ent_coef: float
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-E[log pi(a|s) * Psi] - ent_coef * E[H]; Psi = Q(s, a) for QAC, the advantage A for A2C (detached).
+    With entropy None (not needed: ent_coef 0 and no logging) the term and its backward are skipped."""
+    loss = -(logp * psi).mean()
+    if entropy is None:
+        return loss, {"train/loss_pi": loss.detach()}
+    ent = entropy.mean()
+    if ent_coef > 0:
+        loss = loss - ent_coef * ent
+    return loss, {"train/loss_pi": loss.detach(), "train/entropy": ent.detach()}
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / (std + 1e-8); a single sample is returned unchanged (its std is NaN)."""
+    if x.numel() < 2:
+        return x
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+def _check_learn_args(total_steps: int, log_interval: int) -> None:
+    if not isinstance(total_steps, (int, np.integer)) or total_steps < 0:
+        raise ValueError(f"total_steps must be a non-negative integer, got {total_steps!r}")
+    if not isinstance(log_interval, int) or log_interval < 1:
+        raise ValueError(f"log_interval must be a positive integer, got {log_interval!r}")
+
+
+def _make_logger(agent: Any, run_dir: Path | None, target: int, progress: bool) -> Logger:
+    return Logger(run_dir, agent.config, total_steps=target, start_step=agent.num_timesteps, progress=progress,
+                  console=run_dir is not None, tensorboard=run_dir is not None, csv_file=run_dir is not None,
+                  hparams={"algo": agent.algo, "env_id": agent.env_id, "seed": agent.seed})
+
+
+class QAC:
+    """Q actor-critic: the policy gradient weighted by an on-policy SARSA critic Q_w(s, a)."""
+
+    algo = "qac"
+    supported_actions = ("Discrete", "Box")
+
+    def __init__(self, env: EnvLike, config: QACConfig | dict | None = None, *, seed: int | None = None,
+                 device: str | torch.device = "auto", **overrides: Any) -> None:
+        self.config = cfg = build_config(QACConfig, config, **overrides)
+        self.device = resolve_device(device)
+        configure_threads(cfg.torch_threads)
+        self.seed = seed
+        if seed is not None:
+            seed_everything(seed)
+        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions)
+        self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
+        self.observation_space, self.action_space = es.obs_space, es.action_space
+        self.discrete = es.action_space.__class__.__name__ == "Discrete"
+
+        self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
+                                cfg.log_std_init).to(self.device)
+        if self.discrete:  # one Q output per action
+            self.critic = DiscreteQCritic(ObsEncoder(es.obs_space), int(es.action_space.n), cfg.hidden_sizes,
+                                          cfg.activation).to(self.device)
+        else:  # Q(s, a) on [features, action]; the action enters clipped to the Box, as the env executes it
+            self.critic = QCritic(ObsEncoder(es.obs_space), action_dim(es.action_space), cfg.hidden_sizes,
+                                  cfg.activation, orthogonal=True).to(self.device)
+            self._low = torch.as_tensor(es.action_space.low, dtype=torch.float32, device=self.device)
+            self._high = torch.as_tensor(es.action_space.high, dtype=torch.float32, device=self.device)
+        self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
+        self.q_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.q_learning_rate)
+
+        self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
+                                    () if self.discrete else es.action_space.shape,
+                                    torch.int64 if self.discrete else torch.float32, self.device)
+        self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+        self._next = None  # (a_T, log pi(a_T|s_T)) chosen in update(), executed first in the next rollout
+        self.num_timesteps = 0
+        self.n_updates = 0
+
+    # ---- acting -------------------------------------------------------------------------------------------
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
+        return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
+
+    def value(self, obs: Any) -> np.ndarray:
+        """V(s) = E_{a~pi}[Q_w(s, a)]: exact for Discrete, one-sample estimate for Box."""
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+        single = x.shape == torch.Size(self.observation_space.shape or ())
+        x = x.unsqueeze(0) if single else x
+        with torch.no_grad():
+            if self.discrete:
+                probs = torch.softmax(self.actor.dist_params(x)[0], -1)
+                v = (probs * self.critic.all_actions(x)).sum(-1)
+            else:
+                v = self._q(x, self.actor.sample(x)[0])
+        v = v.cpu().numpy()
+        return v[0] if single else v
+
+    def _q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs, actions if self.discrete else torch.maximum(torch.minimum(actions, self._high),
+                                                                           self._low))
+
+    def _rollout_policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._next is not None:  # the a_T that the last update bootstrapped from: execute exactly it
+            nxt, self._next = self._next, None
+            return nxt
+        return self.actor.sample(obs)
+
+    # ---- one update -----------------------------------------------------------------------------------------
+    def td_targets(self, buf: RolloutBuffer, a_T: torch.Tensor, a_final: torch.Tensor) -> torch.Tensor:
+        """SARSA targets y_t = r_t + gamma * Q_w(s_{t+1}, a_{t+1}), [T, N], without gradient:
+          s_{t+1}, a_{t+1} = obs[t+1], actions[t+1]  (the action actually taken next; a_T at t = T-1)
+                           = final_obs[t], a_final[t] where truncated (a' ~ pi(true final observation))
+          y_t = r_t                                   where terminated (nothing after a real end)
+        """
+        T, N = buf.n_steps, buf.n_envs
+        trunc_o = buf.truncated.view(T, N, *([1] * (buf.obs.dim() - 2)))
+        trunc_a = buf.truncated.view(T, N, *([1] * (buf.actions.dim() - 2)))
+        next_obs = torch.where(trunc_o, buf.final_obs, torch.cat([buf.obs[1:], buf.last_obs[None]]))
+        next_act = torch.where(trunc_a, a_final, torch.cat([buf.actions[1:], a_T[None]]))
+        with torch.no_grad():
+            q_next = self._q(buf.flat(next_obs), buf.flat(next_act)).view(T, N)
+        return buf.rewards + self.config.gamma * torch.where(buf.terminated, torch.zeros_like(q_next), q_next)
+
+    def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
+        """One SARSA critic step and one policy-gradient step on a rollout. Returns tensor diagnostics."""
+        cfg = self.config
+        with torch.no_grad():
+            a_T, logp_T = self.actor.sample(buf.last_obs)  # a_T: executed first in the next rollout
+            self._next = (a_T, logp_T)
+            a_final = self.actor.sample(buf.flat(buf.final_obs))[0].view_as(buf.actions)  # used where truncated
+        y = self.td_targets(buf, a_T, a_final)
+        obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
+        q = self._q(obs, actions)
+        loss_q = (q - y.reshape(-1)).pow(2).mean()
+        self.q_optimizer.zero_grad(set_to_none=True)
+        loss_q.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+        self.q_optimizer.step()
+
+        psi = normalize(q.detach()) if cfg.normalize_q else q.detach()  # <- QAC: Q(s, a) weights grad log pi
+        logp, entropy = self.actor.log_prob_entropy(obs, actions)
+        loss_pi, info = policy_loss(logp, entropy, psi, cfg.ent_coef)
+        self.pi_optimizer.zero_grad(set_to_none=True)
+        loss_pi.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+        self.pi_optimizer.step()
+        info["train/loss_q"] = loss_q.detach()
+        info["train/explained_variance"] = explained_variance(q.detach(), y.reshape(-1))
+        self.n_updates += 1
+        return info
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def learn(self, total_steps: int, callback: Callable[[dict[str, float]], bool | None] | None = None,
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 10) -> "QAC":
+        """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
+        events, progress.csv, config.json and checkpoints/ there. Metrics are logged (and `callback(metrics)`
+        called; returning False stops) every `log_interval` updates and after the last one."""
+        _check_learn_args(total_steps, log_interval)
+        cfg = self.config
+        batch = cfg.n_steps * self.collector.n_envs
+        target = self.num_timesteps + int(total_steps)
+        rd = Path(run_dir) if run_dir is not None else None
+        ckpt_dir = rd / "checkpoints" if rd is not None else None
+        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
+        logger = _make_logger(self, rd, target, progress)
+        try:
+            t0, steps0 = time.perf_counter(), self.num_timesteps
+            while self.num_timesteps < target:
+                self.collector.collect(self.buffer, self._rollout_policy)
+                self.num_timesteps += batch
+                info = self.update(self.buffer)
+                if self.n_updates % log_interval == 0 or self.num_timesteps >= target:
+                    info["time/sps"] = (self.num_timesteps - steps0) / (time.perf_counter() - t0)
+                    info.update(self.collector.episode_stats())
+                    values = logger.record(info, self.num_timesteps)
+                    check_finite_metrics(self.algo, values, self.num_timesteps)
+                    if callback is not None and callback(values) is False:
+                        break
+                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
+                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
+                    next_ckpt += cfg.checkpoint_interval
+            if ckpt_dir is not None:
+                self.save(ckpt_dir / "final.pt")
+        finally:
+            logger.close()
+        return self
+
+    # ---- evaluation and persistence -------------------------------------------------------------------------
+    def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:
+        return agent_io.evaluate_agent(lambda o: self.act(o, deterministic), self._env_factory, n_episodes,
+                                       self.seed, env)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "pi_optimizer": self.pi_optimizer.state_dict(), "q_optimizer": self.q_optimizer.state_dict(),
+                "collector": self.collector.state_dict(), "n_updates": self.n_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.pi_optimizer.load_state_dict(state["pi_optimizer"])
+        self.q_optimizer.load_state_dict(state["q_optimizer"])
+        self.collector.load_state_dict(state["collector"])
+        self.n_updates = int(state["n_updates"])
+        self._next = None  # the loaded agent's env starts from a fresh reset, not from the saved s_T
+
+    def save(self, path: str | Path) -> Path:
+        return agent_io.save_agent(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
+             **kwargs: Any) -> "QAC":
+        return agent_io.load_agent_payload(cls, path, env, device, **kwargs)
+
+
+class ActorCriticNet(nn.Module):
+    """Encoder -> trunk(s) -> policy head (logits, or Gaussian means with a learned log_std) and value head.
+
+    With shared_trunk one trunk feeds both heads; otherwise each head has its own (Stable-Baselines3's default).
+    Orthogonal init: gain sqrt(2) inside the trunks, 0.01 on the policy head, 1 on the value head.
+    The modules only hold the parameters (so state_dict() is the usual one); the forward passes call
+    F.linear on cached (weight, bias) pairs: with 8-row batches, nn.Module call overhead costs more than the
+    arithmetic.
+    """
+
+    def __init__(self, encoder: ObsEncoder, n_out: int, discrete: bool, cfg: A2CConfig) -> None:
+        super().__init__()
+        hs, act = cfg.hidden_sizes, cfg.activation
+        self.encoder, self.discrete = encoder, discrete
+        self.shared = cfg.shared_trunk
+        self.pi_trunk = mlp(encoder.dim, hs[:-1], hs[-1], act, output_gain=math.sqrt(2))
+        self.v_trunk = None if cfg.shared_trunk else mlp(encoder.dim, hs[:-1], hs[-1], act, output_gain=math.sqrt(2))
+        self.pi_head = mlp(hs[-1], (), n_out, output_gain=0.01)
+        self.v_head = mlp(hs[-1], (), 1, output_gain=1.0)
+        self.log_std = None if discrete else nn.Parameter(torch.full((n_out,), float(cfg.log_std_init)))
+        self._act = _ACT_FN[act]
+        self._pi = _linears(self.pi_trunk)
+        self._v = self._pi if cfg.shared_trunk else _linears(self.v_trunk)
+        self._pi_out, self._v_out = _linears(self.pi_head)[0], _linears(self.v_head)[0]
+
+    def _trunk(self, x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        for w, b in layers:  # every trunk layer, the last included, is followed by the activation
+            x = self._act(F.linear(x, w, b))
+        return x
+
+    def policy_out(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits (Discrete) or Gaussian means (Box): [B, n_out]."""
+        return F.linear(self._trunk(self.encoder(obs), self._pi), *self._pi_out)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s): [B]."""
+        return F.linear(self._trunk(self.encoder(obs), self._v), *self._v_out).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(policy output, V) from one encoder pass (and one trunk pass when shared)."""
+        x = self.encoder(obs)
+        h_pi = self._trunk(x, self._pi)
+        h_v = h_pi if self.shared else self._trunk(x, self._v)
+        return F.linear(h_pi, *self._pi_out), F.linear(h_v, *self._v_out).squeeze(-1)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The acting path: plain tensor ops, no distribution objects."""
+        out = self.policy_out(obs)
+        if self.discrete:
+            a = D.categorical_sample(out)
+            return a, D.categorical_log_prob(out, a)
+        a = D.gaussian_sample(out, self.log_std)
+        return a, D.gaussian_log_prob(out, self.log_std, a)
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self.policy_out(obs)
+        return out.argmax(-1) if self.discrete else out
+
+    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor, entropy: bool = True
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """log pi(a|s) and (when asked) the entropy, from the policy output."""
+        if self.discrete:  # one log_softmax for both
+            log_p = torch.log_softmax(out, -1)
+            ent = -(log_p.exp() * log_p).sum(-1) if entropy else None
+            return log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1), ent
+        ent = D.gaussian_entropy(out, self.log_std) if entropy else None
+        return D.gaussian_log_prob(out, self.log_std, actions), ent
+
+
+class NumpyPolicy:
+    """The acting path on CPU, in NumPy, on zero-copy views of the SAME parameter memory as `net`.
+
+    Why: an acting batch is n_envs rows, so time goes to per-call overhead (about 1 us for a NumPy op against
+    several for a torch op on this class of CPU), not arithmetic. The optimiser updates the parameters in place
+    and load_state_dict copies into them, so the views always see the current weights. Noise comes from torch's
+    generator (torch.rand / torch.randn), so seeding and checkpointed RNG state work as for the torch path, and
+    the computation is the one of ActorCriticNet.sample (a test checks they agree).
+    """
+
+    def __init__(self, net: ActorCriticNet) -> None:
+        enc = net.encoder
+        self.discrete_obs, self.dim, self.normalize = enc.discrete_n, enc.dim, enc.normalize
+        self.mean, self.var, self.eps, self.clip = enc.mean.numpy(), enc.var.numpy(), enc.eps, enc.clip
+        self.layers = [(w.detach().numpy().T, b.detach().numpy()) for w, b in net._pi]
+        self.out_w, self.out_b = net._pi_out[0].detach().numpy().T, net._pi_out[1].detach().numpy()
+        self.log_std = None if net.discrete else net.log_std.detach().numpy()
+        self.act = np.tanh if net._act is torch.tanh else (lambda x: np.maximum(x, 0.0))
+        self.n_out = self.out_b.shape[0]
+
+    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.numpy()
+        x = np.eye(self.dim, dtype=np.float32)[x.astype(np.int64).reshape(-1)] if self.discrete_obs \
+            else x.reshape(x.shape[0], self.dim)
+        if self.normalize:
+            x = np.clip((x - self.mean) / np.sqrt(self.var + self.eps), -self.clip, self.clip).astype(np.float32)
+        for w, b in self.layers:
+            x = self.act(x @ w + b)
+        out = x @ self.out_w + self.out_b
+        if self.log_std is None:  # Gumbel-max sample and log-softmax, as distributions.categorical_*
+            u = torch.rand(out.shape).numpy()
+            a = np.argmax(out - np.log(-np.log(np.maximum(u, 1e-20))), axis=-1)
+            m = out.max(-1, keepdims=True)
+            log_p = out - (m + np.log(np.exp(out - m).sum(-1, keepdims=True)))
+            return torch.from_numpy(a), torch.from_numpy(np.take_along_axis(log_p, a[:, None], -1)[:, 0])
+        noise = torch.randn(out.shape).numpy()  # a = mean + std * eps, as distributions.gaussian_*
+        a = out + np.exp(self.log_std) * noise
+        logp = (-0.5 * noise * noise - self.log_std - 0.5 * _LOG_2PI).sum(-1, dtype=np.float32)
+        return torch.from_numpy(a.astype(np.float32)), torch.from_numpy(logp)
+
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+_ACT_FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "relu": torch.relu,
+                                                             "elu": F.elu, "gelu": F.gelu}
+
+
+def _linears(seq: nn.Sequential) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(m.weight, m.bias) for m in seq if isinstance(m, nn.Linear)]
+
+
+class FlatRMSprop:
+    """torch.optim.RMSprop's update (no momentum, not centred, no weight decay), the same in-place ops in the
+    same order, on ONE flat parameter:   v <- alpha * v + (1 - alpha) * g^2;   p <- p - lr * g / (sqrt(v) + eps).
+    Why not torch.optim.RMSprop: its per-step Python bookkeeping costs more than these three lines (measured
+    ~150 us against ~40 us per step on this CPU). Quacks like an optimiser: param_groups, step, state_dict.
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, alpha: float, eps: float) -> None:
+        self.param = param
+        self.param_groups = [{"lr": lr, "alpha": alpha, "eps": eps}]
+        self.square_avg = torch.zeros_like(param, memory_format=torch.contiguous_format)
+        self._denom = torch.empty_like(self.square_avg)
+
+    def step(self) -> None:
+        g, group = self.param.grad, self.param_groups[0]
+        with torch.no_grad():
+            self.square_avg.mul_(group["alpha"]).addcmul_(g, g, value=1.0 - group["alpha"])
+            torch.sqrt(self.square_avg, out=self._denom).add_(group["eps"])
+            self.param.addcdiv_(g, self._denom, value=-group["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"square_avg": self.square_avg.clone(), "param_groups": [dict(g) for g in self.param_groups]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["square_avg"].shape != self.square_avg.shape:
+            raise ValueError(f"optimizer state has {tuple(state['square_avg'].shape)} elements, "
+                             f"the parameters need {tuple(self.square_avg.shape)}")
+        self.square_avg.copy_(state["square_avg"])
+        self.param_groups[0].update(state["param_groups"][0])
+
+
+class A2C:
+    """Synchronous advantage actor-critic with GAE. See the module docstring for the equations."""
+
+    algo = "a2c"
+    supported_actions = ("Discrete", "Box")
+
+    def __init__(self, env: EnvLike, config: A2CConfig | dict | None = None, *, seed: int | None = None,
+                 device: str | torch.device = "auto", **overrides: Any) -> None:
+        self.config = cfg = build_config(A2CConfig, config, **overrides)
+        self.device = resolve_device(device)
+        configure_threads(cfg.torch_threads)
+        self.seed = seed
+        if seed is not None:
+            seed_everything(seed)
+        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions)
+        self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
+        self.observation_space, self.action_space = es.obs_space, es.action_space
+        discrete = es.action_space.__class__.__name__ == "Discrete"
+
+        encoder = ObsEncoder(es.obs_space, normalize=cfg.normalize_obs)
+        self.net = ActorCriticNet(encoder, action_dim(es.action_space), discrete, cfg).to(self.device)
+        # One flat parameter/gradient buffer: the optimiser step and the clip are a few ops, not dozens.
+        self.flat = FlatParameters(self.net.parameters())
+        if cfg.optimizer == "rmsprop":
+            self.optimizer: FlatRMSprop | torch.optim.Adam = FlatRMSprop(self.flat.param, cfg.learning_rate,
+                                                                         cfg.rms_alpha, cfg.rms_eps)
+        else:
+            self.optimizer = torch.optim.Adam([self.flat.param], lr=cfg.learning_rate, eps=cfg.rms_eps)
+
+        self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
+                                    () if discrete else es.action_space.shape,
+                                    torch.int64 if discrete else torch.float32, self.device)
+        self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+        self._zeros_tn = torch.zeros(cfg.n_steps, es.n_envs, device=self.device)
+        # Acting during training: NumPy on CPU (tanh/relu), the torch path elsewhere. Same weights, same RNG.
+        cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu")
+        self._rollout_policy = NumpyPolicy(self.net) if cpu_numpy else self.net.sample
+        self.num_timesteps = 0
+        self.n_updates = 0
+
+    # ---- acting -------------------------------------------------------------------------------------------
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        policy = self.net.mode if deterministic else (lambda o: self.net.sample(o)[0])
+        return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
+
+    def value(self, obs: Any) -> np.ndarray:
+        """The critic's V(s) for one observation or a batch."""
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+            single = x.shape == torch.Size(self.observation_space.shape or ())
+            x = x.unsqueeze(0) if single else x
+            v = self.net.value(x).cpu().numpy()
+        return v[0] if single else v
+
+    # ---- one update -----------------------------------------------------------------------------------------
+    def advantages(self, buf: RolloutBuffer, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE advantages and returns (= A + V), both [T, N], given values = V(obs) [T, N]; bootstraps from
+        V(last_obs) and, where truncated, V(final_obs) (rlkit.core.returns.gae cuts traces and applies them)."""
+        T, N = buf.n_steps, buf.n_envs
+        with torch.no_grad():
+            last_values = self.net.value(buf.last_obs)
+            # V(true final obs) only matters where truncated; on CPU checking first is free (on CUDA it would
+            # be a host sync, so the pass always runs there).
+            if self.device.type != "cpu" or bool(buf.truncated.any()):
+                final_values = self.net.value(buf.flat(buf.final_obs)).view(T, N)
+            else:
+                final_values = self._zeros_tn
+            scale = self.config.reward_scale
+            rewards = buf.rewards if scale == 1.0 else buf.rewards * scale
+            return gae(rewards, values, buf.terminated, buf.truncated, final_values, last_values,
+                       self.config.gamma, self.config.gae_lambda)
+
+    def update(self, buf: RolloutBuffer, diagnostics: bool = True) -> dict[str, torch.Tensor]:
+        """One gradient step of the joint loss on a rollout. Returns tensor diagnostics (no host sync); with
+        diagnostics=False only the losses (entropy and explained variance cost ops that learn() needs only on
+        the updates it logs).
+
+        Shapes: rollout tensors [T, N, ...]; the loss is on the T * N flattened samples.
+        """
+        cfg = self.config
+        T, N = buf.n_steps, buf.n_envs
+        out, values = self.net(buf.flat(buf.obs))
+        adv, returns = self.advantages(buf, values.detach().view(T, N))
+        adv, returns = adv.reshape(-1), returns.reshape(-1)
+        if cfg.normalize_advantage:
+            adv = normalize(adv)
+        logp, entropy = self.net.log_prob_entropy(out, buf.flat(buf.actions), cfg.ent_coef > 0 or diagnostics)
+        loss_pi, info = policy_loss(logp, entropy, adv, cfg.ent_coef)  # <- A2C: the advantage weights grad log pi
+        loss_v = (values - returns).pow(2).mean()
+        loss = loss_pi + cfg.vf_coef * loss_v
+        self.flat.zero_grad()
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            self.flat.clip_grad_norm_(cfg.max_grad_norm)
+        self.optimizer.step()
+        info["train/loss_v"] = loss_v.detach()
+        if diagnostics:
+            info["train/explained_variance"] = explained_variance(values.detach(), returns)
+        self.n_updates += 1
+        return info
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def learn(self, total_steps: int, callback: Callable[[dict[str, float]], bool | None] | None = None,
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 100) -> "A2C":
+        """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
+        events, progress.csv, config.json and checkpoints/ there. Metrics are logged (and `callback(metrics)`
+        called; returning False stops) every `log_interval` updates and after the last one: reading tensors
+        into floats is a host sync, so it is not done every update."""
+        _check_learn_args(total_steps, log_interval)
+        cfg = self.config
+        batch = cfg.n_steps * self.collector.n_envs
+        start, target = self.num_timesteps, self.num_timesteps + int(total_steps)
+        rd = Path(run_dir) if run_dir is not None else None
+        ckpt_dir = rd / "checkpoints" if rd is not None else None
+        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
+        logger = _make_logger(self, rd, target, progress)
+        try:
+            t0 = time.perf_counter()
+            while self.num_timesteps < target:
+                if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of this call's steps remaining)
+                    frac = (target - self.num_timesteps) / max(target - start, 1)
+                    self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
+                self.collector.collect(self.buffer, self._rollout_policy)
+                self.num_timesteps += batch
+                log_now = (self.n_updates + 1) % log_interval == 0 or self.num_timesteps >= target
+                info = self.update(self.buffer, diagnostics=log_now)
+                self.net.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
+                if log_now:
+                    info["time/sps"] = (self.num_timesteps - start) / (time.perf_counter() - t0)
+                    info.update(self.collector.episode_stats())
+                    values = logger.record(info, self.num_timesteps)
+                    check_finite_metrics(self.algo, values, self.num_timesteps)
+                    if callback is not None and callback(values) is False:
+                        break
+                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
+                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
+                    next_ckpt += cfg.checkpoint_interval
+            if ckpt_dir is not None:
+                self.save(ckpt_dir / "final.pt")
+        finally:
+            logger.close()
+        return self
+
+    # ---- evaluation and persistence -------------------------------------------------------------------------
+    def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:
+        """Evaluate on a fresh env; the observation statistics are only read, never updated."""
+        return agent_io.evaluate_agent(lambda o: self.act(o, deterministic), self._env_factory, n_episodes,
+                                       self.seed, env)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "collector": self.collector.state_dict(), "n_updates": self.n_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])  # copies into the flat views: the optimiser keeps its tensor
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.collector.load_state_dict(state["collector"])
+        self.n_updates = int(state["n_updates"])
+
+    def save(self, path: str | Path) -> Path:
+        return agent_io.save_agent(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
+             **kwargs: Any) -> "A2C":
+        return agent_io.load_agent_payload(cls, path, env, device, **kwargs)
