@@ -67,15 +67,20 @@ class RolloutCollector:
         self.steps_done = 0  # environment steps, summed over sub-envs
 
     def _to_device(self, obs: np.ndarray) -> torch.Tensor:
-        # from_numpy is zero-copy; the .to() is a no-op for float32 on CPU, one transfer on CUDA.
-        return torch.from_numpy(np.asarray(obs)).to(self.device, torch.float32, non_blocking=True)
+        # Keeps the float32 host copy for staging; from_numpy is zero-copy, the .to() is a no-op on CPU.
+        self._obs_np = np.asarray(obs, dtype=np.float32)
+        return torch.from_numpy(self._obs_np).to(self.device, non_blocking=True)
 
     def collect(self, buffer: RolloutBuffer, policy: Policy) -> RolloutBuffer:
-        """Fill `buffer` with buffer.n_steps vector steps. Rewards and flags are staged in NumPy and moved to
-        the device once at the end (one transfer instead of one per step)."""
+        """Fill `buffer` with buffer.n_steps vector steps. Observations, actions, log-probs, rewards and flags
+        are staged in NumPy and moved to the device once at the end (one transfer per tensor instead of one
+        per step: on CPU a NumPy row copy costs ~1 us, an indexed torch copy several)."""
         T, N = buffer.n_steps, buffer.n_envs
         if N != self.n_envs:
             raise ValueError(f"buffer has {N} envs, the vector env has {self.n_envs}")
+        obs_stage = np.empty(tuple(buffer.obs.shape), dtype=np.float32)
+        act_stage = np.empty(tuple(buffer.actions.shape), dtype=torch.empty(0, dtype=buffer.actions.dtype).numpy().dtype)
+        logp_stage = np.empty((T, N), dtype=np.float32)
         rewards = np.zeros((T, N), dtype=np.float32)
         terminated = np.zeros((T, N), dtype=np.bool_)
         truncated = np.zeros((T, N), dtype=np.bool_)
@@ -83,10 +88,11 @@ class RolloutCollector:
         for t in range(T):
             with torch.no_grad():
                 actions, log_probs = policy(self.obs)
-            buffer.obs[t] = self.obs
-            buffer.actions[t] = actions
-            buffer.log_probs[t] = log_probs
-            next_obs, r, term, trunc, info = self.env.step(to_env_actions(actions.cpu().numpy(), self.action_space))
+            actions_np = actions.cpu().numpy()
+            obs_stage[t] = self._obs_np
+            act_stage[t] = actions_np
+            logp_stage[t] = log_probs.cpu().numpy()
+            next_obs, r, term, trunc, info = self.env.step(to_env_actions(actions_np, self.action_space))
             if self.check_finite:
                 check_finite_env(next_obs, r, self.steps_done)
             rewards[t], terminated[t], truncated[t] = r, term, trunc
@@ -97,6 +103,9 @@ class RolloutCollector:
             if done.any():
                 self._end_episodes(done, trunc, info, buffer, t)
             self.obs = self._to_device(next_obs)
+        buffer.obs.copy_(torch.from_numpy(obs_stage))
+        buffer.actions.copy_(torch.from_numpy(act_stage))
+        buffer.log_probs.copy_(torch.from_numpy(logp_stage))
         buffer.last_obs.copy_(self.obs)
         buffer.rewards.copy_(torch.from_numpy(rewards))
         buffer.terminated.copy_(torch.from_numpy(terminated))
