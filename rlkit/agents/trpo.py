@@ -173,6 +173,69 @@ def line_search(theta: torch.Tensor, step: torch.Tensor, valid: torch.Tensor,
     return new_theta, info
 
 
+@torch.no_grad()
+def mlp_mse_grad_(layers: list[tuple[torch.Tensor, torch.Tensor]], grads: list[tuple[torch.Tensor, torch.Tensor]],
+                  activation: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """loss = mean((mlp(x) - y)^2) for a tanh/relu MLP with one output; writes d loss / d (W, b) of every layer
+    into `grads` (overwriting) by backpropagation written out by hand. Shapes: x [B, in], y [B]."""
+    hs = [x]
+    for w, b in layers[:-1]:
+        h = torch.addmm(b, hs[-1], w.t())
+        hs.append(torch.tanh(h) if activation == "tanh" else torch.relu(h))
+    err = torch.addmm(layers[-1][1], hs[-1], layers[-1][0].t()).squeeze(-1) - y
+    d = (err * (2.0 / y.shape[0])).unsqueeze(-1)  # d loss / d output, [B, 1]
+    for i in range(len(layers) - 1, -1, -1):
+        torch.mm(d.t(), hs[i], out=grads[i][0])
+        torch.sum(d, 0, out=grads[i][1])
+        if i > 0:  # back through layer i's weights and layer i-1's activation
+            d = d @ layers[i][0]
+            d = d * (1.0 - hs[i] * hs[i]) if activation == "tanh" else d * (hs[i] > 0)
+    return err.pow(2).mean()
+
+
+class NumpySampler:
+    """actor.sample on CPU in NumPy, on zero-copy views of the actor's own parameter memory.
+
+    Why: an acting batch is n_envs rows, so its cost is per-op overhead (about 1 us for a NumPy op, several for a
+    torch op), not arithmetic. The line search and load_state_dict write the parameters in place, so the views
+    always see the current weights. The noise is drawn from torch's generator, as actor.sample draws it, so
+    seeding and checkpointed RNG state behave the same (a test checks both paths agree).
+    """
+
+    def __init__(self, actor: torch.nn.Module) -> None:
+        enc = actor.encoder
+        self.discrete_obs, self.dim, self.normalize = enc.discrete_n, enc.dim, enc.normalize
+        self.mean, self.var, self.eps, self.clip = enc.mean.numpy(), enc.var.numpy(), enc.eps, enc.clip
+        linears = [m for m in actor.net if isinstance(m, torch.nn.Linear)]
+        self.layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears]
+        self.tanh = isinstance(actor.net[1], torch.nn.Tanh) if len(actor.net) > 1 else True
+        self.log_std = actor.log_std.detach().numpy() if hasattr(actor, "log_std") else None
+
+    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.numpy()
+        x = np.eye(self.dim, dtype=np.float32)[x.astype(np.int64).reshape(-1)] if self.discrete_obs \
+            else x.reshape(x.shape[0], self.dim)
+        if self.normalize:
+            x = np.clip((x - self.mean) / np.sqrt(self.var + self.eps), -self.clip, self.clip).astype(np.float32)
+        for w, b in self.layers[:-1]:
+            x = x @ w + b
+            x = np.tanh(x) if self.tanh else np.maximum(x, 0.0)
+        out = x @ self.layers[-1][0] + self.layers[-1][1]
+        if self.log_std is None:  # Gumbel-max sample and log-softmax, as distributions.categorical_*
+            u = torch.rand(out.shape).numpy()
+            a = np.argmax(out - np.log(-np.log(np.maximum(u, 1e-20))), axis=-1)
+            m = out.max(-1, keepdims=True)
+            log_p = out - (m + np.log(np.exp(out - m).sum(-1, keepdims=True)))
+            return torch.from_numpy(a), torch.from_numpy(np.take_along_axis(log_p, a[:, None], -1)[:, 0])
+        noise = torch.randn(out.shape).numpy()  # a = mean + std * eps, as distributions.gaussian_*
+        a = out + np.exp(self.log_std) * noise
+        logp = (-0.5 * noise * noise - self.log_std - _HALF_LOG_2PI).sum(-1, dtype=np.float32)
+        return torch.from_numpy(a.astype(np.float32)), torch.from_numpy(logp)
+
+
+_HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
+
+
 class TRPO:
     """Trust-region policy optimisation with GAE. See the module docstring for the equations."""
 
@@ -205,6 +268,9 @@ class TRPO:
                                     () if self.discrete else es.action_space.shape,
                                     torch.int64 if self.discrete else torch.float32, self.device)
         self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+        # Acting during training: NumPy on CPU (tanh/relu), the torch path elsewhere. Same weights, same RNG.
+        cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu")
+        self._rollout_policy = NumpySampler(self.actor) if cpu_numpy else self.actor.sample
         self.num_timesteps = 0
         self.n_updates = 0
 
@@ -280,20 +346,34 @@ class TRPO:
         return info
 
     def fit_critic(self, obs: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
-        """n_critic_updates epochs of minibatch Adam on (V(s) - R)^2; returns the mean loss of the last epoch."""
+        """n_critic_updates epochs of minibatch Adam on (V(s) - R)^2; returns the mean loss of the last epoch.
+
+        Each epoch shuffles once and slices contiguous minibatches. For tanh/relu critics the gradient comes
+        from mlp_mse_grad_ (hand-written backprop: on 128-row minibatches autograd's overhead costs several
+        times the arithmetic); other activations use autograd. A test checks both give the same gradient."""
         cfg = self.config
         n, bs = obs.shape[0], cfg.batch_size
+        manual = cfg.activation in ("tanh", "relu")
+        if manual:
+            with torch.no_grad():
+                feats = self.critic.encoder(obs)  # the encoder has no parameters: encode once per rollout
+            layers = [(m.weight, m.bias) for m in self.critic.net if isinstance(m, torch.nn.Linear)]
+            grads = [(w.grad, b.grad) for w, b in layers]  # views into the flat gradient
         total = torch.zeros((), device=obs.device)
         for _ in range(cfg.n_critic_updates):
             perm = torch.randperm(n, device=obs.device)
+            x_all, y_all = (feats if manual else obs)[perm], returns[perm]
             total = torch.zeros((), device=obs.device)
             for start in range(0, n, bs):
-                idx = perm[start:start + bs]
-                loss = (self.critic(obs[idx]) - returns[idx]).pow(2).mean()
-                self.vf_flat.zero_grad()
-                loss.backward()
+                x, y = x_all[start:start + bs], y_all[start:start + bs]
+                if manual:
+                    loss = mlp_mse_grad_(layers, grads, cfg.activation, x, y)
+                else:
+                    loss = (self.critic(x) - y).pow(2).mean()
+                    self.vf_flat.zero_grad()
+                    loss.backward()
                 self.vf_optimizer.step()
-                total = total + loss.detach() * idx.shape[0]
+                total = total + loss.detach() * y.shape[0]
         return total / n
 
     # ---- the loop -------------------------------------------------------------------------------------------
@@ -318,7 +398,7 @@ class TRPO:
         try:
             t0 = time.perf_counter()
             while self.num_timesteps < target:
-                self.collector.collect(self.buffer, self.actor.sample)
+                self.collector.collect(self.buffer, self._rollout_policy)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs

@@ -326,3 +326,47 @@ def test_learns_with_the_preset(env_id, target):
     agent = TRPO(env_id, config=p["config"], seed=0, device="cpu")
     agent.learn(p["steps"], progress=False)
     assert agent.evaluate(n_episodes=20)["mean_return"] >= target
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "FrozenLake-v1"])
+@pytest.mark.parametrize("normalize_obs", [False, True])
+def test_numpy_acting_path_matches_the_torch_actor(env_id, normalize_obs):
+    from rlkit.agents.trpo import NumpySampler
+
+    a = TRPO(env_id, seed=0, device="cpu", normalize_obs=normalize_obs, **SMALL)
+    a.learn(64, progress=False)  # parameters and normaliser statistics away from their initial values
+    assert isinstance(a._rollout_policy, NumpySampler)
+    obs = torch.as_tensor(np.stack([a.observation_space.sample() for _ in range(5)]), dtype=torch.float32)
+    torch.manual_seed(3)
+    act_np, logp_np = a._rollout_policy(obs)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        act_t, logp_t = a.actor.sample(obs)
+    assert torch.allclose(act_np.to(act_t.dtype), act_t, atol=1e-5) and torch.allclose(logp_np, logp_t, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_hand_written_critic_gradient_equals_autograd(activation):
+    from rlkit.agents.trpo import mlp_mse_grad_
+
+    a = TRPO("Pendulum-v1", seed=0, device="cpu", hidden_sizes=(16, 8), activation=activation, n_steps=32)
+    x, y = torch.randn(40, 3), torch.randn(40)
+    layers = [(m.weight, m.bias) for m in a.critic.net if isinstance(m, torch.nn.Linear)]
+    grads = [(torch.full_like(w, 7.0), torch.full_like(b, 7.0)) for w, b in layers]  # overwritten, not added
+    loss = mlp_mse_grad_(layers, grads, activation, x, y)
+    a.vf_flat.zero_grad()
+    ref = (a.critic(x) - y).pow(2).mean()
+    ref.backward()
+    assert torch.allclose(loss, ref.detach(), rtol=1e-6)
+    for (gw, gb), (w, b) in zip(grads, layers):
+        assert torch.allclose(gw, w.grad, rtol=1e-5, atol=1e-6) and torch.allclose(gb, b.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_critic_fit_reduces_the_value_loss():
+    a = TRPO("Pendulum-v1", seed=0, device="cpu", **{**SMALL, "learning_rate": 1e-2})
+    obs = torch.randn(64, 3)
+    ret = 3 * obs.sum(1) + 1
+    first = a.fit_critic(obs, ret)
+    for _ in range(30):
+        last = a.fit_critic(obs, ret)
+    assert last < 0.5 * first
