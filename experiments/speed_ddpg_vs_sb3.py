@@ -9,8 +9,10 @@ so steps/s over it says how much the acting path costs on top of the update).
     python experiments/speed_ddpg_vs_sb3.py --device cpu --steps 3000 --sb3-steps 3000 --reps 2
     python experiments/speed_ddpg_vs_sb3.py --device cuda --steps 20000 --sb3-steps 3000 --reps 2
 
-On CUDA rlkit replays its update as one CUDA graph (`--eager` also times the eager path). Each timed run
-includes everything learn() does (random warm-up steps, graph capture). One torch thread.
+On CUDA rlkit replays its update as one CUDA graph; `--eager` also times the eager path (use_cuda_graph=False)
+and `--overlap` the option overlap_env_step=True (the update of step t runs on the GPU while the CPU steps the
+env; it samples the transitions stored before step t). Each timed run includes everything learn() does
+(random warm-up steps, graph capture). One torch thread.
 Stable-Baselines3 is a benchmark-only extra (pip install -e ".[bench]"); rlkit never imports it.
 """
 from __future__ import annotations
@@ -30,10 +32,13 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_rlkit(steps: int, seed: int, device: str, graph: bool = True) -> float:
+VARIANTS = {"default": {}, "overlap": {"overlap_env_step": True}, "eager": {"use_cuda_graph": False}}
+
+
+def run_rlkit(steps: int, seed: int, device: str, variant: str = "default") -> float:
     from rlkit import DDPG
 
-    agent = DDPG("Pendulum-v1", seed=seed, device=device, use_cuda_graph=graph, **SETTINGS)
+    agent = DDPG("Pendulum-v1", seed=seed, device=device, **SETTINGS, **VARIANTS[variant])
     sync(device)
     t0 = time.perf_counter()
     agent.learn(steps, progress=False)
@@ -58,7 +63,8 @@ def bare_update_rate(device: str, n: int, graph: bool = True) -> float:
     """agent.update() alone, n times on a buffer of 1,000 random transitions (after a warm-up/capture)."""
     from rlkit import DDPG
 
-    agent = DDPG("Pendulum-v1", seed=0, device=device, use_cuda_graph=graph, **{**SETTINGS, "learning_starts": 1000})
+    agent = DDPG("Pendulum-v1", seed=0, device=device, **{**SETTINGS, "learning_starts": 1000},
+                 use_cuda_graph=graph)
     agent.learn(1000, progress=False)
     for _ in range(10):
         agent.update()
@@ -70,6 +76,29 @@ def bare_update_rate(device: str, n: int, graph: bool = True) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def profile_update(device: str, graph: bool) -> None:
+    """Kernels per update and their GPU time (torch.profiler over 20 updates), for whoever speeds it up next."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from rlkit import DDPG
+
+    agent = DDPG("Pendulum-v1", seed=0, device=device, **{**SETTINGS, "learning_starts": 1000}, use_cuda_graph=graph)
+    agent.learn(1000, progress=False)
+    for _ in range(5):
+        agent.update()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(20):
+            agent.update()
+        sync(device)
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.device_time for e in kernels)
+    print(f"profile ({'graph' if graph else 'eager'}): {len(kernels) / 20:.0f} GPU kernels per update, "
+          f"{total / 20:.0f} us of kernel time per update")
+    if not graph:
+        print(prof.key_averages().table(sort_by="device_time_total", row_limit=15, max_name_column_width=60))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -78,29 +107,45 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--bare-updates", type=int, default=None, help="default: 2000 on CUDA, 200 on CPU")
     p.add_argument("--eager", action="store_true", help="also time rlkit's eager update on CUDA")
+    p.add_argument("--overlap", action="store_true", help="also time rlkit with overlap_env_step=True")
+    p.add_argument("--profile", action="store_true", help="on CUDA, profile the update's kernels at the end")
     a = p.parse_args()
     torch.set_num_threads(1)
     cuda = a.device.startswith("cuda")
     run_rlkit(300, 0, a.device), run_sb3(300, 0, a.device)  # warm-up: imports, allocator, cuBLAS handles
-    ours, theirs, eager = [], [], []
+    n = a.bare_updates or (2000 if cuda else 200)
+    ours, theirs, eager, overlap, bare = [], [], [], [], []
     for rep in range(a.reps):
         ours.append(run_rlkit(a.steps, rep, a.device))
+        bare.append(bare_update_rate(a.device, n))  # right after rlkit's run: same background load on a 2-core CPU
         theirs.append(run_sb3(a.sb3_steps, rep, a.device))
-        line = f"rep {rep}: rlkit {ours[-1]:,.0f} steps/s   SB3 {theirs[-1]:,.0f} steps/s   ratio {ours[-1] / theirs[-1]:.2f}x"
+        line = (f"rep {rep}: rlkit {ours[-1]:,.0f} steps/s   SB3 {theirs[-1]:,.0f} steps/s   ratio "
+                f"{ours[-1] / theirs[-1]:.2f}x   bare update {bare[-1]:,.0f}/s (rlkit at {ours[-1] / bare[-1]:.2f} of it)")
+        if a.overlap:
+            overlap.append(run_rlkit(a.steps, rep, a.device, "overlap"))
+            line += f"   (rlkit overlap_env_step {overlap[-1]:,.0f} steps/s, {overlap[-1] / theirs[-1]:.2f}x)"
         if cuda and a.eager:
-            eager.append(run_rlkit(a.sb3_steps, rep, a.device, graph=False))
+            eager.append(run_rlkit(a.sb3_steps, rep, a.device, "eager"))
             line += f"   (rlkit eager {eager[-1]:,.0f} steps/s)"
         print(line, flush=True)
     mo, mt = statistics.median(ours), statistics.median(theirs)
     print(f"median over {a.reps} reps ({a.device}; rlkit {a.steps:,} steps, SB3 {a.sb3_steps:,} steps): "
           f"rlkit {mo:,.0f} steps/s, SB3 {mt:,.0f} steps/s, ratio {mo / mt:.2f}x")
-    n = a.bare_updates or (2000 if cuda else 200)
-    bare = bare_update_rate(a.device, n)
-    print(f"bare rlkit update ({'CUDA graph' if cuda else 'eager'}): {bare:,.0f} updates/s; "
-          f"rlkit steps/s over it: {mo / bare:.2f}")
+    if overlap:
+        print(f"rlkit with overlap_env_step=True: median {statistics.median(overlap):,.0f} steps/s, "
+              f"ratio {statistics.median(overlap) / mt:.2f}x")
+    mb = statistics.median(bare)
+    print(f"bare rlkit update ({'CUDA graph' if cuda else 'eager'}): median {mb:,.0f} updates/s; "
+          f"rlkit steps/s over it: {mo / mb:.2f}")
     if cuda and a.eager:
         print(f"bare rlkit update (eager): {bare_update_rate(a.device, n // 4, graph=False):,.0f} updates/s; "
               f"rlkit eager median {statistics.median(eager):,.0f} steps/s")
+    if cuda and a.profile:
+        for graph in (True, False):
+            try:
+                profile_update(a.device, graph)
+            except Exception as e:  # noqa: BLE001 - the profile is a diagnostic; the figures above stand
+                print(f"profile ({graph=}) failed: {e!r}")
 
 
 if __name__ == "__main__":

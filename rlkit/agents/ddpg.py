@@ -59,6 +59,9 @@ class DDPGConfig:
     """Gradient steps per update."""
     save_replay_buffer: bool = False
     """Store the replay buffer in checkpoints, so a resumed run continues exactly."""
+    overlap_env_step: bool = False
+    """Launch each step's update before stepping the envs, so a GPU computes it while the CPU steps them; the
+    update then samples the transitions stored before this step (False: store first, then update, as SB3)."""
     # Exploration
     noise_type: str = "normal"
     """Exploration noise: normal, ornstein_uhlenbeck or none."""
@@ -85,7 +88,7 @@ class DDPGConfig:
     activation: str = "relu"
     """Hidden activation: tanh, relu, elu or gelu."""
     use_cuda_graph: bool = True
-    """On CUDA, capture the update as one CUDA graph (False: eager, the same operations)."""
+    """On CUDA, capture the update and the noisy action as CUDA graphs (False: eager, the same operations)."""
     # Logging and checkpoints
     checkpoint_interval: int = 0
     """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
@@ -115,7 +118,7 @@ def critic_loss(critic: QCritic, critic_target: QCritic, actor_target: Determini
     """mean (Q(s,a) - y)^2 with y = r + gamma (1 - terminated) Q'(s', mu'(s')); no gradient reaches the actor."""
     with torch.no_grad():
         q_next = critic_target(b.next_obs, unit_action(actor_target, b.next_obs))
-        y = b.rewards + gamma * (1.0 - b.terminated) * q_next
+        y = torch.addcmul(b.rewards, 1.0 - b.terminated, q_next, value=gamma)
     q = critic(b.obs, b.actions)
     loss = F.mse_loss(q, y)
     return loss, {"train/loss_q": loss.detach(), "train/q": q.detach().mean()}
@@ -158,14 +161,15 @@ class DDPG:
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         cuda = self.device.type == "cuda"
-        # capturable=True keeps Adam's step count on the device, which a CUDA graph needs.
-        opt_kw: dict[str, Any] = {"lr": cfg.learning_rate, "capturable": cuda}
+        # capturable=True keeps Adam's step count on the device, which a CUDA graph needs; fused: one kernel.
+        opt_kw: dict[str, Any] = {"lr": cfg.learning_rate, "capturable": cuda, "fused": True if cuda else None}
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), **opt_kw)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), **opt_kw)
         self._online = [*self.actor.parameters(), *self.critic.parameters()]
         self._targets = [*self.actor_target.parameters(), *self.critic_target.parameters()]
         self._use_graph = cuda and cfg.use_cuda_graph
         self._graphs: dict[bool, tuple[Any, dict[str, torch.Tensor]]] = {}
+        self._act_graph: tuple[Any, torch.Tensor] | None = None
 
         self._scale = (es.action_space.high.astype(np.float64).reshape(-1) - es.action_space.low.reshape(-1)) / 2
         self._bias = (es.action_space.high.astype(np.float64).reshape(-1) + es.action_space.low.reshape(-1)) / 2
@@ -187,12 +191,23 @@ class DDPG:
         env_a = (self._bias + np.clip(unit, -1.0, 1.0) * self._scale).reshape(-1, *self.action_space.shape)
         return to_env_actions(env_a, self.action_space)
 
-    @torch.no_grad()
-    def _explore(self, obs: torch.Tensor) -> torch.Tensor:
-        """Noisy unit action clip(mu(s) + eps, -1, 1); uniform random before learning_starts."""
-        cfg = self.config
-        if self.num_timesteps < cfg.learning_starts:
+    def _explore(self) -> torch.Tensor:
+        """Noisy unit action clip(mu(s) + eps, -1, 1) for the current observations (replayed as a CUDA graph
+        on CUDA); uniform random actions before learning_starts."""
+        if self.num_timesteps < self.config.learning_starts:
             return torch.rand(self.n_envs, self.act_dim, device=self.device) * 2.0 - 1.0
+        if not self._use_graph:
+            return self._noisy_action(self._obs_t)
+        if self._act_graph is None:
+            ou = self._ou.clone()
+            self._act_graph = capture_cuda_graph(lambda: self._noisy_action(self._obs_t))
+            self._ou.copy_(ou)  # undo the warm-up's OU steps
+        self._act_graph[0].replay()
+        return self._act_graph[1]
+
+    @torch.no_grad()
+    def _noisy_action(self, obs: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
         mu = unit_action(self.actor, obs)
         if cfg.noise_type == "normal":
             mu = mu + cfg.noise_std * torch.randn_like(mu)
@@ -292,7 +307,11 @@ class DDPG:
         t0, steps0 = time.perf_counter(), self.num_timesteps
         try:
             while self.num_timesteps < target:
-                unit = self._explore(self._obs_t).cpu().numpy()  # the one host sync per step
+                unit = self._explore().cpu().numpy()  # the one host sync per step
+                train = self.num_timesteps + N > cfg.learning_starts and (self._vec_steps + 1) % cfg.train_freq == 0
+                if train and cfg.overlap_env_step and len(self.buffer):
+                    for _ in range(cfg.gradient_steps):  # runs on the GPU while the CPU steps the envs
+                        info = self.update()
                 next_obs, rewards, terminated, truncated, env_info = self.env.step(self._to_env(unit))
                 check_finite_env(next_obs, rewards, self.num_timesteps)
                 real_next = next_obs
@@ -310,7 +329,7 @@ class DDPG:
                 self._obs_np, self._obs_t = next_obs, self._obs_stage(next_obs)
                 self.num_timesteps += N
                 self._vec_steps += 1
-                if self.num_timesteps > cfg.learning_starts and self._vec_steps % cfg.train_freq == 0:
+                if train and not cfg.overlap_env_step:
                     for _ in range(cfg.gradient_steps):
                         info = self.update()
 

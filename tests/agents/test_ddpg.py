@@ -194,6 +194,17 @@ def test_policy_delay_updates_actor_every_kth_step():
     assert any(not torch.equal(x, y) for x, y in zip(before, params(a.actor)))
 
 
+@pytest.mark.parametrize("overlap", [False, True])
+def test_update_order_store_then_update_or_overlapped(overlap):
+    a = DDPG("Pendulum-v1", seed=0, device="cpu", overlap_env_step=overlap, **SMALL)
+    seen = []
+    sample = a.buffer.sample
+    a.buffer.sample = lambda n: (seen.append(len(a.buffer)), sample(n))[1]
+    a.learn(23, progress=False)
+    # updates after steps 21, 22, 23; overlapped, each is launched before its step's transition is stored
+    assert seen == ([20, 21, 22] if overlap else [21, 22, 23]) and a.n_updates == 3
+
+
 def losses_of(seed: int, **kw) -> list[float]:
     out: list[float] = []
     a = DDPG("Pendulum-v1", seed=seed, device="cpu", **{**SMALL, **kw})
@@ -254,12 +265,17 @@ def test_cuda_graph_equals_eager_after_100_updates():
 
 
 @pytest.mark.cuda
-def test_cuda_graph_equals_eager_while_the_buffer_fills():
+@pytest.mark.parametrize("noise", ["normal", "ornstein_uhlenbeck"])
+def test_cuda_graph_equals_eager_while_the_buffer_fills(noise):
     runs = []
     for graph in (True, False):
-        a = DDPG("Pendulum-v1", seed=1, device="cuda", use_cuda_graph=graph, learning_starts=100, buffer_size=5000)
+        a = DDPG("Pendulum-v1", seed=1, device="cuda", use_cuda_graph=graph, learning_starts=100, buffer_size=5000,
+                 noise_type=noise, overlap_env_step=noise == "normal")
         a.learn(300, progress=False)  # 200 replays while the buffer grows from 100 to 300
         runs.append(a)
+    assert runs[0]._act_graph is not None and runs[0]._graphs
+    torch.testing.assert_close(runs[0].buffer.data, runs[1].buffer.data, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(runs[0]._ou, runs[1]._ou)
     for x, y in zip(params(runs[0].critic), params(runs[1].critic)):
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)
 
