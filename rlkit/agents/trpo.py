@@ -262,7 +262,8 @@ class TRPO:
         # Flat parameter vectors: theta is read and written in one op; Adam steps one tensor.
         self.pi_flat = FlatParameters(self.actor.parameters())
         self.vf_flat = FlatParameters(self.critic.parameters())
-        self.vf_optimizer = torch.optim.Adam([self.vf_flat.param], lr=cfg.learning_rate, eps=1e-5)
+        # fused: the whole Adam update of the flat vector is one kernel
+        self.vf_optimizer = torch.optim.Adam([self.vf_flat.param], lr=cfg.learning_rate, eps=1e-5, fused=True)
 
         self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
                                     () if self.discrete else es.action_space.shape,
@@ -360,10 +361,10 @@ class TRPO:
             layers = [(m.weight, m.bias) for m in self.critic.net if isinstance(m, torch.nn.Linear)]
             grads = [(w.grad, b.grad) for w, b in layers]  # views into the flat gradient
         total = torch.zeros((), device=obs.device)
-        for _ in range(cfg.n_critic_updates):
+        for epoch in range(cfg.n_critic_updates):
             perm = torch.randperm(n, device=obs.device)
             x_all, y_all = (feats if manual else obs)[perm], returns[perm]
-            total = torch.zeros((), device=obs.device)
+            last = epoch == cfg.n_critic_updates - 1
             for start in range(0, n, bs):
                 x, y = x_all[start:start + bs], y_all[start:start + bs]
                 if manual:
@@ -373,7 +374,8 @@ class TRPO:
                     self.vf_flat.zero_grad()
                     loss.backward()
                 self.vf_optimizer.step()
-                total = total + loss.detach() * y.shape[0]
+                if last:  # the loss is only logged for the last epoch
+                    total = total + loss.detach() * y.shape[0]
         return total / n
 
     # ---- the loop -------------------------------------------------------------------------------------------
