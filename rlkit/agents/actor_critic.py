@@ -39,8 +39,8 @@ from torch.nn import functional as F
 from rlkit.core import agent_io
 from rlkit.core import distributions as D
 from rlkit.core.buffers import RolloutBuffer
-from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
-                               check_positive, check_unit_interval)
+from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
+                               check_unit_interval)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.logger import Logger
@@ -469,9 +469,9 @@ class NumpyPolicy:
         if self.log_std is None:  # Gumbel-max sample and log-softmax, as distributions.categorical_*
             u = torch.rand(out.shape).numpy()
             a = np.argmax(out - np.log(-np.log(np.maximum(u, 1e-20))), axis=-1)
-            m = out.max(-1, keepdims=True)
-            log_p = out - (m + np.log(np.exp(out - m).sum(-1, keepdims=True)))
-            return torch.from_numpy(a), torch.from_numpy(np.take_along_axis(log_p, a[:, None], -1)[:, 0])
+            z = out - out.max(-1, keepdims=True)
+            logp = z[np.arange(z.shape[0]), a] - np.log(np.exp(z).sum(-1))
+            return torch.from_numpy(a), torch.from_numpy(logp)
         noise = torch.randn(out.shape).numpy()  # a = mean + std * eps, as distributions.gaussian_*
         a = out + np.exp(self.log_std) * noise
         logp = (-0.5 * noise * noise - self.log_std - 0.5 * _LOG_2PI).sum(-1, dtype=np.float32)
