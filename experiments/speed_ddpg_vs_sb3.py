@@ -10,8 +10,8 @@ so steps/s over it says how much the acting path costs on top of the update).
     python experiments/speed_ddpg_vs_sb3.py --device cuda --steps 20000 --sb3-steps 3000 --reps 2
 
 On CUDA rlkit replays its update as one CUDA graph; `--eager` also times the eager path (use_cuda_graph=False)
-and `--overlap` the option overlap_env_step=True (the update of step t runs on the GPU while the CPU steps the
-env; it samples the transitions stored before step t). Each timed run includes everything learn() does
+and `--sb3-order` rlkit with overlap_env_step=False (by default the update of step t runs on the GPU while the CPU
+steps the env, sampling the transitions stored before step t; False stores first, then updates, as SB3). Each timed run includes everything learn() does
 (random warm-up steps, graph capture). One torch thread.
 Stable-Baselines3 is a benchmark-only extra (pip install -e ".[bench]"); rlkit never imports it.
 """
@@ -32,7 +32,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-VARIANTS = {"default": {}, "overlap": {"overlap_env_step": True}, "eager": {"use_cuda_graph": False}}
+VARIANTS = {"default": {}, "sb3_order": {"overlap_env_step": False}, "eager": {"use_cuda_graph": False}}
 
 
 def run_rlkit(steps: int, seed: int, device: str, variant: str = "default") -> float:
@@ -107,23 +107,23 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--bare-updates", type=int, default=None, help="default: 2000 on CUDA, 200 on CPU")
     p.add_argument("--eager", action="store_true", help="also time rlkit's eager update on CUDA")
-    p.add_argument("--overlap", action="store_true", help="also time rlkit with overlap_env_step=True")
+    p.add_argument("--sb3-order", action="store_true", help="also time rlkit with overlap_env_step=False")
     p.add_argument("--profile", action="store_true", help="on CUDA, profile the update's kernels at the end")
     a = p.parse_args()
     torch.set_num_threads(1)
     cuda = a.device.startswith("cuda")
     run_rlkit(300, 0, a.device), run_sb3(300, 0, a.device)  # warm-up: imports, allocator, cuBLAS handles
     n = a.bare_updates or (2000 if cuda else 200)
-    ours, theirs, eager, overlap, bare = [], [], [], [], []
+    ours, theirs, eager, sb3_order, bare = [], [], [], [], []
     for rep in range(a.reps):
         ours.append(run_rlkit(a.steps, rep, a.device))
         bare.append(bare_update_rate(a.device, n))  # right after rlkit's run: same background load on a 2-core CPU
         theirs.append(run_sb3(a.sb3_steps, rep, a.device))
         line = (f"rep {rep}: rlkit {ours[-1]:,.0f} steps/s   SB3 {theirs[-1]:,.0f} steps/s   ratio "
                 f"{ours[-1] / theirs[-1]:.2f}x   bare update {bare[-1]:,.0f}/s (rlkit at {ours[-1] / bare[-1]:.2f} of it)")
-        if a.overlap:
-            overlap.append(run_rlkit(a.steps, rep, a.device, "overlap"))
-            line += f"   (rlkit overlap_env_step {overlap[-1]:,.0f} steps/s, {overlap[-1] / theirs[-1]:.2f}x)"
+        if a.sb3_order:
+            sb3_order.append(run_rlkit(a.steps, rep, a.device, "sb3_order"))
+            line += f"   (rlkit overlap_env_step=False {sb3_order[-1]:,.0f} steps/s, {sb3_order[-1] / theirs[-1]:.2f}x)"
         if cuda and a.eager:
             eager.append(run_rlkit(a.sb3_steps, rep, a.device, "eager"))
             line += f"   (rlkit eager {eager[-1]:,.0f} steps/s)"
@@ -131,9 +131,9 @@ def main() -> None:
     mo, mt = statistics.median(ours), statistics.median(theirs)
     print(f"median over {a.reps} reps ({a.device}; rlkit {a.steps:,} steps, SB3 {a.sb3_steps:,} steps): "
           f"rlkit {mo:,.0f} steps/s, SB3 {mt:,.0f} steps/s, ratio {mo / mt:.2f}x")
-    if overlap:
-        print(f"rlkit with overlap_env_step=True: median {statistics.median(overlap):,.0f} steps/s, "
-              f"ratio {statistics.median(overlap) / mt:.2f}x")
+    if sb3_order:
+        print(f"rlkit with overlap_env_step=False: median {statistics.median(sb3_order):,.0f} steps/s, "
+              f"ratio {statistics.median(sb3_order) / mt:.2f}x")
     mb = statistics.median(bare)
     print(f"bare rlkit update ({'CUDA graph' if cuda else 'eager'}): median {mb:,.0f} updates/s; "
           f"rlkit steps/s over it: {mo / mb:.2f}")

@@ -16,6 +16,10 @@ Deviations from the paper, all shared with SB3:
   * The first `learning_starts` steps use uniform random actions (seeded: torch's generator on the device).
   * Truncated episodes bootstrap from the TRUE final observation; only `terminated` cuts the target.
   * Optional TD3-style `policy_delay`: the actor and both targets move every k-th critic update.
+  * The update of step t is launched before env step t (overlap_env_step=True, the default), so on a GPU it
+    runs while the CPU steps the env (1.6x the steps/s on an H200); it therefore samples the transitions stored
+    before step t, and the newest one becomes eligible one update later than in SB3 (overlap_env_step=False
+    restores SB3's order: store, then update). Same number of updates, same equations.
 On CUDA the whole update (sampling included) is one captured CUDA graph, replayed once per gradient step; the
 eager path does exactly the same operations (use_cuda_graph=False, and always on CPU).
 """
@@ -59,7 +63,7 @@ class DDPGConfig:
     """Gradient steps per update."""
     save_replay_buffer: bool = False
     """Store the replay buffer in checkpoints, so a resumed run continues exactly."""
-    overlap_env_step: bool = False
+    overlap_env_step: bool = True
     """Launch each step's update before stepping the envs, so a GPU computes it while the CPU steps them; the
     update then samples the transitions stored before this step (False: store first, then update, as SB3)."""
     # Exploration
