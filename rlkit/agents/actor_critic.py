@@ -69,6 +69,8 @@ class QACConfig:
     """Adam step size of the actor."""
     q_learning_rate: float = 1e-3
     """Adam step size of the critic Q_w."""
+    lr_schedule: str = "constant"
+    """constant, or linear (both step sizes decay to 0 over each learn() call)."""
     max_grad_norm: float = 0.5
     """Clip each gradient (actor, critic) to this global norm (0 disables clipping)."""
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -92,6 +94,7 @@ class QACConfig:
                           "torch_threads")
         check_hidden_sizes(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "lr_schedule", ("constant", "linear"))
 
 
 @dataclass
@@ -321,6 +324,10 @@ class QAC:
         try:
             t0, steps0 = time.perf_counter(), self.num_timesteps
             while self.num_timesteps < target:
+                if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of this call's steps remaining)
+                    frac = (target - self.num_timesteps) / max(target - steps0, 1)
+                    self.pi_optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
+                    self.q_optimizer.param_groups[0]["lr"] = cfg.q_learning_rate * frac
                 self.collector.collect(self.buffer, self._rollout_policy)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)
@@ -646,7 +653,8 @@ class A2C:
                 self.num_timesteps += batch
                 log_now = (self.n_updates + 1) % log_interval == 0 or self.num_timesteps >= target
                 info = self.update(self.buffer, diagnostics=log_now)
-                self.net.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
+                if cfg.normalize_obs:  # statistics move only here, from the rollout just trained on
+                    self.net.encoder.update_stats(self.buffer.flat(self.buffer.obs))
                 if log_now:
                     info["time/sps"] = (self.num_timesteps - start) / (time.perf_counter() - t0)
                     info.update(self.collector.episode_stats())
