@@ -156,8 +156,11 @@ class DDPG:
         self.n_envs = es.n_envs
         obs_width = int(np.prod(es.obs_space.shape)) if es.obs_space.shape else 1
         self.act_dim = int(np.prod(es.action_space.shape))
-        # The buffer first: a capacity that does not fit fails before any network exists.
-        self.buffer = ReplayBuffer(cfg.buffer_size, (obs_width,), (self.act_dim,), self.device)
+        try:  # the buffer first: a capacity that does not fit fails before any network exists
+            self.buffer = ReplayBuffer(cfg.buffer_size, (obs_width,), (self.act_dim,), self.device)
+        except MemoryError:
+            self.env.close()
+            raise
 
         self.actor = DeterministicActor(ObsEncoder(es.obs_space), es.action_space, cfg.hidden_sizes,
                                         cfg.activation).to(self.device)

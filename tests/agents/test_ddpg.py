@@ -14,7 +14,8 @@ from rlkit.core.buffers import ReplayBatch
 from rlkit.core.config import ConfigError
 from rlkit.core.optim import polyak_update
 from rlkit.agents.ddpg import critic_loss
-from tests.conftest import CountingEnv
+from rlkit.core.rollout import NonFiniteError
+from tests.conftest import BadEnv, CountingEnv
 
 SMALL = dict(hidden_sizes=(16, 16), batch_size=8, buffer_size=500, learning_starts=20)
 
@@ -170,6 +171,23 @@ def test_discrete_and_unbounded_spaces_refused():
             self.action_space = gym.spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
     with pytest.raises(SpaceError, match="ddpg needs a bounded Box.*infinite bound"):
         DDPG(Unbounded, device="cpu")
+
+
+def test_float64_spaces_work_and_nan_observation_stops_with_the_step():
+    class F64(CountingEnv):
+        def __init__(self):
+            super().__init__(horizon=4)
+            self.observation_space = gym.spaces.Box(-1e6, 1e6, shape=(2,), dtype=np.float64)
+            self.action_space = gym.spaces.Box(-1.0, 3.0, shape=(1,), dtype=np.float64)
+
+        def step(self, action):
+            assert action.dtype == np.float64 and -1.0 <= action[0] <= 3.0
+            obs, *rest = super().step(action)
+            return obs.astype(np.float64), *rest
+    a = DDPG(F64, seed=0, device="cpu", **SMALL).learn(30, progress=False)
+    assert a.n_updates == 10 and a.act(np.zeros(2)).dtype == np.float64
+    with pytest.raises(NonFiniteError, match="non-finite observation .* at environment step 1"):
+        DDPG(lambda: BadEnv(box_actions=True), seed=0, device="cpu", **SMALL).learn(10, progress=False)
 
 
 def test_config_errors_and_buffer_that_cannot_fit():
