@@ -194,6 +194,17 @@ def test_a2c_checkpoint_round_trip_with_normaliser_and_optimiser_state(tmp_path)
     assert not all(torch.equal(x, y) for x, y in zip(params(a), params(cold)))
 
 
+def test_qac_linear_lr_decay_and_box_critic_sees_clipped_actions():
+    agent = QAC("Pendulum-v1", seed=0, device="cpu", lr_schedule="linear", **SMALL)
+    agent.learn(64, progress=False)
+    assert agent.pi_optimizer.param_groups[0]["lr"] < agent.config.learning_rate / 2
+    assert agent.q_optimizer.param_groups[0]["lr"] < agent.config.q_learning_rate / 2
+    obs = torch.zeros(2, 3)
+    inside = agent._q(obs, torch.tensor([[2.0], [-2.0]]))
+    outside = agent._q(obs, torch.tensor([[50.0], [-50.0]]))  # the env executes the clipped action
+    assert torch.equal(inside, outside)
+
+
 def test_qac_checkpoint_round_trip_and_five_cycles(tmp_path):
     a = QAC("CartPole-v1", seed=0, device="cpu", learning_rate=3e-4, **SMALL)
     a.learn(64, progress=False)
@@ -212,12 +223,15 @@ def test_qac_checkpoint_round_trip_and_five_cycles(tmp_path):
 
 # ---- speed pieces keep the semantics ------------------------------------------------------------------------------
 @pytest.mark.parametrize("env_id,overrides", [("CartPole-v1", {}), ("Pendulum-v1", dict(normalize_obs=True)),
-                                              ("CartPole-v1", dict(activation="relu", shared_trunk=True))])
+                                              ("CartPole-v1", dict(activation="relu", shared_trunk=True)),
+                                              ("FrozenLake-v1", {})])
 def test_numpy_acting_path_matches_the_torch_path(env_id, overrides):
     agent = A2C(env_id, seed=0, device="cpu", **SMALL, **overrides)
     agent.learn(32, progress=False)  # moved weights (and statistics)
     assert isinstance(agent._rollout_policy, NumpyPolicy)
     obs = torch.as_tensor(np.stack([agent.observation_space.sample() for _ in range(6)]), dtype=torch.float32)
+    if overrides.get("normalize_obs"):
+        assert agent.net.encoder.count.item() > 1  # the statistics the NumPy path reads have moved
     torch.manual_seed(11); a1, l1 = agent.net.sample(obs)
     torch.manual_seed(11); a2, l2 = agent._rollout_policy(obs)
     assert a1.dtype == a2.dtype and a1.shape == a2.shape and l1.shape == l2.shape
