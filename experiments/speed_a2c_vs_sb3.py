@@ -49,8 +49,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--profile", action="store_true", help="only profile one rlkit run (cProfile, top 25 by own time)")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.profile:
+        import cProfile
+        import pstats
+
+        run_rlkit(4000, 0)
+        cProfile.runctx("run_rlkit(a.steps, 0)", globals(), {"a": a, "run_rlkit": run_rlkit}, "/tmp/a2c_speed.prof")
+        pstats.Stats("/tmp/a2c_speed.prof").sort_stats("cumulative").print_stats(25)
+        return
     run_rlkit(4000, 0), run_sb3(4000, 0)  # warm-up: imports, allocator, first-call costs
     ours, theirs = [], []
     for rep in range(a.reps):
