@@ -307,3 +307,13 @@ def test_same_seed_twice_on_cuda_equal():
         runs.append(a)
     for x, y in zip(params(runs[0].critic), params(runs[1].critic)):
         assert torch.equal(x, y)
+
+
+@pytest.mark.slow
+def test_pendulum_preset_learns():
+    """One seed of the shipped preset (the 5-seed benchmark is experiments/bench_learning.py)."""
+    from rlkit.presets import preset_for
+
+    preset = preset_for("ddpg", "Pendulum-v1")
+    a = DDPG("Pendulum-v1", config=preset["config"], seed=0).learn(preset["steps"], progress=False)
+    assert a.evaluate(10)["mean_return"] >= -200
