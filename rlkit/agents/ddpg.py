@@ -298,8 +298,8 @@ class DDPG:
     def learn(self, total_steps: int, callback: Callable[[dict[str, float]], bool | None] | None = None,
               run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "DDPG":
         """Train for `total_steps` more environment steps. Each vector step: act (the one host sync: actions
-        to the CPU env), step the envs, store the transitions, and every train_freq steps run gradient_steps
-        updates. Metrics are logged every `log_interval` environment steps and at the end; with `run_dir`,
+        to the CPU env), step the envs, store the transitions; every train_freq steps, gradient_steps updates
+        (launched before the env step with overlap_env_step, after the store without). Metrics are logged every `log_interval` environment steps and at the end; with `run_dir`,
         TensorBoard events, progress.csv, config.json and checkpoints/ go there. `callback(metrics)` -> False stops."""
         cfg, N = self.config, self.n_envs
         target = self.num_timesteps + int(total_steps)
