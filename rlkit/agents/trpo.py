@@ -176,21 +176,22 @@ def line_search(theta: torch.Tensor, step: torch.Tensor, valid: torch.Tensor,
 @torch.no_grad()
 def mlp_mse_grad_(layers: list[tuple[torch.Tensor, torch.Tensor]], grads: list[tuple[torch.Tensor, torch.Tensor]],
                   activation: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """loss = mean((mlp(x) - y)^2) for a tanh/relu MLP with one output; writes d loss / d (W, b) of every layer
-    into `grads` (overwriting) by backpropagation written out by hand. Shapes: x [B, in], y [B]."""
+    """For a tanh/relu MLP with one output, write d/d(W, b) of mean((mlp(x) - y)^2) for every layer into `grads`
+    (overwriting) by backpropagation written out by hand; returns the error mlp(x) - y. Shapes: x [B, in], y [B]."""
     hs = [x]
     for w, b in layers[:-1]:
         h = torch.addmm(b, hs[-1], w.t())
         hs.append(torch.tanh(h) if activation == "tanh" else torch.relu(h))
     err = torch.addmm(layers[-1][1], hs[-1], layers[-1][0].t()).squeeze(-1) - y
-    d = (err * (2.0 / y.shape[0])).unsqueeze(-1)  # d loss / d output, [B, 1]
+    d = torch.mul(err.unsqueeze(-1), 2.0 / y.shape[0])  # d loss / d output, [B, 1]
     for i in range(len(layers) - 1, -1, -1):
         torch.mm(d.t(), hs[i], out=grads[i][0])
         torch.sum(d, 0, out=grads[i][1])
-        if i > 0:  # back through layer i's weights and layer i-1's activation
+        if i > 0:  # back through layer i's weights, then layer i-1's activation: d * (1 - h^2) or d * [h > 0]
             d = d @ layers[i][0]
-            d = d * (1.0 - hs[i] * hs[i]) if activation == "tanh" else d * (hs[i] > 0)
-    return err.pow(2).mean()
+            d = (torch.ops.aten.tanh_backward(d, hs[i]) if activation == "tanh"
+                 else torch.ops.aten.threshold_backward(d, hs[i], 0.0))
+    return err
 
 
 class NumpySampler:
@@ -368,14 +369,14 @@ class TRPO:
             for start in range(0, n, bs):
                 x, y = x_all[start:start + bs], y_all[start:start + bs]
                 if manual:
-                    loss = mlp_mse_grad_(layers, grads, cfg.activation, x, y)
+                    err = mlp_mse_grad_(layers, grads, cfg.activation, x, y)
                 else:
-                    loss = (self.critic(x) - y).pow(2).mean()
+                    err = self.critic(x) - y
                     self.vf_flat.zero_grad()
-                    loss.backward()
+                    err.pow(2).mean().backward()
                 self.vf_optimizer.step()
                 if last:  # the loss is only logged for the last epoch
-                    total = total + loss.detach() * y.shape[0]
+                    total = total + err.detach().pow(2).sum()
         return total / n
 
     # ---- the loop -------------------------------------------------------------------------------------------

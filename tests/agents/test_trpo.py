@@ -353,7 +353,7 @@ def test_hand_written_critic_gradient_equals_autograd(activation):
     x, y = torch.randn(40, 3), torch.randn(40)
     layers = [(m.weight, m.bias) for m in a.critic.net if isinstance(m, torch.nn.Linear)]
     grads = [(torch.full_like(w, 7.0), torch.full_like(b, 7.0)) for w, b in layers]  # overwritten, not added
-    loss = mlp_mse_grad_(layers, grads, activation, x, y)
+    loss = mlp_mse_grad_(layers, grads, activation, x, y).pow(2).mean()
     a.vf_flat.zero_grad()
     ref = (a.critic(x) - y).pow(2).mean()
     ref.backward()
