@@ -19,9 +19,13 @@ cut on both. Deviations:
   * QAC's last step of a rollout bootstraps from Q_w(s_T, a_T) where a_T ~ pi(s_T) is sampled at update time
     and then really executed as the first action of the next rollout (so the SARSA target stays exact).
   * QAC's Psi can be standardised per batch (normalize_q; subtracting the batch mean acts as a baseline).
-  * A2C's linear learning-rate decay runs over each learn() call (like Stable-Baselines3).
+  * Linear learning-rate decay (lr_schedule="linear", both agents) runs over each learn() call, like SB3.
   * A2C's observation normaliser is updated from each rollout AFTER the update on it, so a rollout is trained
     with the statistics it was collected with; evaluation never changes the statistics.
+  * A2C's reward_scale multiplies rewards before GAE (a fixed stand-in for SB3's VecNormalize reward scaling).
+Speed (CPU, small MLPs: time goes to per-op overhead): A2C keeps its parameters in one flat buffer (one clip,
+one RMSprop step of three in-place ops), acts in NumPy on zero-copy views of the same weights (NumpyPolicy), and
+computes entropy/explained variance only on the updates it logs.
 """
 from __future__ import annotations
 
