@@ -69,7 +69,8 @@ def _coerce(owner: str, name: str, value: Any, hint: Any) -> Any:
             return value
         raise ConfigError(f"{owner}.{name} must be true or false, got {value!r}")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or float(value) != int(value)):
             raise ConfigError(f"{owner}.{name} must be an integer, got {value!r}")
         return int(value)
     if hint is float:
