@@ -24,7 +24,7 @@ cut on both. Deviations:
     with the statistics it was collected with; evaluation never changes the statistics.
   * A2C's reward_scale multiplies rewards before GAE (a fixed stand-in for SB3's VecNormalize reward scaling).
 Speed (CPU, small MLPs: time goes to per-op overhead): A2C keeps its parameters in one flat buffer (one clip,
-one RMSprop step of three in-place ops), acts in NumPy on zero-copy views of the same weights (NumpyPolicy), and
+one RMSprop step of three in-place ops), acts in NumPy on zero-copy views of the same weights (core NumpyPolicy), and
 computes entropy/explained variance only on the updates it logs.
 """
 from __future__ import annotations
@@ -48,7 +48,8 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.logger import Logger
-from rlkit.core.networks import (ACTIVATIONS, DiscreteQCritic, ObsEncoder, QCritic, action_dim, make_actor, mlp)
+from rlkit.core.networks import (ACTIVATIONS, DiscreteQCritic, NumpyPolicy, ObsEncoder, QCritic, action_dim,
+                                 make_actor, mlp)
 from rlkit.core.optim import FlatParameters
 from rlkit.core.returns import explained_variance, gae
 from rlkit.core.rollout import RolloutCollector, check_finite_metrics
@@ -448,50 +449,6 @@ class ActorCriticNet(nn.Module):
         return D.gaussian_log_prob(out, self.log_std, actions), ent
 
 
-class NumpyPolicy:
-    """The acting path on CPU, in NumPy, on zero-copy views of the SAME parameter memory as `net`.
-
-    Why: an acting batch is n_envs rows, so time goes to per-call overhead (about 1 us for a NumPy op against
-    several for a torch op on this class of CPU), not arithmetic. The optimiser updates the parameters in place
-    and load_state_dict copies into them, so the views always see the current weights. Noise comes from torch's
-    generator (torch.rand / torch.randn), so seeding and checkpointed RNG state work as for the torch path, and
-    the computation is the one of ActorCriticNet.sample (a test checks they agree).
-    """
-
-    def __init__(self, net: ActorCriticNet) -> None:
-        enc = net.encoder
-        self.discrete_obs, self.dim, self.normalize = enc.discrete_n, enc.dim, enc.normalize
-        self.mean, self.var, self.eps, self.clip = enc.mean.numpy(), enc.var.numpy(), enc.eps, enc.clip
-        self.layers = [(w.detach().numpy().T, b.detach().numpy()) for w, b in net._pi]
-        self.out_w, self.out_b = net._pi_out[0].detach().numpy().T, net._pi_out[1].detach().numpy()
-        self.log_std = None if net.discrete else net.log_std.detach().numpy()
-        self.act = np.tanh if net._act is torch.tanh else (lambda x: np.maximum(x, 0.0))
-        self.n_out = self.out_b.shape[0]
-
-    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = obs.numpy()
-        x = np.eye(self.dim, dtype=np.float32)[x.astype(np.int64).reshape(-1)] if self.discrete_obs \
-            else x.reshape(x.shape[0], self.dim)
-        if self.normalize:
-            x = np.clip((x - self.mean) / np.sqrt(self.var + self.eps), -self.clip, self.clip).astype(np.float32)
-        for w, b in self.layers:
-            x = self.act(x @ w + b)
-        out = x @ self.out_w + self.out_b
-        if self.log_std is None:  # Gumbel-max sample and log-softmax, as distributions.categorical_*
-            u = torch.rand(out.shape).numpy()
-            a = np.argmax(out - np.log(-np.log(np.maximum(u, 1e-20))), axis=-1)
-            z = out - out.max(-1, keepdims=True)
-            logp = z[np.arange(z.shape[0]), a] - np.log(np.exp(z).sum(-1))
-            return torch.from_numpy(a), torch.from_numpy(logp)
-        noise = torch.randn(out.shape).numpy()  # a = mean + std * eps, as distributions.gaussian_*
-        a = out + np.exp(self.log_std) * noise
-        logp = (-0.5 * noise * noise - self.log_std - 0.5 * _LOG_2PI).sum(-1, dtype=np.float32)
-        return torch.from_numpy(a.astype(np.float32)), torch.from_numpy(logp)
-
-
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
 _ACT_FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "relu": torch.relu,
                                                              "elu": F.elu, "gelu": F.gelu}
 
@@ -567,7 +524,9 @@ class A2C:
         self._zeros_tn = torch.zeros(cfg.n_steps, es.n_envs, device=self.device)
         # Acting during training: NumPy on CPU (tanh/relu), the torch path elsewhere. Same weights, same RNG.
         cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu")
-        self._rollout_policy = NumpyPolicy(self.net) if cpu_numpy else self.net.sample
+        self._rollout_policy = (NumpyPolicy(self.net.encoder, [*self.net._pi, self.net._pi_out], cfg.activation,
+                                            None if self.net.discrete else self.net.log_std)
+                                if cpu_numpy else self.net.sample)
         self.num_timesteps = 0
         self.n_updates = 0
 

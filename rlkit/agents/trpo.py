@@ -40,7 +40,7 @@ from rlkit.core.config import (ConfigError, build_config, check_choice, check_hi
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.logger import Logger
-from rlkit.core.networks import ACTIVATIONS, ObsEncoder, VCritic, make_actor
+from rlkit.core.networks import ACTIVATIONS, NumpyPolicy, ObsEncoder, VCritic, make_actor
 from rlkit.core.optim import FlatParameters, conjugate_gradient, flat_grad
 from rlkit.core.returns import explained_variance, gae
 from rlkit.core.rollout import RolloutCollector, check_finite_metrics
@@ -194,49 +194,6 @@ def mlp_mse_grad_(layers: list[tuple[torch.Tensor, torch.Tensor]], grads: list[t
     return err
 
 
-class NumpySampler:
-    """actor.sample on CPU in NumPy, on zero-copy views of the actor's own parameter memory.
-
-    Why: an acting batch is n_envs rows, so its cost is per-op overhead (about 1 us for a NumPy op, several for a
-    torch op), not arithmetic. The line search and load_state_dict write the parameters in place, so the views
-    always see the current weights. The noise is drawn from torch's generator, as actor.sample draws it, so
-    seeding and checkpointed RNG state behave the same (a test checks both paths agree).
-    """
-
-    def __init__(self, actor: torch.nn.Module) -> None:
-        enc = actor.encoder
-        self.discrete_obs, self.dim, self.normalize = enc.discrete_n, enc.dim, enc.normalize
-        self.mean, self.var, self.eps, self.clip = enc.mean.numpy(), enc.var.numpy(), enc.eps, enc.clip
-        linears = [m for m in actor.net if isinstance(m, torch.nn.Linear)]
-        self.layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears]
-        self.tanh = isinstance(actor.net[1], torch.nn.Tanh) if len(actor.net) > 1 else True
-        self.log_std = actor.log_std.detach().numpy() if hasattr(actor, "log_std") else None
-
-    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = obs.numpy()
-        x = np.eye(self.dim, dtype=np.float32)[x.astype(np.int64).reshape(-1)] if self.discrete_obs \
-            else x.reshape(x.shape[0], self.dim)
-        if self.normalize:
-            x = np.clip((x - self.mean) / np.sqrt(self.var + self.eps), -self.clip, self.clip).astype(np.float32)
-        for w, b in self.layers[:-1]:
-            x = x @ w + b
-            x = np.tanh(x) if self.tanh else np.maximum(x, 0.0)
-        out = x @ self.layers[-1][0] + self.layers[-1][1]
-        if self.log_std is None:  # Gumbel-max sample and log-softmax, as distributions.categorical_*
-            u = torch.rand(out.shape).numpy()
-            a = np.argmax(out - np.log(-np.log(np.maximum(u, 1e-20))), axis=-1)
-            m = out.max(-1, keepdims=True)
-            log_p = out - (m + np.log(np.exp(out - m).sum(-1, keepdims=True)))
-            return torch.from_numpy(a), torch.from_numpy(np.take_along_axis(log_p, a[:, None], -1)[:, 0])
-        noise = torch.randn(out.shape).numpy()  # a = mean + std * eps, as distributions.gaussian_*
-        a = out + np.exp(self.log_std) * noise
-        logp = (-0.5 * noise * noise - self.log_std - _HALF_LOG_2PI).sum(-1, dtype=np.float32)
-        return torch.from_numpy(a.astype(np.float32)), torch.from_numpy(logp)
-
-
-_HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
-
-
 class TRPO:
     """Trust-region policy optimisation with GAE. See the module docstring for the equations."""
 
@@ -272,7 +229,10 @@ class TRPO:
         self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
         # Acting during training: NumPy on CPU (tanh/relu), the torch path elsewhere. Same weights, same RNG.
         cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu")
-        self._rollout_policy = NumpySampler(self.actor) if cpu_numpy else self.actor.sample
+        self._rollout_policy = (NumpyPolicy(self.actor.encoder, [(m.weight, m.bias) for m in self.actor.net
+                                                                  if isinstance(m, torch.nn.Linear)],
+                                            cfg.activation, getattr(self.actor, "log_std", None))
+                                if cpu_numpy else self.actor.sample)
         self.num_timesteps = 0
         self.n_updates = 0
 

@@ -253,3 +253,46 @@ class DiscreteQCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.all_actions(obs).gather(-1, actions.long().reshape(-1, 1)).squeeze(-1)
+
+
+class NumpyPolicy:
+    """A stochastic actor's sample() on the CPU in NumPy, on zero-copy views of the actor's own parameters.
+
+    Why: an acting batch is n_envs rows, so its cost is per-op overhead (about 1 us for a NumPy op against
+    several for a torch op), not arithmetic. Optimisers, line searches and load_state_dict write parameters in
+    place, so the views always see the current weights (and the encoder's current statistics). Noise is drawn
+    from torch's generator exactly as CategoricalActor/GaussianActor.sample draw it, so seeding and checkpointed
+    RNG state behave the same. Supports tanh and relu hidden layers.
+
+    linears: the (weight, bias) of each Linear layer in order, the output layer last.
+    """
+
+    def __init__(self, encoder: ObsEncoder, linears: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                 activation: str, log_std: torch.Tensor | None) -> None:
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"NumpyPolicy supports tanh and relu hidden layers, not {activation!r}")
+        self.discrete_obs, self.dim, self.normalize = encoder.discrete_n, encoder.dim, encoder.normalize
+        self.mean, self.var, self.eps, self.clip = encoder.mean.numpy(), encoder.var.numpy(), encoder.eps, encoder.clip
+        self.layers = [(w.detach().numpy().T, b.detach().numpy()) for w, b in linears]
+        self.act = np.tanh if activation == "tanh" else (lambda x: np.maximum(x, 0.0))
+        self.log_std = None if log_std is None else log_std.detach().numpy()
+
+    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.numpy()
+        x = np.eye(self.dim, dtype=np.float32)[x.astype(np.int64).reshape(-1)] if self.discrete_obs \
+            else x.reshape(x.shape[0], self.dim)
+        if self.normalize:
+            x = np.clip((x - self.mean) / np.sqrt(self.var + self.eps), -self.clip, self.clip).astype(np.float32)
+        for w, b in self.layers[:-1]:
+            x = self.act(x @ w + b)
+        out = x @ self.layers[-1][0] + self.layers[-1][1]
+        if self.log_std is None:  # Gumbel-max sample and log-softmax, as distributions.categorical_*
+            u = torch.rand(out.shape).numpy()
+            a = np.argmax(out - np.log(-np.log(np.maximum(u, 1e-20))), axis=-1)
+            z = out - out.max(-1, keepdims=True)
+            logp = z[np.arange(z.shape[0]), a] - np.log(np.exp(z).sum(-1))
+            return torch.from_numpy(a), torch.from_numpy(logp)
+        noise = torch.randn(out.shape).numpy()  # a = mean + std * eps, as distributions.gaussian_*
+        a = out + np.exp(self.log_std) * noise
+        logp = (-0.5 * noise * noise - self.log_std - 0.5 * math.log(2.0 * math.pi)).sum(-1, dtype=np.float32)
+        return torch.from_numpy(a.astype(np.float32)), torch.from_numpy(logp)

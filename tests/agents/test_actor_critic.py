@@ -9,7 +9,8 @@ import torch
 
 import rlkit
 from rlkit import A2C, QAC, A2CConfig
-from rlkit.agents.actor_critic import FlatRMSprop, NumpyPolicy
+from rlkit.agents.actor_critic import FlatRMSprop
+from rlkit.core.networks import NumpyPolicy
 from rlkit.core.config import ConfigError
 from rlkit.core.envs import SpaceError
 from tests.conftest import CountingEnv
@@ -176,7 +177,7 @@ def test_a2c_checkpoint_round_trip_with_normaliser_and_optimiser_state(tmp_path)
     assert torch.equal(a.optimizer.square_avg, b.optimizer.square_avg) and a.optimizer.square_avg.abs().sum() > 0
     # Parameters still live in the optimiser's flat tensor after load, and the NumPy path sees them.
     assert b.optimizer.param is b.flat.param
-    assert np.shares_memory(b._rollout_policy.out_w, b.flat.param.detach().numpy())
+    assert np.shares_memory(b._rollout_policy.layers[-1][0], b.flat.param.detach().numpy())
     obs = torch.randn(4, 3)
     torch.manual_seed(5); x = b.net.sample(obs)
     torch.manual_seed(5); y = b._rollout_policy(obs)

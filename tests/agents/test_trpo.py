@@ -331,7 +331,7 @@ def test_learns_with_the_preset(env_id, target):
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "FrozenLake-v1"])
 @pytest.mark.parametrize("normalize_obs", [False, True])
 def test_numpy_acting_path_matches_the_torch_actor(env_id, normalize_obs):
-    from rlkit.agents.trpo import NumpySampler
+    from rlkit.core.networks import NumpyPolicy as NumpySampler
 
     a = TRPO(env_id, seed=0, device="cpu", normalize_obs=normalize_obs, **SMALL)
     a.learn(64, progress=False)  # parameters and normaliser statistics away from their initial values
