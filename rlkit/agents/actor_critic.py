@@ -48,8 +48,8 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.logger import Logger
-from rlkit.core.networks import (ACTIVATIONS, DiscreteQCritic, NumpyPolicy, ObsEncoder, QCritic, action_dim,
-                                 make_actor, mlp)
+from rlkit.core.networks import (ACTIVATIONS, DiscreteQCritic, NumpyEncoder, NumpyMLP, NumpyPolicy, ObsEncoder,
+                                 QCritic, action_dim, make_actor, mlp)
 from rlkit.core.optim import FlatParameters
 from rlkit.core.returns import explained_variance, gae
 from rlkit.core.rollout import RolloutCollector, check_finite_metrics
@@ -145,6 +145,10 @@ class A2CConfig:
     """Hidden activation: tanh, relu, elu or gelu."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    numpy_update: bool = True
+    """On the CPU with tanh/relu trunks, run the update in NumPy with the gradient derived by hand (the same loss
+    and, up to float rounding, the same gradient as autograd; ~5x fewer microseconds per update on small batches).
+    False, another device or another activation: torch autograd."""
     # Logging and checkpoints
     checkpoint_interval: int = 0
     """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
@@ -400,7 +404,7 @@ class ActorCriticNet(nn.Module):
         self.pi_head = mlp(hs[-1], (), n_out, output_gain=0.01)
         self.v_head = mlp(hs[-1], (), 1, output_gain=1.0)
         self.log_std = None if discrete else nn.Parameter(torch.full((n_out,), float(cfg.log_std_init)))
-        self._act = _ACT_FN[act]
+        self.activation, self._act = act, _ACT_FN[act]
         self._pi = _linears(self.pi_trunk)
         self._v = self._pi if cfg.shared_trunk else _linears(self.v_trunk)
         self._pi_out, self._v_out = _linears(self.pi_head)[0], _linears(self.v_head)[0]
@@ -449,6 +453,48 @@ class ActorCriticNet(nn.Module):
         return D.gaussian_log_prob(out, self.log_std, actions), ent
 
 
+    # ---- the same network in NumPy, differentiated by hand (A2CConfig.numpy_update) ----------------------------
+    def numpy_views(self) -> None:
+        """Build the NumPy forward/backward on views of the parameters (CPU; after FlatParameters made the .grad)."""
+        act = self.activation
+        self._np_encode = NumpyEncoder(self.encoder)
+        self._np_pi = NumpyMLP(self._pi, act, out_activation=True)
+        self._np_v = self._np_pi if self.shared else NumpyMLP(self._v, act, out_activation=True)
+        self._np_pi_head, self._np_v_head = NumpyMLP([self._pi_out], act), NumpyMLP([self._v_out], act)
+
+    def forward_numpy(self, obs: np.ndarray, n_policy: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """(policy output for the first n_policy rows, V for every row, the layer outputs backward_numpy needs)."""
+        x = self._np_encode(obs)
+        hs_v = self._np_v.forward(x)
+        hs_pi = hs_v if self.shared else self._np_pi.forward(x[:n_policy])
+        head_pi = self._np_pi_head.forward(hs_pi[-1][:n_policy])
+        head_v = self._np_v_head.forward(hs_v[-1])
+        return head_pi[-1], head_v[-1][:, 0], (hs_pi, hs_v, head_pi, head_v)
+
+    def backward_numpy(self, cache: tuple, g_out: np.ndarray, g_v: np.ndarray, g_log_std: np.ndarray | None) -> None:
+        """Write d loss / d parameter into every .grad, given d loss / d policy output [B, n_out] and d loss / d V [B]
+        for forward_numpy's first B rows, and d loss / d log_std (Box). A shared trunk gets both heads' sum."""
+        hs_pi, hs_v, head_pi, head_v = cache
+        g_h_pi = self._np_pi_head.backward(head_pi, g_out, input_grad=True)
+        g_h_v = self._np_v_head.backward(head_v, g_v[:, None], input_grad=True)
+        if self.shared:
+            self._np_pi.backward(hs_pi, g_h_pi + g_h_v)
+        else:
+            self._np_pi.backward(hs_pi, g_h_pi)
+            self._np_v.backward(hs_v, g_h_v)
+        if g_log_std is not None:
+            self.log_std.grad.numpy()[:] = g_log_std
+
+    def pg_grad_numpy(self, out: np.ndarray, actions: np.ndarray, weights: np.ndarray, ent_coef: float,
+                      entropy: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """policy_loss() differentiated by hand: (d loss / d out, d loss / d log_std or None, log pi(a|s), entropy
+        or None) for loss = -mean(log pi(a|s) * weights) - ent_coef * mean(H)."""
+        if self.discrete:
+            g_out, logp, ent = D.categorical_pg_grad_np(out, actions, weights, ent_coef, entropy)
+            return g_out, None, logp, ent
+        return D.gaussian_pg_grad_np(out, self.log_std.detach().numpy(), actions, weights, ent_coef, entropy)
+
+
 _ACT_FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "relu": torch.relu,
                                                              "elu": F.elu, "gelu": F.gelu}
 
@@ -476,6 +522,16 @@ class FlatRMSprop:
             self.square_avg.mul_(group["alpha"]).addcmul_(g, g, value=1.0 - group["alpha"])
             torch.sqrt(self.square_avg, out=self._denom).add_(group["eps"])
             self.param.addcdiv_(g, self._denom, value=-group["lr"])
+
+    def step_numpy(self) -> None:
+        """step() in NumPy on the CPU tensors' memory (A2C's NumPy update): the same update up to float rounding
+        (torch fuses multiply-adds), a few microseconds instead of tens."""
+        g, v, group = self.param.grad.numpy(), self.square_avg.numpy(), self.param_groups[0]
+        v *= np.float32(group["alpha"])
+        v += np.float32(1.0 - group["alpha"]) * g * g
+        denom = np.sqrt(v, out=self._denom.numpy())
+        denom += np.float32(group["eps"])
+        self.param.detach().numpy()[:] -= np.float32(group["lr"]) * g / denom
 
     def state_dict(self) -> dict[str, Any]:
         return {"square_avg": self.square_avg.clone(), "param_groups": [dict(g) for g in self.param_groups]}
@@ -527,6 +583,9 @@ class A2C:
         self._rollout_policy = (NumpyPolicy(self.net.encoder, [*self.net._pi, self.net._pi_out], cfg.activation,
                                             None if self.net.discrete else self.net.log_std)
                                 if cpu_numpy else self.net.sample)
+        self._numpy_update = cfg.numpy_update and cpu_numpy
+        if self._numpy_update:
+            self.net.numpy_views()
         self.num_timesteps = 0
         self.n_updates = 0
 
@@ -545,22 +604,28 @@ class A2C:
         return v[0] if single else v
 
     # ---- one update -----------------------------------------------------------------------------------------
-    def advantages(self, buf: RolloutBuffer, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """GAE advantages and returns (= A + V), both [T, N], given values = V(obs) [T, N]; bootstraps from
-        V(last_obs) and, where truncated, V(final_obs) (rlkit.core.returns.gae cuts traces and applies them)."""
+    def advantages(self, buf: RolloutBuffer, values: torch.Tensor, last_values: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE advantages and returns (= A + V), both [T, N], given values = V(obs) [T, N] (and V(last_obs) [N] when
+        already computed); bootstraps from V(last_obs) and, where truncated, V(final_obs) (rlkit.core.returns.gae
+        cuts traces and applies them)."""
         T, N = buf.n_steps, buf.n_envs
         with torch.no_grad():
-            last_values = self.net.value(buf.last_obs)
+            if last_values is None:
+                last_values = self.net.value(buf.last_obs)
             # V(true final obs) only matters where truncated; on CPU checking first is free (on CUDA it would
             # be a host sync, so the pass always runs there).
-            if self.device.type != "cpu" or bool(buf.truncated.any()):
+            if self.device.type != "cpu" or buf.truncated.numpy().any():
                 final_values = self.net.value(buf.flat(buf.final_obs)).view(T, N)
             else:
                 final_values = self._zeros_tn
-            scale = self.config.reward_scale
-            rewards = buf.rewards if scale == 1.0 else buf.rewards * scale
-            return gae(rewards, values, buf.terminated, buf.truncated, final_values, last_values,
-                       self.config.gamma, self.config.gae_lambda)
+        rewards, terminated, truncated = buf.rewards, buf.terminated, buf.truncated
+        if isinstance(values, np.ndarray):  # the NumPy update: zero-copy views of the (CPU) buffer
+            rewards, terminated, truncated, final_values = (x.numpy() for x in (rewards, terminated, truncated,
+                                                                                final_values))
+        scale = self.config.reward_scale
+        return gae(rewards if scale == 1.0 else rewards * scale, values, terminated, truncated, final_values,
+                   last_values, self.config.gamma, self.config.gae_lambda)
 
     def update(self, buf: RolloutBuffer, diagnostics: bool = True) -> dict[str, torch.Tensor]:
         """One gradient step of the joint loss on a rollout. Returns tensor diagnostics (no host sync); with
@@ -569,6 +634,8 @@ class A2C:
 
         Shapes: rollout tensors [T, N, ...]; the loss is on the T * N flattened samples.
         """
+        if self._numpy_update:
+            return self._update_numpy(buf, diagnostics)
         cfg = self.config
         T, N = buf.n_steps, buf.n_envs
         out, values = self.net(buf.flat(buf.obs))
@@ -582,12 +649,50 @@ class A2C:
         loss = loss_pi + cfg.vf_coef * loss_v
         self.flat.zero_grad()
         loss.backward()
+        return self._step(info, loss_v.detach(), values.detach(), returns, diagnostics)
+
+    def _update_numpy(self, buf: RolloutBuffer, diagnostics: bool) -> dict[str, torch.Tensor]:
+        """update() in NumPy with the gradient derived by hand: the same loss, and the same gradient up to float
+        rounding (tests compare the two). V(last_obs) rides in the same forward pass as the batch."""
+        cfg = self.config
+        T, N = buf.n_steps, buf.n_envs
+        obs = buf.flat(buf.obs).numpy()
+        out, v_all, cache = self.net.forward_numpy(np.concatenate((obs, buf.last_obs.numpy())), T * N)
+        values = v_all[: T * N]
+        adv, returns = self.advantages(buf, values.reshape(T, N), v_all[T * N:])
+        adv, returns = adv.reshape(-1), returns.reshape(-1)
+        if cfg.normalize_advantage and adv.size > 1:  # as normalize()
+            adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
+        # d loss / d outputs: the advantage weights grad log pi (policy_loss); d vf_coef * mean((V - R)^2) / dV.
+        g_out, g_log_std, logp, entropy = self.net.pg_grad_numpy(out, buf.flat(buf.actions).numpy(), adv,
+                                                                 cfg.ent_coef, entropy=diagnostics)
+        err = values - returns
+        self.net.backward_numpy(cache, g_out, err * np.float32(2.0 * cfg.vf_coef / (T * N)), g_log_std)
         if cfg.max_grad_norm > 0:
-            self.flat.clip_grad_norm_(cfg.max_grad_norm)
-        self.optimizer.step()
-        info["train/loss_v"] = loss_v.detach()
+            self.flat.clip_grad_norm_numpy_(cfg.max_grad_norm)
+        if isinstance(self.optimizer, FlatRMSprop):
+            self.optimizer.step_numpy()
+        else:
+            self.optimizer.step()
+        self.n_updates += 1
+        # policy_loss()'s diagnostics, as NumPy scalars (float() and .item() work as on tensors)
+        info = {"train/loss_pi": -(logp * adv).mean(), "train/loss_v": (err * err).mean()}
+        if entropy is not None:
+            info["train/entropy"] = entropy.mean()
+            info["train/loss_pi"] -= cfg.ent_coef * info["train/entropy"]
         if diagnostics:
-            info["train/explained_variance"] = explained_variance(values.detach(), returns)
+            info["train/explained_variance"] = explained_variance(torch.from_numpy(values), torch.from_numpy(returns))
+        return info
+
+    def _step(self, info: dict[str, torch.Tensor], loss_v: torch.Tensor, values: torch.Tensor,
+              returns: torch.Tensor, diagnostics: bool) -> dict[str, torch.Tensor]:
+        """Clip the flat gradient, take the optimiser step, finish the diagnostics."""
+        if self.config.max_grad_norm > 0:
+            self.flat.clip_grad_norm_(self.config.max_grad_norm)
+        self.optimizer.step()
+        info["train/loss_v"] = loss_v
+        if diagnostics:
+            info["train/explained_variance"] = explained_variance(values, returns)
         self.n_updates += 1
         return info
 

@@ -17,6 +17,7 @@ import torch
 
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.envs import to_env_actions
+from rlkit.core.networks import NumpyPolicy
 
 Policy = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -48,7 +49,8 @@ class RolloutCollector:
     """Steps a SAME_STEP vector env with a policy, keeping the current observation and episode statistics.
 
     `policy(obs) -> (actions, log_probs)` gets a float tensor [N, *obs_shape] on the device and is called under
-    torch.no_grad(). Completed episodes are kept in `episode_returns` / `episode_lengths` (the last 100).
+    torch.no_grad(); a NumpyPolicy is handed the NumPy observation batch instead (no tensor round trip per step).
+    Completed episodes are kept in `episode_returns` / `episode_lengths` (the last 100).
     """
 
     def __init__(self, env: gym.vector.VectorEnv, device: torch.device, initial_obs: np.ndarray,
@@ -58,7 +60,9 @@ class RolloutCollector:
         self.action_space = env.single_action_space
         self.n_envs = env.num_envs
         self.check_finite = check_finite
-        self.obs = self._to_device(initial_obs)
+        # Discrete(n) starting at 0: the policy's int64 actions are already what the env takes
+        self._actions_as_is = isinstance(self.action_space, gym.spaces.Discrete) and int(self.action_space.start) == 0
+        self._obs_np = np.asarray(initial_obs, dtype=np.float32)
         self._ep_return = np.zeros(self.n_envs, dtype=np.float64)
         self._ep_length = np.zeros(self.n_envs, dtype=np.int64)
         self.episode_returns: deque[float] = deque(maxlen=100)
@@ -66,33 +70,45 @@ class RolloutCollector:
         self.episodes_done = 0
         self.steps_done = 0  # environment steps, summed over sub-envs
 
-    def _to_device(self, obs: np.ndarray) -> torch.Tensor:
-        # Keeps the float32 host copy for staging; from_numpy is zero-copy, the .to() is a no-op on CPU.
-        self._obs_np = np.asarray(obs, dtype=np.float32)
+    @property
+    def obs(self) -> torch.Tensor:
+        """The current observation batch on the device (the float32 host copy is what is staged)."""
         return torch.from_numpy(self._obs_np).to(self.device, non_blocking=True)
+
+    def _staging(self, buffer: RolloutBuffer) -> tuple[np.ndarray, ...]:
+        """NumPy arrays for obs, actions, log_probs, rewards, terminated, truncated: zero-copy views of a CPU
+        buffer, or host arrays (allocated once per buffer) that collect() copies to the device at the end."""
+        tensors = (buffer.obs, buffer.actions, buffer.log_probs, buffer.rewards, buffer.terminated, buffer.truncated)
+        if buffer.device.type == "cpu":
+            return tuple(x.numpy() for x in tensors)
+        if getattr(self, "_stage_for", None) is not buffer:
+            self._stage_for, self._stage = buffer, tuple(np.empty(tuple(x.shape), dtype=x.cpu().numpy().dtype)
+                                                         for x in tensors)
+        return self._stage
 
     def collect(self, buffer: RolloutBuffer, policy: Policy) -> RolloutBuffer:
         """Fill `buffer` with buffer.n_steps vector steps. Observations, actions, log-probs, rewards and flags
-        are staged in NumPy and moved to the device once at the end (one transfer per tensor instead of one
-        per step: on CPU a NumPy row copy costs ~1 us, an indexed torch copy several)."""
+        are written to NumPy arrays (views of a CPU buffer; on another device, host arrays moved once at the
+        end: one transfer per tensor instead of one per step) because a NumPy row copy costs ~1 us, an indexed
+        torch copy several."""
         T, N = buffer.n_steps, buffer.n_envs
         if N != self.n_envs:
             raise ValueError(f"buffer has {N} envs, the vector env has {self.n_envs}")
-        obs_stage = np.empty(tuple(buffer.obs.shape), dtype=np.float32)
-        act_stage = np.empty(tuple(buffer.actions.shape), dtype=torch.empty(0, dtype=buffer.actions.dtype).numpy().dtype)
-        logp_stage = np.empty((T, N), dtype=np.float32)
-        rewards = np.zeros((T, N), dtype=np.float32)
-        terminated = np.zeros((T, N), dtype=np.bool_)
-        truncated = np.zeros((T, N), dtype=np.bool_)
+        obs_stage, act_stage, logp_stage, rewards, terminated, truncated = stage = self._staging(buffer)
         buffer.final_obs.zero_()
+        numpy_policy = isinstance(policy, NumpyPolicy)
         for t in range(T):
-            with torch.no_grad():
-                actions, log_probs = policy(self.obs)
-            actions_np = actions.cpu().numpy()
+            if numpy_policy:
+                actions_np, logp_np = policy.sample_numpy(self._obs_np)
+            else:
+                with torch.no_grad():
+                    actions, log_probs = policy(self.obs)
+                actions_np, logp_np = actions.cpu().numpy(), log_probs.cpu().numpy()
             obs_stage[t] = self._obs_np
             act_stage[t] = actions_np
-            logp_stage[t] = log_probs.cpu().numpy()
-            next_obs, r, term, trunc, info = self.env.step(to_env_actions(actions_np, self.action_space))
+            logp_stage[t] = logp_np
+            next_obs, r, term, trunc, info = self.env.step(
+                actions_np if self._actions_as_is else to_env_actions(actions_np, self.action_space))
             if self.check_finite:
                 check_finite_env(next_obs, r, self.steps_done)
             rewards[t], terminated[t], truncated[t] = r, term, trunc
@@ -102,14 +118,12 @@ class RolloutCollector:
             done = term | trunc
             if done.any():
                 self._end_episodes(done, trunc, info, buffer, t)
-            self.obs = self._to_device(next_obs)
-        buffer.obs.copy_(torch.from_numpy(obs_stage))
-        buffer.actions.copy_(torch.from_numpy(act_stage))
-        buffer.log_probs.copy_(torch.from_numpy(logp_stage))
-        buffer.last_obs.copy_(self.obs)
-        buffer.rewards.copy_(torch.from_numpy(rewards))
-        buffer.terminated.copy_(torch.from_numpy(terminated))
-        buffer.truncated.copy_(torch.from_numpy(truncated))
+            self._obs_np = np.asarray(next_obs, dtype=np.float32)
+        if buffer.device.type != "cpu":
+            for x, host in zip((buffer.obs, buffer.actions, buffer.log_probs, buffer.rewards, buffer.terminated,
+                                buffer.truncated), stage):
+                x.copy_(torch.from_numpy(host), non_blocking=False)
+        buffer.last_obs.copy_(torch.from_numpy(self._obs_np))
         return buffer
 
     def _end_episodes(self, done: np.ndarray, trunc: np.ndarray, info: dict[str, Any],

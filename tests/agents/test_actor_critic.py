@@ -177,7 +177,7 @@ def test_a2c_checkpoint_round_trip_with_normaliser_and_optimiser_state(tmp_path)
     assert torch.equal(a.optimizer.square_avg, b.optimizer.square_avg) and a.optimizer.square_avg.abs().sum() > 0
     # Parameters still live in the optimiser's flat tensor after load, and the NumPy path sees them.
     assert b.optimizer.param is b.flat.param
-    assert np.shares_memory(b._rollout_policy.layers[-1][0], b.flat.param.detach().numpy())
+    assert np.shares_memory(b._rollout_policy.mlp.wt[-1], b.flat.param.detach().numpy())
     obs = torch.randn(4, 3)
     torch.manual_seed(5); x = b.net.sample(obs)
     torch.manual_seed(5); y = b._rollout_policy(obs)
@@ -318,3 +318,79 @@ def test_a2c_learns_cartpole_with_the_preset():
     agent = A2C("CartPole-v1", config=p["config"], seed=0, device="cpu")
     agent.learn(p["steps"], progress=False)
     assert agent.evaluate(n_episodes=10)["mean_return"] >= 475
+
+
+# ---- A2C's NumPy update: the same loss and gradient as autograd ------------------------------------------------
+def _gradient_after_one_update(numpy_update: bool, env_id: str, overrides: dict):
+    agent = A2C(env_id, seed=3, device="cpu", numpy_update=numpy_update, max_grad_norm=0.0, **overrides)
+    step = "step_numpy" if numpy_update else "step"
+    setattr(agent.optimizer, step, lambda: None)  # keep the gradient: no parameter change
+    agent.collector.collect(agent.buffer, agent._rollout_policy)
+    info = agent.update(agent.buffer)
+    return agent, agent.flat.param.grad.clone(), {k: float(v) for k, v in info.items()}
+
+
+@pytest.mark.parametrize("env_id,overrides", [
+    ("CartPole-v1", dict(n_envs=4, n_steps=6)),
+    ("CartPole-v1", dict(n_envs=3, n_steps=5, shared_trunk=True, ent_coef=0.05, normalize_advantage=True,
+                         gae_lambda=0.9, activation="relu")),
+    ("Pendulum-v1", dict(n_envs=4, n_steps=6, ent_coef=0.01, log_std_init=-0.5, reward_scale=0.1)),
+    ("Pendulum-v1", dict(n_envs=2, n_steps=8, shared_trunk=True, normalize_obs=True, vf_coef=0.25,
+                         hidden_sizes=(32, 16, 8))),
+])
+def test_numpy_update_equals_autograd(env_id, overrides):
+    """Every parameter's gradient (both trunks, both heads, log_std) and every logged loss agree with autograd."""
+    a, grad_np, info_np = _gradient_after_one_update(True, env_id, overrides)
+    b, grad_ag, info_ag = _gradient_after_one_update(False, env_id, overrides)
+    assert a._numpy_update and not b._numpy_update
+    assert torch.equal(a.buffer.obs, b.buffer.obs) and torch.equal(a.buffer.actions, b.buffer.actions)
+    assert grad_np.abs().sum() > 0 and not torch.isnan(grad_np).any()
+    assert torch.allclose(grad_np, grad_ag, rtol=1e-4, atol=1e-6), (grad_np - grad_ag).abs().max()
+    assert info_np.keys() == info_ag.keys()
+    for k in info_np:
+        assert info_np[k] == pytest.approx(info_ag[k], rel=1e-5, abs=1e-6), k
+
+
+def test_numpy_update_bootstraps_truncation_like_autograd():
+    """CountingEnv truncates every 3 steps: V(final obs) enters the NumPy path's GAE as it does autograd's."""
+    grads = []
+    for numpy_update in (True, False):
+        agent = A2C(lambda: CountingEnv(horizon=3), seed=0, device="cpu", n_envs=2, n_steps=7, max_grad_norm=0.0,
+                    numpy_update=numpy_update)
+        setattr(agent.optimizer, "step_numpy" if numpy_update else "step", lambda: None)
+        agent.collector.collect(agent.buffer, agent._rollout_policy)
+        assert agent.buffer.truncated.any()
+        agent.update(agent.buffer)
+        grads.append(agent.flat.param.grad.clone())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_numpy_update_is_chosen_only_where_it_applies():
+    assert A2C("CartPole-v1", seed=0, device="cpu", **SMALL)._numpy_update
+    assert not A2C("CartPole-v1", seed=0, device="cpu", activation="elu", **SMALL)._numpy_update
+    assert not A2C("CartPole-v1", seed=0, device="cpu", numpy_update=False, **SMALL)._numpy_update
+
+
+def test_flat_rmsprop_numpy_step_equals_torch_step_up_to_rounding():
+    torch.manual_seed(0)
+    p1 = torch.nn.Parameter(torch.randn(300))
+    p2 = torch.nn.Parameter(p1.detach().clone())
+    o1, o2 = FlatRMSprop(p1, 7e-4, 0.99, 1e-5), FlatRMSprop(p2, 7e-4, 0.99, 1e-5)
+    for _ in range(20):
+        g = torch.randn(300)
+        p1.grad, p2.grad = g.clone(), g.clone()
+        o1.step()
+        o2.step_numpy()
+    assert not torch.equal(p2, torch.zeros(300))
+    assert torch.allclose(p1, p2, rtol=0, atol=1e-6) and torch.allclose(o1.square_avg, o2.square_avg, rtol=1e-6)
+
+
+def test_numpy_mlp_backward_needs_gradient_buffers():
+    from rlkit.core.networks import NumpyMLP, mlp
+
+    net = mlp(3, (4,), 2)
+    m = NumpyMLP([(l.weight, l.bias) for l in net if isinstance(l, torch.nn.Linear)], "tanh")
+    hs = m.forward(np.ones((5, 3), np.float32))
+    assert np.allclose(hs[-1], net(torch.ones(5, 3)).detach().numpy(), atol=1e-6)
+    with pytest.raises(RuntimeError, match="FlatParameters"):
+        m.backward(hs, np.ones((5, 2), np.float32))

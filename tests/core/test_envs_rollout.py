@@ -8,7 +8,8 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from rlkit.core.buffers import RolloutBuffer
-from rlkit.core.envs import (SpaceError, check_spaces, make_vec_env, sub_env_seeds, to_env_actions)
+from rlkit.core.envs import (SameStepSyncVectorEnv, SpaceError, check_spaces, make_vec_env, sub_env_seeds,
+                              to_env_actions)
 from rlkit.core.rollout import NonFiniteError, RolloutCollector, evaluate_policy
 from rlkit.core.returns import gae
 from tests.conftest import BadEnv, CountingEnv
@@ -119,3 +120,48 @@ def test_evaluate_policy_is_seeded_and_reproducible():
     assert a == b and a["n_episodes"] == 3 and a["mean_return"] > 0
     with pytest.raises(ValueError, match="n_episodes"):
         evaluate_policy(act, env, 0)
+
+
+class _InfoEnv(CountingEnv):
+    """CountingEnv with an info dict on some steps and on reset, to compare info merging."""
+
+    def reset(self, *, seed=None, options=None):
+        obs, _ = super().reset(seed=seed, options=options)
+        return obs, {"reset_id": self.episode}
+
+    def step(self, action):
+        obs, r, term, trunc, _ = super().step(action)
+        return obs, r, term, trunc, ({"t": self.t, "vec": np.full(2, self.t, np.float32)} if self.t % 2 else {})
+
+
+@pytest.mark.parametrize("make", [lambda: gym.make("CartPole-v1"), lambda: gym.make("Pendulum-v1"),
+                                  lambda: _InfoEnv(horizon=4), lambda: CountingEnv(horizon=3, terminate=True),
+                                  lambda: gym.make("FrozenLake-v1")])
+def test_same_step_sync_vector_env_matches_gymnasium_step_for_step(make):
+    """rlkit's leaner step() returns what gymnasium's SyncVectorEnv(SAME_STEP) returns: observations, rewards,
+    flags, and every info key (final_obs and final_info included), over many episode ends."""
+    ours = SameStepSyncVectorEnv([make] * 3)
+    ref = gym.vector.SyncVectorEnv([make] * 3, autoreset_mode=AutoresetMode.SAME_STEP)
+    o1, i1 = ours.reset(seed=[5, 6, 7])
+    o2, i2 = ref.reset(seed=[5, 6, 7])
+    np.testing.assert_array_equal(o1, o2)
+    ref.action_space.seed(0)
+    ends = 0
+    for _ in range(420):  # Pendulum truncates at 200
+        a = ref.action_space.sample()
+        s1, s2 = ours.step(a), ref.step(a)
+        for x, y in zip(s1[:4], s2[:4]):
+            np.testing.assert_array_equal(x, y)
+            assert x.dtype == y.dtype
+        assert s1[1] is not ours._rewards  # copies, as SyncVectorEnv(copy=True) returns
+        assert s1[4].keys() == s2[4].keys()
+        for k in s2[4]:
+            if k == "final_obs":
+                for f1, f2 in zip(s1[4][k], s2[4][k]):
+                    np.testing.assert_array_equal(f1, f2)
+            elif k != "final_info":
+                np.testing.assert_array_equal(s1[4][k], s2[4][k])
+        ends += int(np.sum(s2[2] | s2[3]))
+    assert ends >= 6
+    ours.close()
+    ref.close()

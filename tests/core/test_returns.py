@@ -1,10 +1,11 @@
 """Returns and GAE against hand-computed arrays (RELIABILITY.md's oracles) and their invariants."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from rlkit.core.returns import explained_variance, gae, next_values, reward_to_go
+from rlkit.core.returns import explained_variance, gae, gae_torch, next_values, reward_to_go
 
 D = torch.float64
 
@@ -153,3 +154,24 @@ def test_explained_variance():
     y = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert explained_variance(y, y).item() == pytest.approx(1.0)
     assert explained_variance(torch.zeros(4) + y.mean(), y).item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_and_torch_gae_agree_on_random_episodes(dtype):
+    """On the CPU gae() runs its recursion in NumPy; gae_torch is the device path. Both must give the same."""
+    g = torch.Generator().manual_seed(0)
+    T, N = 37, 5
+    r = torch.randn(T, N, generator=g, dtype=dtype)
+    v = torch.randn(T, N, generator=g, dtype=dtype)
+    term = torch.rand(T, N, generator=g) < 0.1
+    trunc = (torch.rand(T, N, generator=g) < 0.1) & ~term
+    trunc[3, 1] = term[3, 1] = True  # both flags: termination wins
+    fv = torch.where(trunc, torch.randn(T, N, generator=g, dtype=dtype), torch.full((T, N), float("nan"), dtype=dtype))
+    last = torch.randn(N, generator=g, dtype=dtype)
+    a_np, r_np = gae(r, v, term, trunc, fv, last, 0.97, 0.9)
+    a_t, r_t = gae_torch(r, v, term, trunc, fv, last, 0.97, 0.9)
+    arrays = gae(r.numpy(), v.numpy(), term.numpy(), trunc.numpy(), fv.numpy(), last.numpy(), 0.97, 0.9)
+    assert a_np.dtype == dtype and arrays[0].dtype == v.numpy().dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert torch.allclose(a_np, a_t, atol=tol, rtol=0) and torch.allclose(r_np, r_t, atol=tol, rtol=0)
+    assert np.allclose(arrays[0], a_t.numpy(), atol=tol, rtol=0) and not np.isnan(arrays[1]).any()
