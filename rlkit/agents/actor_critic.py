@@ -50,7 +50,7 @@ from rlkit.core.envs import EnvLike
 from rlkit.core.logger import Logger
 from rlkit.core.networks import (ACTIVATIONS, DiscreteQCritic, NumpyEncoder, NumpyMLP, NumpyPolicy, ObsEncoder,
                                  QCritic, action_dim, make_actor, mlp)
-from rlkit.core.optim import FlatParameters
+from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop
 from rlkit.core.returns import explained_variance, gae
 from rlkit.core.rollout import RolloutCollector, check_finite_metrics
 
@@ -503,47 +503,6 @@ def _linears(seq: nn.Sequential) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(m.weight, m.bias) for m in seq if isinstance(m, nn.Linear)]
 
 
-class FlatRMSprop:
-    """torch.optim.RMSprop's update (no momentum, not centred, no weight decay), the same in-place ops in the
-    same order, on ONE flat parameter:   v <- alpha * v + (1 - alpha) * g^2;   p <- p - lr * g / (sqrt(v) + eps).
-    Why not torch.optim.RMSprop: its per-step Python bookkeeping costs more than these three lines (measured
-    ~150 us against ~40 us per step on this CPU). Quacks like an optimiser: param_groups, step, state_dict.
-    """
-
-    def __init__(self, param: torch.Tensor, lr: float, alpha: float, eps: float) -> None:
-        self.param = param
-        self.param_groups = [{"lr": lr, "alpha": alpha, "eps": eps}]
-        self.square_avg = torch.zeros_like(param, memory_format=torch.contiguous_format)
-        self._denom = torch.empty_like(self.square_avg)
-
-    def step(self) -> None:
-        g, group = self.param.grad, self.param_groups[0]
-        with torch.no_grad():
-            self.square_avg.mul_(group["alpha"]).addcmul_(g, g, value=1.0 - group["alpha"])
-            torch.sqrt(self.square_avg, out=self._denom).add_(group["eps"])
-            self.param.addcdiv_(g, self._denom, value=-group["lr"])
-
-    def step_numpy(self) -> None:
-        """step() in NumPy on the CPU tensors' memory (A2C's NumPy update): the same update up to float rounding
-        (torch fuses multiply-adds), a few microseconds instead of tens."""
-        g, v, group = self.param.grad.numpy(), self.square_avg.numpy(), self.param_groups[0]
-        v *= np.float32(group["alpha"])
-        v += np.float32(1.0 - group["alpha"]) * g * g
-        denom = np.sqrt(v, out=self._denom.numpy())
-        denom += np.float32(group["eps"])
-        self.param.detach().numpy()[:] -= np.float32(group["lr"]) * g / denom
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"square_avg": self.square_avg.clone(), "param_groups": [dict(g) for g in self.param_groups]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["square_avg"].shape != self.square_avg.shape:
-            raise ValueError(f"optimizer state has {tuple(state['square_avg'].shape)} elements, "
-                             f"the parameters need {tuple(self.square_avg.shape)}")
-        self.square_avg.copy_(state["square_avg"])
-        self.param_groups[0].update(state["param_groups"][0])
-
-
 class A2C:
     """Synchronous advantage actor-critic with GAE. See the module docstring for the equations."""
 
@@ -568,10 +527,10 @@ class A2C:
         # One flat parameter/gradient buffer: the optimiser step and the clip are a few ops, not dozens.
         self.flat = FlatParameters(self.net.parameters())
         if cfg.optimizer == "rmsprop":
-            self.optimizer: FlatRMSprop | torch.optim.Adam = FlatRMSprop(self.flat.param, cfg.learning_rate,
+            self.optimizer: FlatRMSprop | FlatAdam = FlatRMSprop(self.flat.param, cfg.learning_rate,
                                                                          cfg.rms_alpha, cfg.rms_eps)
         else:
-            self.optimizer = torch.optim.Adam([self.flat.param], lr=cfg.learning_rate, eps=cfg.rms_eps)
+            self.optimizer = FlatAdam(self.flat.param, cfg.learning_rate, eps=cfg.rms_eps)
 
         self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
                                     () if discrete else es.action_space.shape,
@@ -670,10 +629,7 @@ class A2C:
         self.net.backward_numpy(cache, g_out, err * np.float32(2.0 * cfg.vf_coef / (T * N)), g_log_std)
         if cfg.max_grad_norm > 0:
             self.flat.clip_grad_norm_numpy_(cfg.max_grad_norm)
-        if isinstance(self.optimizer, FlatRMSprop):
-            self.optimizer.step_numpy()
-        else:
-            self.optimizer.step()
+        self.optimizer.step_numpy()
         self.n_updates += 1
         # policy_loss()'s diagnostics, as NumPy scalars (float() and .item() work as on tensors)
         info = {"train/loss_pi": -(logp * adv).mean(), "train/loss_v": (err * err).mean()}

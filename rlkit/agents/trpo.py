@@ -40,8 +40,8 @@ from rlkit.core.config import (ConfigError, build_config, check_choice, check_hi
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.logger import Logger
-from rlkit.core.networks import ACTIVATIONS, NumpyPolicy, ObsEncoder, VCritic, make_actor
-from rlkit.core.optim import FlatParameters, conjugate_gradient, flat_grad
+from rlkit.core.networks import ACTIVATIONS, NumpyEncoder, NumpyMLP, NumpyPolicy, ObsEncoder, VCritic, make_actor
+from rlkit.core.optim import FlatAdam, FlatParameters, conjugate_gradient, flat_grad
 from rlkit.core.returns import explained_variance, gae
 from rlkit.core.rollout import RolloutCollector, check_finite_metrics
 
@@ -220,8 +220,7 @@ class TRPO:
         # Flat parameter vectors: theta is read and written in one op; Adam steps one tensor.
         self.pi_flat = FlatParameters(self.actor.parameters())
         self.vf_flat = FlatParameters(self.critic.parameters())
-        # fused: the whole Adam update of the flat vector is one kernel
-        self.vf_optimizer = torch.optim.Adam([self.vf_flat.param], lr=cfg.learning_rate, eps=1e-5, fused=True)
+        self.vf_optimizer = FlatAdam(self.vf_flat.param, cfg.learning_rate, eps=1e-5)
 
         self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
                                     () if self.discrete else es.action_space.shape,
@@ -233,6 +232,10 @@ class TRPO:
                                                                   if isinstance(m, torch.nn.Linear)],
                                             cfg.activation, getattr(self.actor, "log_std", None))
                                 if cpu_numpy else self.actor.sample)
+        # The critic fit in NumPy on the CPU (tanh/relu): 128-row minibatches cost per-op overhead, not arithmetic.
+        self._np_critic = (NumpyEncoder(encoder), NumpyMLP([(m.weight, m.bias) for m in self.critic.net
+                                                            if isinstance(m, torch.nn.Linear)], cfg.activation)
+                           ) if cpu_numpy else None
         self.num_timesteps = 0
         self.n_updates = 0
 
@@ -310,11 +313,14 @@ class TRPO:
     def fit_critic(self, obs: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
         """n_critic_updates epochs of minibatch Adam on (V(s) - R)^2; returns the mean loss of the last epoch.
 
-        Each epoch shuffles once and slices contiguous minibatches. For tanh/relu critics the gradient comes
-        from mlp_mse_grad_ (hand-written backprop: on 128-row minibatches autograd's overhead costs several
-        times the arithmetic); other activations use autograd. A test checks both give the same gradient."""
+        Each epoch shuffles once and slices contiguous minibatches. For tanh/relu critics the gradient is
+        backpropagated by hand (on 128-row minibatches autograd's overhead costs several times the arithmetic):
+        in NumPy on the CPU (core NumpyMLP), by mlp_mse_grad_ on other devices; other activations use autograd.
+        Tests check all three give the same gradient."""
         cfg = self.config
         n, bs = obs.shape[0], cfg.batch_size
+        if self._np_critic is not None:
+            return torch.tensor(self._fit_critic_numpy(obs.numpy(), returns.numpy()))
         manual = cfg.activation in ("tanh", "relu")
         if manual:
             with torch.no_grad():
@@ -337,6 +343,24 @@ class TRPO:
                 self.vf_optimizer.step()
                 if last:  # the loss is only logged for the last epoch
                     total = total + err.detach().pow(2).sum()
+        return total / n
+
+    def _fit_critic_numpy(self, obs: np.ndarray, returns: np.ndarray) -> float:
+        """fit_critic() in NumPy: the same shuffles (torch's generator), minibatches and Adam update."""
+        encode, mlp = self._np_critic
+        feats, n, bs = encode(obs), obs.shape[0], self.config.batch_size
+        total = 0.0
+        for epoch in range(self.config.n_critic_updates):
+            perm = torch.randperm(n).numpy()
+            x_all, y_all = feats[perm], returns[perm]
+            for start in range(0, n, bs):
+                x, y = x_all[start:start + bs], y_all[start:start + bs]
+                hs = mlp.forward(x)
+                err = hs[-1][:, 0] - y
+                mlp.backward(hs, (err * np.float32(2.0 / y.shape[0]))[:, None])  # d mean(err^2) / d V
+                self.vf_optimizer.step_numpy()
+                if epoch == self.config.n_critic_updates - 1:
+                    total += float(np.dot(err, err))
         return total / n
 
     # ---- the loop -------------------------------------------------------------------------------------------

@@ -211,8 +211,9 @@ def to_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
     """Policy output -> what the env accepts: Discrete as int64, Box clipped to its bounds in its dtype."""
     if isinstance(action_space, gym.spaces.Discrete):
         return actions.astype(np.int64, copy=False) + int(action_space.start)
-    if isinstance(action_space, gym.spaces.Box):
-        return np.clip(actions, action_space.low, action_space.high).astype(action_space.dtype, copy=False)
+    if isinstance(action_space, gym.spaces.Box):  # np.minimum/np.maximum: np.clip's wrapper costs ~3 us more
+        return np.minimum(np.maximum(actions, action_space.low), action_space.high).astype(action_space.dtype,
+                                                                                            copy=False)
     raise SpaceError(f"action space {action_space} is not supported")
 
 

@@ -341,6 +341,17 @@ class NumpyPolicy:
         self.encode = NumpyEncoder(encoder)
         self.mlp = NumpyMLP(linears, activation)
         self.log_std = None if log_std is None else log_std.detach().numpy()
+        self._noise: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
+
+    def _draw(self, shape: tuple[int, ...]) -> np.ndarray:
+        """torch.rand(shape) (Discrete) or torch.randn(shape) (Box) into a reused buffer: the same draws from
+        torch's generator, without allocating a tensor per step."""
+        if shape not in self._noise:
+            buf = torch.empty(shape)
+            self._noise[shape] = (buf, buf.numpy())
+        buf, arr = self._noise[shape]
+        buf.uniform_() if self.log_std is None else buf.normal_()
+        return arr
 
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, logp = self.sample_numpy(obs.numpy())
@@ -350,11 +361,11 @@ class NumpyPolicy:
         """(actions, log-probs) for a NumPy observation batch."""
         out = self.mlp.forward(self.encode(obs))[-1]
         if self.log_std is None:  # Gumbel-max sample and log-softmax, as distributions.categorical_*
-            u = torch.rand(out.shape).numpy()
+            u = self._draw(out.shape)
             a = np.argmax(out - np.log(-np.log(np.maximum(u, 1e-20))), axis=-1)
             z = out - out.max(-1, keepdims=True)
             return a, z[np.arange(z.shape[0]), a] - np.log(np.exp(z).sum(-1))
-        noise = torch.randn(out.shape).numpy()  # a = mean + std * eps, as distributions.gaussian_*
+        noise = self._draw(out.shape)  # a = mean + std * eps, as distributions.gaussian_*
         a = out + np.exp(self.log_std) * noise
         logp = (-0.5 * noise * noise - self.log_std - 0.5 * math.log(2.0 * math.pi)).sum(-1, dtype=np.float32)
         return a.astype(np.float32, copy=False), logp

@@ -1,7 +1,8 @@
 """Pure optimisation helpers: flat parameter vectors, conjugate gradient, Polyak averaging, flat buffers."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+import math
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -126,3 +127,103 @@ class FlatParameters:
         norm = float(np.sqrt(np.dot(grad, grad)))
         grad *= np.float32(min(1.0, max_norm / (norm + 1e-6)))
         return norm
+
+
+class FlatRMSprop:
+    """torch.optim.RMSprop's update (no momentum, not centred, no weight decay), the same in-place ops in the
+    same order, on ONE flat parameter:   v <- alpha * v + (1 - alpha) * g^2;   p <- p - lr * g / (sqrt(v) + eps).
+    Why not torch.optim.RMSprop: its per-step Python bookkeeping costs more than these three lines (measured
+    ~150 us against ~40 us per step on this CPU). step_numpy() is the same update in NumPy for CPU tensors
+    (a few microseconds; equal up to float rounding, since torch fuses multiply-adds). Quacks like an optimiser:
+    param_groups, step, state_dict.
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, alpha: float, eps: float) -> None:
+        self.param = param
+        self.param_groups = [{"lr": lr, "alpha": alpha, "eps": eps}]
+        self.square_avg = torch.zeros_like(param, memory_format=torch.contiguous_format)
+        self._denom = torch.empty_like(self.square_avg)
+
+    def step(self) -> None:
+        g, group = self.param.grad, self.param_groups[0]
+        with torch.no_grad():
+            self.square_avg.mul_(group["alpha"]).addcmul_(g, g, value=1.0 - group["alpha"])
+            torch.sqrt(self.square_avg, out=self._denom).add_(group["eps"])
+            self.param.addcdiv_(g, self._denom, value=-group["lr"])
+
+    def step_numpy(self) -> None:
+        g, v, group = self.param.grad.numpy(), self.square_avg.numpy(), self.param_groups[0]
+        v *= np.float32(group["alpha"])
+        v += np.float32(1.0 - group["alpha"]) * g * g
+        denom = np.sqrt(v, out=self._denom.numpy())
+        denom += np.float32(group["eps"])
+        self.param.detach().numpy()[:] -= np.float32(group["lr"]) * g / denom
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"square_avg": self.square_avg.clone(), "param_groups": [dict(g) for g in self.param_groups]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _check_state_shape(state["square_avg"], self.square_avg)
+        self.square_avg.copy_(state["square_avg"])
+        self.param_groups[0].update(state["param_groups"][0])
+
+
+class FlatAdam:
+    """torch.optim.Adam's update (no weight decay, no amsgrad) on ONE flat parameter, for the same reason as
+    FlatRMSprop (torch.optim.Adam's step wrapper costs ~200 us per call on the CPU, the arithmetic a few):
+        m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2;
+        p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    step() runs torch ops on the parameter's device; step_numpy() the same in NumPy for CPU tensors.
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.param = param
+        self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps}]
+        self.exp_avg = torch.zeros_like(param, memory_format=torch.contiguous_format)
+        self.exp_avg_sq = torch.zeros_like(self.exp_avg)
+        self._denom = torch.empty_like(self.exp_avg)
+        self.steps = 0
+
+    def _scalars(self) -> tuple[float, float, float, float, float, float]:
+        group = self.param_groups[0]
+        (b1, b2), t = group["betas"], self.steps
+        return b1, b2, group["lr"] / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t), group["eps"], group["lr"]
+
+    def step(self) -> None:
+        self.steps += 1
+        b1, b2, step_size, bc2_sqrt, eps, _ = self._scalars()
+        g = self.param.grad
+        with torch.no_grad():
+            self.exp_avg.lerp_(g, 1.0 - b1)
+            self.exp_avg_sq.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(eps)
+            self.param.addcdiv_(self.exp_avg, self._denom, value=-step_size)
+
+    def step_numpy(self) -> None:
+        self.steps += 1
+        b1, b2, step_size, bc2_sqrt, eps, _ = self._scalars()
+        g, m, v = self.param.grad.numpy(), self.exp_avg.numpy(), self.exp_avg_sq.numpy()
+        m += np.float32(1.0 - b1) * (g - m)
+        v *= np.float32(b2)
+        v += np.float32(1.0 - b2) * g * g
+        denom = np.sqrt(v, out=self._denom.numpy())
+        denom *= np.float32(1.0 / bc2_sqrt)
+        denom += np.float32(eps)
+        self.param.detach().numpy()[:] -= np.float32(step_size) * m / denom
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(), "steps": self.steps,
+                "param_groups": [dict(g) for g in self.param_groups]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _check_state_shape(state["exp_avg"], self.exp_avg)
+        self.exp_avg.copy_(state["exp_avg"])
+        self.exp_avg_sq.copy_(state["exp_avg_sq"])
+        self.steps = int(state["steps"])
+        self.param_groups[0].update(state["param_groups"][0])
+
+
+def _check_state_shape(saved: torch.Tensor, own: torch.Tensor) -> None:
+    if saved.shape != own.shape:
+        raise ValueError(f"optimizer state has {tuple(saved.shape)} elements, the parameters need {tuple(own.shape)}")

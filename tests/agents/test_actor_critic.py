@@ -9,8 +9,8 @@ import torch
 
 import rlkit
 from rlkit import A2C, QAC, A2CConfig
-from rlkit.agents.actor_critic import FlatRMSprop
 from rlkit.core.networks import NumpyPolicy
+from rlkit.core.optim import FlatAdam, FlatRMSprop
 from rlkit.core.config import ConfigError
 from rlkit.core.envs import SpaceError
 from tests.conftest import CountingEnv
@@ -394,3 +394,27 @@ def test_numpy_mlp_backward_needs_gradient_buffers():
     assert np.allclose(hs[-1], net(torch.ones(5, 3)).detach().numpy(), atol=1e-6)
     with pytest.raises(RuntimeError, match="FlatParameters"):
         m.backward(hs, np.ones((5, 2), np.float32))
+
+
+def test_flat_adam_equals_torch_adam_in_torch_and_numpy():
+    torch.manual_seed(0)
+    ref = torch.nn.Parameter(torch.randn(200))
+    ps = [torch.nn.Parameter(ref.detach().clone()) for _ in range(2)]
+    o_ref = torch.optim.Adam([ref], lr=1e-3, eps=1e-5)
+    flat = [FlatAdam(p, 1e-3, eps=1e-5) for p in ps]
+    for _ in range(30):
+        g = torch.randn(200)
+        for p in (ref, *ps):
+            p.grad = g.clone()
+        o_ref.step()
+        flat[0].step()
+        flat[1].step_numpy()
+    assert not torch.equal(ref, ps[0].detach() * 0)
+    for p, o in zip(ps, flat):
+        assert torch.allclose(ref, p, rtol=0, atol=1e-6)
+        assert torch.allclose(o_ref.state[ref]["exp_avg_sq"], o.exp_avg_sq, rtol=1e-5, atol=1e-9)
+    restored = FlatAdam(torch.nn.Parameter(ps[0].detach().clone()), 1.0)
+    restored.load_state_dict(flat[0].state_dict())
+    assert restored.steps == 30 and restored.param_groups[0]["lr"] == 1e-3
+    with pytest.raises(ValueError, match="elements"):
+        FlatAdam(torch.nn.Parameter(torch.zeros(3)), 1e-3).load_state_dict(flat[0].state_dict())
