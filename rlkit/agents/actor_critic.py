@@ -43,10 +43,10 @@ from torch.nn import functional as F
 from rlkit.core import agent_io
 from rlkit.core import distributions as D
 from rlkit.core.buffers import RolloutBuffer
-from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_unit_interval)
+from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_unit_interval)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
-from rlkit.core.envs import EnvLike
+from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.logger import Logger
 from rlkit.core.networks import (ACTIVATIONS, DiscreteQCritic, NumpyEncoder, NumpyMLP, NumpyPolicy, ObsEncoder,
                                  QCritic, action_dim, make_actor, mlp)
@@ -145,6 +145,15 @@ class A2CConfig:
     """Hidden activation: tanh, relu, elu or gelu."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    use_sde: bool = False
+    """Box actions: generalised state-dependent exploration (gSDE, Raffin et al. 2022) instead of independent
+    Gaussian noise per step: a = mu(s) + z(s)^T E with z(s) the policy trunk's features (detached) and a noise
+    matrix E ~ N(0, exp(log_std)^2) per env, redrawn at the start of every rollout (and every sde_sample_freq
+    steps); log_std is then a [features, action_dim] parameter."""
+    sde_sample_freq: int = -1
+    """With use_sde: redraw the noise matrices every this many steps within a rollout (-1: once per rollout)."""
+    ortho_init: bool = True
+    """Orthogonal initialisation of the layers (False: PyTorch's default Linear initialisation)."""
     numpy_update: bool = True
     """On the CPU with tanh/relu trunks, run the update in NumPy with the gradient derived by hand (the same loss
     and, up to float rounding, the same gradient as autograd; ~5x fewer microseconds per update on small batches).
@@ -166,6 +175,9 @@ class A2CConfig:
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "lr_schedule", ("constant", "linear"))
         check_choice(self, "optimizer", ("rmsprop", "adam"))
+        if not isinstance(self.sde_sample_freq, int) or self.sde_sample_freq == 0 or self.sde_sample_freq < -1:
+            raise ConfigError(f"A2CConfig.sde_sample_freq must be -1 (once per rollout) or a positive integer, "
+                              f"got {self.sde_sample_freq!r}")
 
 
 def policy_loss(logp: torch.Tensor, entropy: torch.Tensor | None, psi: torch.Tensor, ent_coef: float
@@ -399,11 +411,17 @@ class ActorCriticNet(nn.Module):
         hs, act = cfg.hidden_sizes, cfg.activation
         self.encoder, self.discrete = encoder, discrete
         self.shared = cfg.shared_trunk
-        self.pi_trunk = mlp(encoder.dim, hs[:-1], hs[-1], act, output_gain=math.sqrt(2))
-        self.v_trunk = None if cfg.shared_trunk else mlp(encoder.dim, hs[:-1], hs[-1], act, output_gain=math.sqrt(2))
-        self.pi_head = mlp(hs[-1], (), n_out, output_gain=0.01)
-        self.v_head = mlp(hs[-1], (), 1, output_gain=1.0)
-        self.log_std = None if discrete else nn.Parameter(torch.full((n_out,), float(cfg.log_std_init)))
+        ortho = cfg.ortho_init
+        self.pi_trunk = mlp(encoder.dim, hs[:-1], hs[-1], act, output_gain=math.sqrt(2), orthogonal=ortho)
+        self.v_trunk = None if cfg.shared_trunk else mlp(encoder.dim, hs[:-1], hs[-1], act, output_gain=math.sqrt(2),
+                                                         orthogonal=ortho)
+        self.pi_head = mlp(hs[-1], (), n_out, output_gain=0.01, orthogonal=ortho)
+        self.v_head = mlp(hs[-1], (), 1, output_gain=1.0, orthogonal=ortho)
+        # gSDE: log_std is per (trunk feature, action dim); sde_noise holds one exploration matrix per env.
+        self.sde = cfg.use_sde and not discrete
+        log_std_shape = (hs[-1], n_out) if self.sde else (n_out,)
+        self.log_std = None if discrete else nn.Parameter(torch.full(log_std_shape, float(cfg.log_std_init)))
+        self.sde_noise: torch.Tensor | None = None
         self.activation, self._act = act, _ACT_FN[act]
         self._pi = _linears(self.pi_trunk)
         self._v = self._pi if cfg.shared_trunk else _linears(self.v_trunk)
@@ -418,19 +436,43 @@ class ActorCriticNet(nn.Module):
         """Logits (Discrete) or Gaussian means (Box): [B, n_out]."""
         return F.linear(self._trunk(self.encoder(obs), self._pi), *self._pi_out)
 
+    def _head(self, h_pi: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The policy's parameters from trunk features: logits, Gaussian means, or with gSDE (means, per-sample
+        log std), where std_j(s)^2 = sum_i z_i(s)^2 exp(log_std_ij)^2 (+1e-6, as SB3) and z = detached features."""
+        out = F.linear(h_pi, *self._pi_out)
+        if not self.sde:
+            return out
+        var = (h_pi.detach() ** 2) @ torch.exp(2.0 * self.log_std)
+        return out, 0.5 * torch.log(var + 1e-6)
+
+    def reset_noise(self, n: int) -> None:
+        """gSDE: draw n exploration matrices E ~ N(0, exp(log_std)^2), one per env (torch's generator)."""
+        std = torch.exp(self.log_std.detach())
+        self.sde_noise = torch.randn((n, *std.shape), device=std.device) * std
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s): [B]."""
         return F.linear(self._trunk(self.encoder(obs), self._v), *self._v_out).squeeze(-1)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(policy output, V) from one encoder pass (and one trunk pass when shared)."""
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """(policy output, V) from one encoder pass (and one trunk pass when shared); the policy output is what
+        _head returns."""
         x = self.encoder(obs)
         h_pi = self._trunk(x, self._pi)
         h_v = h_pi if self.shared else self._trunk(x, self._v)
-        return F.linear(h_pi, *self._pi_out), F.linear(h_v, *self._v_out).squeeze(-1)
+        return self._head(h_pi), F.linear(h_v, *self._v_out).squeeze(-1)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The acting path: plain tensor ops, no distribution objects."""
+        if self.sde:  # a = mu(s) + z(s)^T E_env (a batch of another size than the envs uses the first matrix)
+            h = self._trunk(self.encoder(obs), self._pi)
+            mean, log_std = self._head(h)
+            if self.sde_noise is None:
+                self.reset_noise(1)
+            noise = self.sde_noise if self.sde_noise.shape[0] == h.shape[0] else self.sde_noise[:1].expand(
+                h.shape[0], *self.sde_noise.shape[1:])
+            a = mean + torch.bmm(h.detach().unsqueeze(1), noise).squeeze(1)
+            return a, D.gaussian_log_prob(mean, log_std, a)
         out = self.policy_out(obs)
         if self.discrete:
             a = D.categorical_sample(out)
@@ -449,8 +491,9 @@ class ActorCriticNet(nn.Module):
             log_p = torch.log_softmax(out, -1)
             ent = -(log_p.exp() * log_p).sum(-1) if entropy else None
             return log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1), ent
-        ent = D.gaussian_entropy(out, self.log_std) if entropy else None
-        return D.gaussian_log_prob(out, self.log_std, actions), ent
+        mean, log_std = out if self.sde else (out, self.log_std)
+        ent = D.gaussian_entropy(mean, log_std) if entropy else None
+        return D.gaussian_log_prob(mean, log_std, actions), ent
 
 
     # ---- the same network in NumPy, differentiated by hand (A2CConfig.numpy_update) ----------------------------
@@ -538,10 +581,13 @@ class A2C:
         self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
         self._zeros_tn = torch.zeros(cfg.n_steps, es.n_envs, device=self.device)
         # Acting during training: NumPy on CPU (tanh/relu), the torch path elsewhere. Same weights, same RNG.
-        cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu")
+        if cfg.use_sde and discrete:
+            raise SpaceError(f"A2C: use_sde needs a Box action space, not {es.action_space}")
+        cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu") and not cfg.use_sde
         self._rollout_policy = (NumpyPolicy(self.net.encoder, [*self.net._pi, self.net._pi_out], cfg.activation,
                                             None if self.net.discrete else self.net.log_std)
-                                if cpu_numpy else self.net.sample)
+                                if cpu_numpy else self._sample)
+        self._sde_steps = 0
         self._numpy_update = cfg.numpy_update and cpu_numpy
         if self._numpy_update:
             self.net.numpy_views()
@@ -549,6 +595,14 @@ class A2C:
         self.n_updates = 0
 
     # ---- acting -------------------------------------------------------------------------------------------
+    def _sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The torch rollout policy; with gSDE it redraws the noise every sde_sample_freq steps of a rollout."""
+        freq = self.config.sde_sample_freq
+        if self.net.sde and freq > 0 and self._sde_steps > 0 and self._sde_steps % freq == 0:
+            self.net.reset_noise(self.collector.n_envs)
+        self._sde_steps += 1
+        return self.net.sample(obs)
+
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
         policy = self.net.mode if deterministic else (lambda o: self.net.sample(o)[0])
         return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
@@ -673,6 +727,9 @@ class A2C:
                 if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of this call's steps remaining)
                     frac = (target - self.num_timesteps) / max(target - start, 1)
                     self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
+                if self.net.sde:  # gSDE: fresh exploration matrices for every rollout
+                    self.net.reset_noise(self.collector.n_envs)
+                    self._sde_steps = 0
                 self.collector.collect(self.buffer, self._rollout_policy)
                 self.num_timesteps += batch
                 log_now = (self.n_updates + 1) % log_interval == 0 or self.num_timesteps >= target

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 import rlkit
 from rlkit import A2C, QAC, A2CConfig
@@ -418,3 +419,51 @@ def test_flat_adam_equals_torch_adam_in_torch_and_numpy():
     assert restored.steps == 30 and restored.param_groups[0]["lr"] == 1e-3
     with pytest.raises(ValueError, match="elements"):
         FlatAdam(torch.nn.Parameter(torch.zeros(3)), 1e-3).load_state_dict(flat[0].state_dict())
+
+
+# ---- gSDE (state-dependent exploration) --------------------------------------------------------------------------
+def test_gsde_noise_is_a_function_of_the_state_until_redrawn():
+    agent = A2C("Pendulum-v1", seed=0, device="cpu", use_sde=True, log_std_init=-1.0, n_envs=3, n_steps=4)
+    net = agent.net
+    assert net.log_std.shape == (64, 1) and not agent._numpy_update
+    obs = torch.randn(3, 3)
+    net.reset_noise(3)
+    a1, logp1 = net.sample(obs)
+    a2, _ = net.sample(obs)
+    assert torch.equal(a1, a2)  # same state, same matrices: the same action (no per-step noise)
+    net.reset_noise(3)
+    assert not torch.equal(net.sample(obs)[0], a1)
+    # log pi(a|s) is N(mu(s), std(s)) with std(s)^2 = z(s)^2 . exp(log_std)^2 + 1e-6, z the policy features
+    h = net._trunk(net.encoder(obs), net._pi)
+    mean = F.linear(h, *net._pi_out)
+    std = ((h ** 2) @ torch.exp(2 * net.log_std) + 1e-6).sqrt()
+    ref = torch.distributions.Normal(mean, std).log_prob(a1).sum(-1)
+    assert torch.allclose(logp1, ref, atol=1e-5)
+    assert torch.allclose(agent.net.mode(obs), mean)
+
+
+def test_gsde_redraws_every_rollout_and_every_sde_sample_freq_steps():
+    agent = A2C("Pendulum-v1", seed=0, device="cpu", use_sde=True, sde_sample_freq=2, n_envs=2, n_steps=5)
+    draws = []
+    original = agent.net.reset_noise
+    agent.net.reset_noise = lambda n: (draws.append(n), original(n))
+    agent.learn(20, progress=False)  # two rollouts of 5 steps: a draw at each start, then at steps 2 and 4
+    assert draws == [2, 2, 2] * 2
+
+
+def test_gsde_learns_and_round_trips(tmp_path):
+    agent = A2C("Pendulum-v1", seed=0, device="cpu", use_sde=True, ortho_init=False, **SMALL)
+    agent.learn(64, progress=False)
+    assert torch.isfinite(agent.net.log_std).all() and agent.net.log_std.grad.abs().sum() > 0
+    agent.save(tmp_path / "a.pt")
+    b = A2C.load(tmp_path / "a.pt", device="cpu")
+    obs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    assert np.array_equal(agent.act(obs, deterministic=True), b.act(obs, deterministic=True))
+    assert torch.equal(agent.net.log_std, b.net.log_std)
+
+
+def test_gsde_needs_box_actions_and_a_valid_sample_freq():
+    with pytest.raises(SpaceError, match="use_sde"):
+        A2C("CartPole-v1", seed=0, device="cpu", use_sde=True, **SMALL)
+    with pytest.raises(ConfigError, match="sde_sample_freq"):
+        A2CConfig(sde_sample_freq=0)
