@@ -467,3 +467,24 @@ def test_gsde_needs_box_actions_and_a_valid_sample_freq():
         A2C("CartPole-v1", seed=0, device="cpu", use_sde=True, **SMALL)
     with pytest.raises(ConfigError, match="sde_sample_freq"):
         A2CConfig(sde_sample_freq=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("env_id,overrides", [("CartPole-v1", {}), ("Pendulum-v1", {"use_sde": True}),
+                                              ("Pendulum-v1", {"optimizer": "adam", "normalize_obs": True})])
+def test_a2c_on_cuda_matches_the_cpu_numpy_update(env_id, overrides):
+    """On CUDA A2C collects into a GPU buffer (host staging, one copy per tensor) and updates with autograd; the
+    gradient of one update on the same rollout equals the CPU NumPy update's (gSDE: the CPU autograd one)."""
+    cuda = A2C(env_id, seed=1, device="cuda", max_grad_norm=0.0, n_envs=3, n_steps=6, **overrides)
+    cpu = A2C(env_id, seed=1, device="cpu", max_grad_norm=0.0, n_envs=3, n_steps=6, **overrides)
+    assert cuda.buffer.obs.is_cuda and not cuda._numpy_update
+    cpu.net.load_state_dict(cuda.net.state_dict())
+    cuda.collector.collect(cuda.buffer, cuda._rollout_policy)
+    for name in ("obs", "actions", "log_probs", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
+        getattr(cpu.buffer, name).copy_(getattr(cuda.buffer, name).cpu())
+    for agent in (cuda, cpu):
+        setattr(agent.optimizer, "step_numpy" if agent._numpy_update else "step", lambda: None)
+        agent.update(agent.buffer)
+    assert torch.allclose(cuda.flat.param.grad.cpu(), cpu.flat.param.grad, rtol=1e-4, atol=1e-5)
+    cuda.learn(48, progress=False)
+    assert torch.isfinite(cuda.flat.param).all()
