@@ -43,8 +43,8 @@ from torch.nn import functional as F
 from rlkit.core import agent_io
 from rlkit.core import distributions as D
 from rlkit.core.buffers import RolloutBuffer
-from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
-                               check_positive, check_unit_interval)
+from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
+                               check_sample_freq, check_unit_interval)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.logger import Logger
@@ -175,9 +175,7 @@ class A2CConfig:
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "lr_schedule", ("constant", "linear"))
         check_choice(self, "optimizer", ("rmsprop", "adam"))
-        if not isinstance(self.sde_sample_freq, int) or self.sde_sample_freq == 0 or self.sde_sample_freq < -1:
-            raise ConfigError(f"A2CConfig.sde_sample_freq must be -1 (once per rollout) or a positive integer, "
-                              f"got {self.sde_sample_freq!r}")
+        check_sample_freq(self)
 
 
 def policy_loss(logp: torch.Tensor, entropy: torch.Tensor | None, psi: torch.Tensor, ent_coef: float
@@ -440,15 +438,11 @@ class ActorCriticNet(nn.Module):
         """The policy's parameters from trunk features: logits, Gaussian means, or with gSDE (means, per-sample
         log std), where std_j(s)^2 = sum_i z_i(s)^2 exp(log_std_ij)^2 (+1e-6, as SB3) and z = detached features."""
         out = F.linear(h_pi, *self._pi_out)
-        if not self.sde:
-            return out
-        var = (h_pi.detach() ** 2) @ torch.exp(2.0 * self.log_std)
-        return out, 0.5 * torch.log(var + 1e-6)
+        return (out, D.sde_log_std(h_pi, self.log_std)) if self.sde else out
 
     def reset_noise(self, n: int) -> None:
         """gSDE: draw n exploration matrices E ~ N(0, exp(log_std)^2), one per env (torch's generator)."""
-        std = torch.exp(self.log_std.detach())
-        self.sde_noise = torch.randn((n, *std.shape), device=std.device) * std
+        self.sde_noise = D.sde_matrices(self.log_std, n)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s): [B]."""
@@ -469,9 +463,7 @@ class ActorCriticNet(nn.Module):
             mean, log_std = self._head(h)
             if self.sde_noise is None:
                 self.reset_noise(1)
-            noise = self.sde_noise if self.sde_noise.shape[0] == h.shape[0] else self.sde_noise[:1].expand(
-                h.shape[0], *self.sde_noise.shape[1:])
-            a = mean + torch.bmm(h.detach().unsqueeze(1), noise).squeeze(1)
+            a = mean + D.sde_noise(h, self.sde_noise)
             return a, D.gaussian_log_prob(mean, log_std, a)
         out = self.policy_out(obs)
         if self.discrete:

@@ -36,9 +36,9 @@ from rlkit.core import agent_io
 from rlkit.core import distributions as D
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
-                               check_positive, check_unit_interval)
+                               check_positive, check_sample_freq, check_unit_interval)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
-from rlkit.core.envs import EnvLike
+from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.logger import Logger
 from rlkit.core.networks import ACTIVATIONS, NumpyEncoder, NumpyMLP, NumpyPolicy, ObsEncoder, VCritic, make_actor
 from rlkit.core.optim import FlatAdam, FlatParameters, conjugate_gradient, flat_grad
@@ -90,6 +90,12 @@ class TRPOConfig:
     """Hidden activation: tanh, relu, elu or gelu."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    use_sde: bool = False
+    """Box actions: generalised state-dependent exploration (gSDE, rlkit.core.distributions.sde_*) instead of
+    independent Gaussian noise per step; the noise matrices are redrawn at each rollout's start and every
+    sde_sample_freq steps."""
+    sde_sample_freq: int = -1
+    """With use_sde: redraw the noise every this many steps within a rollout (-1: once per rollout)."""
     # Logging and checkpoints
     checkpoint_interval: int = 0
     """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
@@ -107,6 +113,7 @@ class TRPOConfig:
         if not 0.0 < self.line_search_shrink < 1.0:
             raise ConfigError(f"TRPOConfig.line_search_shrink must be in (0, 1), got {self.line_search_shrink!r}")
         check_hidden_sizes(self)
+        check_sample_freq(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
 
 
@@ -214,8 +221,10 @@ class TRPO:
         self.discrete = es.action_space.__class__.__name__ == "Discrete"
 
         encoder = ObsEncoder(es.obs_space, normalize=cfg.normalize_obs)  # one normaliser for actor and critic
+        if cfg.use_sde and self.discrete:
+            raise SpaceError(f"TRPO: use_sde needs a Box action space, not {es.action_space}")
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
-                                cfg.log_std_init, encoder=encoder).to(self.device)
+                                cfg.log_std_init, encoder=encoder, use_sde=cfg.use_sde).to(self.device)
         self.critic = VCritic(encoder, cfg.hidden_sizes, cfg.activation).to(self.device)
         # Flat parameter vectors: theta is read and written in one op; Adam steps one tensor.
         self.pi_flat = FlatParameters(self.actor.parameters())
@@ -231,7 +240,8 @@ class TRPO:
         self._rollout_policy = (NumpyPolicy(self.actor.encoder, [(m.weight, m.bias) for m in self.actor.net
                                                                   if isinstance(m, torch.nn.Linear)],
                                             cfg.activation, getattr(self.actor, "log_std", None))
-                                if cpu_numpy else self.actor.sample)
+                                if cpu_numpy and not cfg.use_sde else self._sample)
+        self._sde_steps = 0
         # The critic fit in NumPy on the CPU (tanh/relu): 128-row minibatches cost per-op overhead, not arithmetic.
         self._np_critic = (NumpyEncoder(encoder), NumpyMLP([(m.weight, m.bias) for m in self.critic.net
                                                             if isinstance(m, torch.nn.Linear)], cfg.activation)
@@ -240,6 +250,14 @@ class TRPO:
         self.n_updates = 0
 
     # ---- acting -------------------------------------------------------------------------------------------
+    def _sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The torch rollout policy; with gSDE it redraws the noise every sde_sample_freq steps of a rollout."""
+        freq = self.config.sde_sample_freq
+        if self.config.use_sde and freq > 0 and self._sde_steps > 0 and self._sde_steps % freq == 0:
+            self.actor.reset_noise(self.collector.n_envs)
+        self._sde_steps += 1
+        return self.actor.sample(obs)
+
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
         policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
         return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
@@ -385,6 +403,9 @@ class TRPO:
         try:
             t0 = time.perf_counter()
             while self.num_timesteps < target:
+                if cfg.use_sde:  # gSDE: fresh exploration matrices for every rollout
+                    self.actor.reset_noise(self.collector.n_envs)
+                    self._sde_steps = 0
                 self.collector.collect(self.buffer, self._rollout_policy)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)

@@ -106,6 +106,14 @@ def check_unit_interval(cfg: Any, *names: str) -> None:
             raise ConfigError(f"{type(cfg).__name__}.{n} must be in [0, 1], got {v!r}")
 
 
+def check_sample_freq(cfg: Any, name: str = "sde_sample_freq") -> None:
+    """-1 (once per rollout) or a positive integer."""
+    v = getattr(cfg, name)
+    if not isinstance(v, int) or isinstance(v, bool) or v == 0 or v < -1:
+        raise ConfigError(f"{type(cfg).__name__}.{name} must be -1 (once per rollout) or a positive integer, "
+                          f"got {v!r}")
+
+
 def check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
     v = getattr(cfg, name)
     if v not in choices:

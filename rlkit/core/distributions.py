@@ -61,6 +61,29 @@ def gaussian_kl(
     return kl.sum(-1)  # the (m_p - m_q)^2 term already has the full [..., D] shape
 
 
+# ---- gSDE: generalised state-dependent exploration (Raffin, Kober & Stulp 2022), as Stable-Baselines3 ----
+# a = mu(s) + z(s)^T E with z(s) the policy's last hidden features (detached) and E ~ N(0, exp(log_std)^2)
+# elementwise, log_std of shape [features, action dim]; E is redrawn only now and then, so exploration is
+# smooth in time. pi(a|s) = N(mu(s), sigma(s)^2) with sigma_j(s)^2 = sum_i z_i(s)^2 exp(log_std_ij)^2 + 1e-6.
+def sde_log_std(features: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Per-sample log sigma(s) [B, D] from features [B, F] and the [F, D] log_std parameter."""
+    var = (features.detach() ** 2) @ torch.exp(2.0 * log_std)
+    return 0.5 * torch.log(var + 1e-6)
+
+
+def sde_matrices(log_std: torch.Tensor, n: int) -> torch.Tensor:
+    """n exploration matrices E [n, F, D] (one per env), drawn from torch's generator."""
+    std = torch.exp(log_std.detach())
+    return torch.randn((n, *std.shape), device=std.device) * std
+
+
+def sde_noise(features: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """z(s)^T E for each row [B, D]; row i uses matrix i (a batch of another size uses the first matrix)."""
+    if matrices.shape[0] != features.shape[0]:
+        matrices = matrices[:1].expand(features.shape[0], *matrices.shape[1:])
+    return torch.bmm(features.detach().unsqueeze(1), matrices).squeeze(1)
+
+
 # ---- The policy-gradient loss differentiated by hand, in NumPy ----
 # For loss = -mean_b(w_b * log pi(a_b | s_b)) - ent_coef * mean_b(H_b) with fixed weights w (advantages, Q values),
 # these return d loss / d (distribution parameters) for agents that update small networks on the CPU in NumPy

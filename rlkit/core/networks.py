@@ -137,7 +137,9 @@ class CategoricalActor(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent, learned log_std.
+    """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent, learned log_std; or, with use_sde,
+    gSDE (distributions.sde_*): a = mu(s) + z(s)^T E with per-env noise matrices E that reset_noise(n) redraws,
+    so pi(a|s) = N(mu(s), sigma(s)^2) and log_std is a [features, act_dim] parameter.
 
     Samples are unbounded; the agent clips them to the Box only when sending them to the env (the stored
     action, and so its log-prob, is the unclipped sample: clipping inside the likelihood would bias it).
@@ -150,27 +152,48 @@ class GaussianActor(nn.Module):
         hidden_sizes: Sequence[int],
         activation: str,
         log_std_init: float = 0.0,
+        use_sde: bool = False,
     ):
         super().__init__()
         self.encoder = encoder
         self.net = mlp(encoder.dim, hidden_sizes, act_dim, activation, output_gain=0.01)
-        self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+        self.sde = use_sde
+        shape = ((hidden_sizes[-1] if hidden_sizes else encoder.dim), act_dim) if use_sde else (act_dim,)
+        self.log_std = nn.Parameter(torch.full(shape, float(log_std_init)))
+        self.sde_noise: torch.Tensor | None = None
+
+    def _mean_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean, log std per sample or the parameter, last hidden features (gSDE only, else None))."""
+        if not self.sde:
+            return self.net(self.encoder(obs)), self.log_std, None
+        z = self.net[:-1](self.encoder(obs))
+        return self.net[-1](z), D.sde_log_std(z, self.log_std), z
+
+    def reset_noise(self, n: int) -> None:
+        """gSDE: draw one exploration matrix per env (a no-op without use_sde)."""
+        if self.sde:
+            self.sde_noise = D.sde_matrices(self.log_std, n)
 
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.net(self.encoder(obs))
-        return mean, self.log_std.expand_as(mean)
+        mean, log_std, _ = self._mean_log_std(obs)
+        return mean, log_std.expand_as(mean)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.net(self.encoder(obs))
-        a = D.gaussian_sample(mean, self.log_std)
-        return a, D.gaussian_log_prob(mean, self.log_std, a)
+        mean, log_std, z = self._mean_log_std(obs)
+        if self.sde:
+            if self.sde_noise is None:
+                self.reset_noise(1)
+            a = mean + D.sde_noise(z, self.sde_noise)
+        else:
+            a = D.gaussian_sample(mean, log_std)
+        return a, D.gaussian_log_prob(mean, log_std, a)
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encoder(obs))
 
     def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.net(self.encoder(obs))
-        return D.gaussian_log_prob(mean, self.log_std, actions), D.gaussian_entropy(mean, self.log_std)
+        mean, log_std, _ = self._mean_log_std(obs)
+        return D.gaussian_log_prob(mean, log_std, actions), D.gaussian_entropy(mean, log_std)
 
     def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
         return D.gaussian_log_prob(params[0], params[1], actions)
@@ -186,13 +209,14 @@ def make_actor(
     activation: str = "tanh",
     log_std_init: float = 0.0,
     encoder: ObsEncoder | None = None,
+    use_sde: bool = False,
 ) -> CategoricalActor | GaussianActor:
-    """The stochastic actor for a space: categorical for Discrete, diagonal Gaussian for Box."""
+    """The stochastic actor for a space: categorical for Discrete, diagonal Gaussian (gSDE with use_sde) for Box."""
     enc = encoder if encoder is not None else ObsEncoder(obs_space)
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalActor(enc, int(action_space.n), hidden_sizes, activation)
     if isinstance(action_space, gym.spaces.Box):
-        return GaussianActor(enc, action_dim(action_space), hidden_sizes, activation, log_std_init)
+        return GaussianActor(enc, action_dim(action_space), hidden_sizes, activation, log_std_init, use_sde)
     raise TypeError(f"action space {action_space} is not supported; supported: Box, Discrete")
 
 

@@ -389,3 +389,27 @@ def test_numpy_critic_fit_equals_the_torch_fit(activation):
     assert torch.allclose(agents[0].vf_flat.param, agents[1].vf_flat.param, atol=1e-5)
     assert not torch.equal(agents[0].vf_flat.param, TRPO("Pendulum-v1", seed=0, device="cpu", hidden_sizes=(16, 8),
                                                          activation=activation, n_steps=32).vf_flat.param)
+
+
+def test_gsde_trpo_updates_within_the_trust_region_and_round_trips(tmp_path):
+    """gSDE makes the policy's std a function of the state; the KL, Fisher products and line search use the
+    per-sample std, so accepted steps stay inside max_kl."""
+    a = TRPO("Pendulum-v1", seed=0, device="cpu", use_sde=True, sde_sample_freq=4, **SMALL)
+    assert a.actor.log_std.shape == (SMALL["hidden_sizes"][-1], 1)
+    draws = []
+    original = a.actor.reset_noise
+    a.actor.reset_noise = lambda n: (draws.append(n), original(n))
+    a.learn(2 * SMALL["n_envs"] * SMALL["n_steps"], progress=False, log_interval=1,
+            callback=lambda m: draws.append(m))
+    metrics = [d for d in draws if isinstance(d, dict)]
+    assert len([d for d in draws if d == SMALL["n_envs"]]) == 2 * (1 + (SMALL["n_steps"] - 1) // 4)
+    for m in metrics:
+        assert m["train/kl"] <= a.config.max_kl + 1e-6 and np.isfinite(m["train/loss_v"])
+    a.save(tmp_path / "a.pt")
+    b = TRPO.load(tmp_path / "a.pt", device="cpu")
+    obs = np.zeros((3, 3), np.float32)
+    assert np.array_equal(a.act(obs, deterministic=True), b.act(obs, deterministic=True))
+    with pytest.raises(SpaceError, match="use_sde"):
+        TRPO("CartPole-v1", seed=0, device="cpu", use_sde=True, **SMALL)
+    with pytest.raises(ConfigError, match="sde_sample_freq"):
+        TRPO("Pendulum-v1", seed=0, device="cpu", sde_sample_freq=-3, **SMALL)
