@@ -575,25 +575,25 @@ class A2C:
         # Acting during training: NumPy on CPU (tanh/relu), the torch path elsewhere. Same weights, same RNG.
         if cfg.use_sde and discrete:
             raise SpaceError(f"A2C: use_sde needs a Box action space, not {es.action_space}")
-        cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu") and not cfg.use_sde
+        if self.net.sde:
+            self.net.reset_noise(es.n_envs)
+        cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu")
         self._rollout_policy = (NumpyPolicy(self.net.encoder, [*self.net._pi, self.net._pi_out], cfg.activation,
-                                            None if self.net.discrete else self.net.log_std)
-                                if cpu_numpy else self._sample)
-        self._sde_steps = 0
-        self._numpy_update = cfg.numpy_update and cpu_numpy
+                                            None if self.net.discrete else self.net.log_std,
+                                            (lambda: self.net.sde_noise) if self.net.sde else None)
+                                if cpu_numpy else self.net.sample)
+        self._numpy_update = cfg.numpy_update and cpu_numpy and not self.net.sde
         if self._numpy_update:
             self.net.numpy_views()
         self.num_timesteps = 0
         self.n_updates = 0
 
     # ---- acting -------------------------------------------------------------------------------------------
-    def _sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The torch rollout policy; with gSDE it redraws the noise every sde_sample_freq steps of a rollout."""
+    def _sde_before_step(self, t: int) -> None:
+        """gSDE: redraw the noise every sde_sample_freq steps of a rollout (learn() draws it at each start)."""
         freq = self.config.sde_sample_freq
-        if self.net.sde and freq > 0 and self._sde_steps > 0 and self._sde_steps % freq == 0:
+        if freq > 0 and t > 0 and t % freq == 0:
             self.net.reset_noise(self.collector.n_envs)
-        self._sde_steps += 1
-        return self.net.sample(obs)
 
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
         policy = self.net.mode if deterministic else (lambda o: self.net.sample(o)[0])
@@ -721,8 +721,8 @@ class A2C:
                     self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
                 if self.net.sde:  # gSDE: fresh exploration matrices for every rollout
                     self.net.reset_noise(self.collector.n_envs)
-                    self._sde_steps = 0
-                self.collector.collect(self.buffer, self._rollout_policy)
+                self.collector.collect(self.buffer, self._rollout_policy,
+                                       self._sde_before_step if self.net.sde else None)
                 self.num_timesteps += batch
                 log_now = (self.n_updates + 1) % log_interval == 0 or self.num_timesteps >= target
                 info = self.update(self.buffer, diagnostics=log_now)

@@ -237,11 +237,13 @@ class TRPO:
         self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
         # Acting during training: NumPy on CPU (tanh/relu), the torch path elsewhere. Same weights, same RNG.
         cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu")
+        if cfg.use_sde:
+            self.actor.reset_noise(es.n_envs)
         self._rollout_policy = (NumpyPolicy(self.actor.encoder, [(m.weight, m.bias) for m in self.actor.net
                                                                   if isinstance(m, torch.nn.Linear)],
-                                            cfg.activation, getattr(self.actor, "log_std", None))
-                                if cpu_numpy and not cfg.use_sde else self._sample)
-        self._sde_steps = 0
+                                            cfg.activation, getattr(self.actor, "log_std", None),
+                                            (lambda: self.actor.sde_noise) if cfg.use_sde else None)
+                                if cpu_numpy else self.actor.sample)
         # The critic fit in NumPy on the CPU (tanh/relu): 128-row minibatches cost per-op overhead, not arithmetic.
         self._np_critic = (NumpyEncoder(encoder), NumpyMLP([(m.weight, m.bias) for m in self.critic.net
                                                             if isinstance(m, torch.nn.Linear)], cfg.activation)
@@ -250,13 +252,11 @@ class TRPO:
         self.n_updates = 0
 
     # ---- acting -------------------------------------------------------------------------------------------
-    def _sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The torch rollout policy; with gSDE it redraws the noise every sde_sample_freq steps of a rollout."""
+    def _sde_before_step(self, t: int) -> None:
+        """gSDE: redraw the noise every sde_sample_freq steps of a rollout (learn() draws it at each start)."""
         freq = self.config.sde_sample_freq
-        if self.config.use_sde and freq > 0 and self._sde_steps > 0 and self._sde_steps % freq == 0:
+        if freq > 0 and t > 0 and t % freq == 0:
             self.actor.reset_noise(self.collector.n_envs)
-        self._sde_steps += 1
-        return self.actor.sample(obs)
 
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
         policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
@@ -405,8 +405,8 @@ class TRPO:
             while self.num_timesteps < target:
                 if cfg.use_sde:  # gSDE: fresh exploration matrices for every rollout
                     self.actor.reset_noise(self.collector.n_envs)
-                    self._sde_steps = 0
-                self.collector.collect(self.buffer, self._rollout_policy)
+                self.collector.collect(self.buffer, self._rollout_policy,
+                                       self._sde_before_step if cfg.use_sde else None)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs

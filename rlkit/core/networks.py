@@ -357,14 +357,18 @@ class NumpyPolicy:
     torch's generator exactly as CategoricalActor/GaussianActor.sample draw it, so seeding and checkpointed RNG
     state behave the same. Supports tanh and relu hidden layers.
 
-    linears: the (weight, bias) of each Linear layer in order, the output layer last.
+    linears: the (weight, bias) of each Linear layer in order, the output layer last. With sde_noise (gSDE,
+    distributions.sde_*), log_std is the [features, act_dim] parameter and sde_noise() returns the current noise
+    matrices [n_envs, features, act_dim] (a CPU tensor the agent redraws).
     """
 
     def __init__(self, encoder: ObsEncoder, linears: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 activation: str, log_std: torch.Tensor | None) -> None:
+                 activation: str, log_std: torch.Tensor | None,
+                 sde_noise: Callable[[], torch.Tensor] | None = None) -> None:
         self.encode = NumpyEncoder(encoder)
         self.mlp = NumpyMLP(linears, activation)
         self.log_std = None if log_std is None else log_std.detach().numpy()
+        self.sde_noise = sde_noise
         self._noise: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
 
     def _draw(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -383,7 +387,16 @@ class NumpyPolicy:
 
     def sample_numpy(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(actions, log-probs) for a NumPy observation batch."""
-        out = self.mlp.forward(self.encode(obs))[-1]
+        hs = self.mlp.forward(self.encode(obs))
+        out = hs[-1]
+        if self.sde_noise is not None:  # gSDE: a = mu + z^T E, as distributions.sde_noise / sde_log_std
+            z, e = hs[-2], self.sde_noise().numpy()
+            e = e if e.shape[0] == z.shape[0] else np.broadcast_to(e[:1], (z.shape[0], *e.shape[1:]))
+            noise = np.matmul(z[:, None, :], e)[:, 0, :]
+            log_std = 0.5 * np.log((z * z) @ np.exp(2.0 * self.log_std) + np.float32(1e-6))
+            a = out + noise
+            logp = (-0.5 * (noise * np.exp(-log_std)) ** 2 - log_std - np.float32(0.5 * math.log(2.0 * math.pi)))
+            return a.astype(np.float32, copy=False), logp.sum(-1, dtype=np.float32)
         if self.log_std is None:  # Gumbel-max sample and log-softmax, as distributions.categorical_*
             u = self._draw(out.shape)
             a = np.argmax(out - np.log(-np.log(np.maximum(u, 1e-20))), axis=-1)

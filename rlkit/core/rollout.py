@@ -86,11 +86,13 @@ class RolloutCollector:
                                                          for x in tensors)
         return self._stage
 
-    def collect(self, buffer: RolloutBuffer, policy: Policy) -> RolloutBuffer:
+    def collect(self, buffer: RolloutBuffer, policy: Policy,
+                before_step: Callable[[int], None] | None = None) -> RolloutBuffer:
         """Fill `buffer` with buffer.n_steps vector steps. Observations, actions, log-probs, rewards and flags
         are written to NumPy arrays (views of a CPU buffer; on another device, host arrays moved once at the
         end: one transfer per tensor instead of one per step) because a NumPy row copy costs ~1 us, an indexed
-        torch copy several."""
+        torch copy several. `before_step(t)`, when given, runs before the policy acts at step t of the rollout
+        (gSDE redraws its noise there)."""
         T, N = buffer.n_steps, buffer.n_envs
         if N != self.n_envs:
             raise ValueError(f"buffer has {N} envs, the vector env has {self.n_envs}")
@@ -98,6 +100,8 @@ class RolloutCollector:
         buffer.final_obs.zero_()
         numpy_policy = isinstance(policy, NumpyPolicy)
         for t in range(T):
+            if before_step is not None:
+                before_step(t)
             if numpy_policy:
                 actions_np, logp_np = policy.sample_numpy(self._obs_np)
             else:

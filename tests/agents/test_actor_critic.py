@@ -488,3 +488,17 @@ def test_a2c_on_cuda_matches_the_cpu_numpy_update(env_id, overrides):
     assert torch.allclose(cuda.flat.param.grad.cpu(), cpu.flat.param.grad, rtol=1e-4, atol=1e-5)
     cuda.learn(48, progress=False)
     assert torch.isfinite(cuda.flat.param).all()
+
+
+@pytest.mark.parametrize("cls", ["A2C", "TRPO"])
+def test_gsde_numpy_acting_path_matches_the_torch_path(cls):
+    agent = getattr(rlkit, cls)("Pendulum-v1", seed=0, device="cpu", use_sde=True, log_std_init=-1.0,
+                                n_envs=3, n_steps=4, hidden_sizes=(16, 16))
+    policy = agent._rollout_policy
+    assert isinstance(policy, NumpyPolicy) and policy.sde_noise is not None
+    torch_sample = agent.net.sample if cls == "A2C" else agent.actor.sample
+    obs = np.random.default_rng(1).normal(size=(3, 3)).astype(np.float32)
+    a_np, logp_np = policy.sample_numpy(obs)
+    a_t, logp_t = torch_sample(torch.from_numpy(obs))
+    assert np.allclose(a_np, a_t.detach().numpy(), atol=1e-5) and np.allclose(logp_np, logp_t.detach().numpy(),
+                                                                              atol=1e-4)
