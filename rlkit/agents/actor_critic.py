@@ -69,6 +69,10 @@ class QACConfig:
     """Weight of the entropy bonus in the policy loss."""
     normalize_q: bool = True
     """Standardise Q(s, a) within each batch before it weights grad log pi (mean 0, std 1)."""
+    q_baseline: bool = False
+    """Subtract the state-dependent baseline b(s) = E_{a~pi}[Q_w(s, a)] from Q_w(s, a) before it weights
+    grad log pi (Discrete: the exact sum over actions; Box: Q_w at one fresh sample). Any function of the state is
+    an unbiased baseline (Sutton & Barto 2018, sec. 13.4); it removes the variation across states from Psi."""
     # Optimisation
     learning_rate: float = 7e-4
     """Adam step size of the actor."""
@@ -262,11 +266,7 @@ class QAC:
         single = x.shape == torch.Size(self.observation_space.shape or ())
         x = x.unsqueeze(0) if single else x
         with torch.no_grad():
-            if self.discrete:
-                probs = torch.softmax(self.actor.dist_params(x)[0], -1)
-                v = (probs * self.critic.all_actions(x)).sum(-1)
-            else:
-                v = self._q(x, self.actor.sample(x)[0])
+            v = self._q_baseline(x)
         v = v.cpu().numpy()
         return v[0] if single else v
 
@@ -281,6 +281,14 @@ class QAC:
         return self.actor.sample(obs)
 
     # ---- one update -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _q_baseline(self, obs: torch.Tensor) -> torch.Tensor:
+        """b(s) = E_{a~pi}[Q_w(s, a)]: exact over Discrete actions, one sample for Box. Shape [B]."""
+        if self.discrete:
+            probs = torch.softmax(self.actor.dist_params(obs)[0], -1)
+            return (probs * self.critic.all_actions(obs)).sum(-1)
+        return self._q(obs, self.actor.sample(obs)[0])
+
     def td_targets(self, buf: RolloutBuffer, a_T: torch.Tensor, a_final: torch.Tensor) -> torch.Tensor:
         """SARSA targets y_t = r_t + gamma * Q_w(s_{t+1}, a_{t+1}), [T, N], without gradient:
           s_{t+1}, a_{t+1} = obs[t+1], actions[t+1]  (the action actually taken next; a_T at t = T-1)
@@ -313,7 +321,10 @@ class QAC:
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
         self.q_optimizer.step()
 
-        psi = normalize(q.detach()) if cfg.normalize_q else q.detach()  # <- QAC: Q(s, a) weights grad log pi
+        psi = q.detach()  # <- QAC: Q(s, a) weights grad log pi
+        if cfg.q_baseline:
+            psi = psi - self._q_baseline(obs)
+        psi = normalize(psi) if cfg.normalize_q else psi
         logp, entropy = self.actor.log_prob_entropy(obs, actions)
         loss_pi, info = policy_loss(logp, entropy, psi, cfg.ent_coef)
         self.pi_optimizer.zero_grad(set_to_none=True)

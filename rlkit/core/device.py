@@ -1,6 +1,7 @@
 """The device layer: the only place that decides where tensors live, plus seeding and conversions."""
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 from typing import Any
@@ -106,9 +107,37 @@ def as_tensor(x: Any, device: torch.device, dtype: torch.dtype = torch.float32) 
 
 
 def configure_threads(n: int | None) -> None:
-    """Small-MLP RL runs fastest on one intra-op thread (the work per op is tiny)."""
-    if n is not None and n > 0 and torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    """Small-MLP RL runs fastest on one intra-op thread (the work per op is tiny): torch's, and NumPy's BLAS
+    (the NumPy hot paths' matmuls), which otherwise spins up a thread per core. With several runs sharing the cores
+    (rlkit bench --jobs) those spinning threads made the NumPy critic fit 4x slower on the 2-core machine."""
+    if n is not None and n > 0:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        set_numpy_blas_threads(n)
+
+
+_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
+                 "openblas_set_num_threads")
+
+
+def set_numpy_blas_threads(n: int) -> bool:
+    """Set the thread count of the OpenBLAS that NumPy loaded (NumPy's wheels bundle one; found in the process's
+    memory map on Linux). Returns False where that is not possible (another BLAS or OS): NumPy keeps its default."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        return False
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _BLAS_SETTERS:
+            if hasattr(lib, name):
+                getattr(lib, name)(int(n))
+                return True
+    return False
 
 
 def capture_cuda_graph(fn: Any, warmup: int = 3) -> tuple["torch.cuda.CUDAGraph", Any]:

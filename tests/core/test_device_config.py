@@ -110,3 +110,19 @@ def test_config_file_and_set_option(tmp_path):
     assert parse_set_option("activation=relu") == ("activation", "relu")
     with pytest.raises(ConfigError, match="key=value"):
         parse_set_option("oops")
+
+
+def test_configure_threads_sets_torch_and_numpy_blas_threads():
+    import sys
+
+    from rlkit.core.device import configure_threads, set_numpy_blas_threads
+
+    before = torch.get_num_threads()
+    try:
+        configure_threads(1)
+        assert torch.get_num_threads() == 1
+        maps = open("/proc/self/maps").read().lower() if sys.platform.startswith("linux") else ""
+        if "openblas" in maps:  # NumPy's wheels bundle OpenBLAS; found through /proc/self/maps
+            assert set_numpy_blas_threads(1)
+    finally:
+        torch.set_num_threads(before)
