@@ -502,3 +502,18 @@ def test_gsde_numpy_acting_path_matches_the_torch_path(cls):
     a_t, logp_t = torch_sample(torch.from_numpy(obs))
     assert np.allclose(a_np, a_t.detach().numpy(), atol=1e-5) and np.allclose(logp_np, logp_t.detach().numpy(),
                                                                               atol=1e-4)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_qac_baseline_is_the_policy_average_of_q(env_id):
+    agent = QAC(env_id, seed=0, device="cpu", q_baseline=True, **SMALL)
+    obs = torch.randn(5, agent.observation_space.shape[0])
+    b = agent._q_baseline(obs)
+    assert b.shape == (5,) and not b.requires_grad
+    if env_id == "CartPole-v1":
+        probs = torch.softmax(agent.actor.dist_params(obs)[0], -1)
+        q_all = torch.stack([agent._q(obs, torch.full((5,), a)) for a in range(2)], -1)
+        assert torch.allclose(b, (probs * q_all).sum(-1), atol=1e-6)
+        assert np.allclose(agent.value(obs.numpy()), b.numpy(), atol=1e-6)
+    agent.learn(48, progress=False)
+    assert all(torch.isfinite(p).all() for p in agent.actor.parameters())
