@@ -92,3 +92,16 @@ def test_sigkill_then_resume_equals_uninterrupted(algo, tmp_path):
     cold.learn(K, progress=False)
     sc = state_tensors(cold)
     assert any(not torch.equal(sc[k], sb[k]) for k in sb if k in sc and sb[k].is_floating_point())
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "qac", "a2c", "trpo", "ddpg"])
+def test_every_agent_checks_learn_arguments_the_same_way(algo):
+    from rlkit.agents import get_agent_class
+
+    env = "CartPole-v1" if algo != "ddpg" else "Pendulum-v1"
+    agent = get_agent_class(algo)(env, seed=0, device="cpu")
+    with pytest.raises(ValueError, match="total_steps"):
+        agent.learn(-5, progress=False)
+    with pytest.raises(ValueError, match="log_interval"):
+        agent.learn(10, progress=False, log_interval=0)
+    assert agent.num_timesteps == 0

@@ -23,9 +23,10 @@ cut on both. Deviations:
   * A2C's observation normaliser is updated from each rollout AFTER the update on it, so a rollout is trained
     with the statistics it was collected with; evaluation never changes the statistics.
   * A2C's reward_scale multiplies rewards before GAE (a fixed stand-in for SB3's VecNormalize reward scaling).
-Speed (CPU, small MLPs: time goes to per-op overhead): A2C keeps its parameters in one flat buffer (one clip,
-one RMSprop step of three in-place ops), acts in NumPy on zero-copy views of the same weights (core NumpyPolicy), and
-computes entropy/explained variance only on the updates it logs.
+Speed (CPU, small MLPs: time goes to per-op overhead): A2C keeps its parameters in one flat buffer, acts in NumPy
+on zero-copy views of the same weights (core NumpyPolicy), and on the CPU runs its update in NumPy with the
+gradient derived by hand (`_update_numpy`, tested against autograd; `numpy_update=False` uses autograd); entropy
+and explained variance are computed only on the updates it logs. gSDE (`use_sde`) follows Raffin et al. (2022).
 """
 from __future__ import annotations
 
@@ -47,12 +48,11 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
                                check_sample_freq, check_unit_interval)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
-from rlkit.core.logger import Logger
 from rlkit.core.networks import (ACTIVATIONS, DiscreteQCritic, NumpyEncoder, NumpyMLP, NumpyPolicy, ObsEncoder,
                                  QCritic, action_dim, make_actor, mlp)
 from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop
-from rlkit.core.returns import explained_variance, gae
-from rlkit.core.rollout import RolloutCollector, check_finite_metrics
+from rlkit.core.returns import explained_variance, gae, normalize
+from rlkit.core.rollout import RolloutCollector
 
 
 @dataclass
@@ -195,26 +195,6 @@ def policy_loss(logp: torch.Tensor, entropy: torch.Tensor | None, psi: torch.Ten
     return loss, {"train/loss_pi": loss.detach(), "train/entropy": ent.detach()}
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """(x - mean) / (std + 1e-8); a single sample is returned unchanged (its std is NaN)."""
-    if x.numel() < 2:
-        return x
-    return (x - x.mean()) / (x.std() + 1e-8)
-
-
-def _check_learn_args(total_steps: int, log_interval: int) -> None:
-    if not isinstance(total_steps, (int, np.integer)) or total_steps < 0:
-        raise ValueError(f"total_steps must be a non-negative integer, got {total_steps!r}")
-    if not isinstance(log_interval, int) or log_interval < 1:
-        raise ValueError(f"log_interval must be a positive integer, got {log_interval!r}")
-
-
-def _make_logger(agent: Any, run_dir: Path | None, target: int, progress: bool) -> Logger:
-    return Logger(run_dir, agent.config, total_steps=target, start_step=agent.num_timesteps, progress=progress,
-                  console=run_dir is not None, tensorboard=run_dir is not None, csv_file=run_dir is not None,
-                  hparams={"algo": agent.algo, "env_id": agent.env_id, "seed": agent.seed})
-
-
 class QAC:
     """Q actor-critic: the policy gradient weighted by an on-policy SARSA critic Q_w(s, a)."""
 
@@ -343,14 +323,9 @@ class QAC:
         """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
         events, progress.csv, config.json and checkpoints/ there. Metrics are logged (and `callback(metrics)`
         called; returning False stops) every `log_interval` updates and after the last one."""
-        _check_learn_args(total_steps, log_interval)
-        cfg = self.config
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval)
+        cfg, target = self.config, run.target
         batch = cfg.n_steps * self.collector.n_envs
-        target = self.num_timesteps + int(total_steps)
-        rd = Path(run_dir) if run_dir is not None else None
-        ckpt_dir = rd / "checkpoints" if rd is not None else None
-        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
-        logger = _make_logger(self, rd, target, progress)
         try:
             t0, steps0 = time.perf_counter(), self.num_timesteps
             while self.num_timesteps < target:
@@ -364,17 +339,12 @@ class QAC:
                 if self.n_updates % log_interval == 0 or self.num_timesteps >= target:
                     info["time/sps"] = (self.num_timesteps - steps0) / (time.perf_counter() - t0)
                     info.update(self.collector.episode_stats())
-                    values = logger.record(info, self.num_timesteps)
-                    check_finite_metrics(self.algo, values, self.num_timesteps)
-                    if callback is not None and callback(values) is False:
+                    if not run.log(self, info, callback):
                         break
-                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
-                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
-                    next_ckpt += cfg.checkpoint_interval
-            if ckpt_dir is not None:
-                self.save(ckpt_dir / "final.pt")
+                run.checkpoint_if_due(self)
+            run.finish(self)
         finally:
-            logger.close()
+            run.close()
         return self
 
     # ---- evaluation and persistence -------------------------------------------------------------------------
@@ -677,8 +647,8 @@ class A2C:
         values = v_all[: T * N]
         adv, returns = self.advantages(buf, values.reshape(T, N), v_all[T * N:])
         adv, returns = adv.reshape(-1), returns.reshape(-1)
-        if cfg.normalize_advantage and adv.size > 1:  # as normalize()
-            adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
+        if cfg.normalize_advantage:
+            adv = normalize(adv)
         # d loss / d outputs: the advantage weights grad log pi (policy_loss); d vf_coef * mean((V - R)^2) / dV.
         g_out, g_log_std, logp, entropy = self.net.pg_grad_numpy(out, buf.flat(buf.actions).numpy(), adv,
                                                                  cfg.ent_coef, entropy=diagnostics)
@@ -716,14 +686,9 @@ class A2C:
         events, progress.csv, config.json and checkpoints/ there. Metrics are logged (and `callback(metrics)`
         called; returning False stops) every `log_interval` updates and after the last one: reading tensors
         into floats is a host sync, so it is not done every update."""
-        _check_learn_args(total_steps, log_interval)
-        cfg = self.config
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval)
+        cfg, start, target = self.config, self.num_timesteps, run.target
         batch = cfg.n_steps * self.collector.n_envs
-        start, target = self.num_timesteps, self.num_timesteps + int(total_steps)
-        rd = Path(run_dir) if run_dir is not None else None
-        ckpt_dir = rd / "checkpoints" if rd is not None else None
-        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
-        logger = _make_logger(self, rd, target, progress)
         try:
             t0 = time.perf_counter()
             while self.num_timesteps < target:
@@ -742,17 +707,12 @@ class A2C:
                 if log_now:
                     info["time/sps"] = (self.num_timesteps - start) / (time.perf_counter() - t0)
                     info.update(self.collector.episode_stats())
-                    values = logger.record(info, self.num_timesteps)
-                    check_finite_metrics(self.algo, values, self.num_timesteps)
-                    if callback is not None and callback(values) is False:
+                    if not run.log(self, info, callback):
                         break
-                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
-                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
-                    next_ckpt += cfg.checkpoint_interval
-            if ckpt_dir is not None:
-                self.save(ckpt_dir / "final.pt")
+                run.checkpoint_if_due(self)
+            run.finish(self)
         finally:
-            logger.close()
+            run.close()
         return self
 
     # ---- evaluation and persistence -------------------------------------------------------------------------

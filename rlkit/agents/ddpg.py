@@ -42,10 +42,9 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
                                check_unit_interval)
 from rlkit.core.device import HostStager, capture_cuda_graph, configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
-from rlkit.core.logger import Logger
 from rlkit.core.networks import ACTIVATIONS, DeterministicActor, ObsEncoder, QCritic
 from rlkit.core.optim import polyak_update
-from rlkit.core.rollout import check_finite_env, check_finite_metrics
+from rlkit.core.rollout import check_finite_env
 
 
 @dataclass
@@ -301,15 +300,9 @@ class DDPG:
         to the CPU env), step the envs, store the transitions; every train_freq steps, gradient_steps updates
         (launched before the env step with overlap_env_step, after the store without). Metrics are logged every `log_interval` environment steps and at the end; with `run_dir`,
         TensorBoard events, progress.csv, config.json and checkpoints/ go there. `callback(metrics)` -> False stops."""
-        cfg, N = self.config, self.n_envs
-        target = self.num_timesteps + int(total_steps)
-        rd = Path(run_dir) if run_dir is not None else None
-        ckpt_dir = rd / "checkpoints" if rd is not None else None
-        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval)
+        cfg, N, target = self.config, self.n_envs, run.target
         next_log = self.num_timesteps + log_interval
-        logger = Logger(rd, cfg, total_steps=target, start_step=self.num_timesteps, progress=progress,
-                        console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
-                        hparams={"algo": self.algo, "env_id": self.env_id, "seed": self.seed})
         info: dict[str, Any] = {}
         t0, steps0 = time.perf_counter(), self.num_timesteps
         try:
@@ -347,17 +340,12 @@ class DDPG:
                     if self.episode_returns:
                         metrics["rollout/episode_return"] = float(np.mean(self.episode_returns))
                         metrics["rollout/episode_length"] = float(np.mean(self.episode_lengths))
-                    values = logger.record(metrics, self.num_timesteps)
-                    check_finite_metrics(self.algo, values, self.num_timesteps)
-                    if callback is not None and callback(values) is False:
+                    if not run.log(self, metrics, callback):
                         break
-                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
-                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
-                    next_ckpt += cfg.checkpoint_interval
-            if ckpt_dir is not None:
-                self.save(ckpt_dir / "final.pt")
+                run.checkpoint_if_due(self)
+            run.finish(self)
         finally:
-            logger.close()
+            run.close()
         return self
 
     # ---- evaluation and persistence -------------------------------------------------------------------------

@@ -30,10 +30,9 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
                                check_unit_interval)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike
-from rlkit.core.logger import Logger
 from rlkit.core.networks import ACTIVATIONS, ObsEncoder, VCritic, make_actor
-from rlkit.core.returns import explained_variance, reward_to_go
-from rlkit.core.rollout import RolloutCollector, check_finite_metrics
+from rlkit.core.returns import explained_variance, normalize, reward_to_go
+from rlkit.core.rollout import RolloutCollector
 
 
 @dataclass
@@ -89,13 +88,6 @@ def policy_loss(logp: torch.Tensor, entropy: torch.Tensor, adv: torch.Tensor, en
     """-E[log pi(a|s) * A] - ent_coef * E[H]."""
     loss = -(logp * adv).mean() - ent_coef * entropy.mean()
     return loss, {"train/loss_pi": loss.detach(), "train/entropy": entropy.mean().detach()}
-
-
-def normalize(adv: torch.Tensor) -> torch.Tensor:
-    """(A - mean) / (std + 1e-8); a single sample is returned unchanged (its std is NaN)."""
-    if adv.numel() < 2:
-        return adv
-    return (adv - adv.mean()) / (adv.std() + 1e-8)
 
 
 class REINFORCE:
@@ -188,15 +180,9 @@ class REINFORCE:
               run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1) -> "REINFORCE":
         """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
         events, progress.csv, config.json and checkpoints/ there. `callback(metrics)` returning False stops."""
-        cfg = self.config
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval)
+        cfg, target = self.config, run.target
         batch = cfg.n_steps * self.collector.n_envs
-        target = self.num_timesteps + int(total_steps)
-        rd = Path(run_dir) if run_dir is not None else None
-        ckpt_dir = rd / "checkpoints" if rd is not None else None
-        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
-        logger = Logger(rd, cfg, total_steps=target, start_step=self.num_timesteps, progress=progress,
-                        console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
-                        hparams={"algo": self.algo, "env_id": self.env_id, "seed": self.seed})
         try:
             while self.num_timesteps < target:
                 t0 = time.perf_counter()
@@ -206,17 +192,12 @@ class REINFORCE:
                 info["time/sps"] = batch / (time.perf_counter() - t0)
                 info.update(self.collector.episode_stats())
                 if self.n_updates % log_interval == 0 or self.num_timesteps >= target:
-                    values = logger.record(info, self.num_timesteps)
-                    check_finite_metrics(self.algo, values, self.num_timesteps)
-                    if callback is not None and callback(values) is False:
+                    if not run.log(self, info, callback):
                         break
-                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
-                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
-                    next_ckpt += cfg.checkpoint_interval
-            if ckpt_dir is not None:
-                self.save(ckpt_dir / "final.pt")
+                run.checkpoint_if_due(self)
+            run.finish(self)
         finally:
-            logger.close()
+            run.close()
         return self
 
     # ---- evaluation and persistence -------------------------------------------------------------------------

@@ -39,11 +39,10 @@ from rlkit.core.config import (ConfigError, build_config, check_choice, check_hi
                                check_positive, check_sample_freq, check_unit_interval)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
-from rlkit.core.logger import Logger
 from rlkit.core.networks import ACTIVATIONS, NumpyEncoder, NumpyMLP, NumpyPolicy, ObsEncoder, VCritic, make_actor
 from rlkit.core.optim import FlatAdam, FlatParameters, conjugate_gradient, flat_grad
-from rlkit.core.returns import explained_variance, gae
-from rlkit.core.rollout import RolloutCollector, check_finite_metrics
+from rlkit.core.returns import explained_variance, gae, normalize
+from rlkit.core.rollout import RolloutCollector
 
 
 @dataclass
@@ -118,13 +117,6 @@ class TRPOConfig:
 
 
 # ---- the pieces of a TRPO step, as plain functions ----------------------------------------------------------
-def normalize(adv: torch.Tensor) -> torch.Tensor:
-    """(A - mean) / (std + 1e-8); a single sample is returned unchanged (its std is NaN)."""
-    if adv.numel() < 2:
-        return adv
-    return (adv - adv.mean()) / (adv.std() + 1e-8)
-
-
 def surrogate(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """L = mean(pi / pi_old * A), the importance-sampled advantage (TRPO eq. 14)."""
     return (torch.exp(logp - logp_old) * adv).mean()
@@ -387,19 +379,9 @@ class TRPO:
         """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
         events, progress.csv, config.json and checkpoints/ there. Metrics are logged (and `callback(metrics)`
         called; returning False stops) every `log_interval` updates and after the last one."""
-        if not isinstance(total_steps, (int, np.integer)) or total_steps < 0:
-            raise ValueError(f"total_steps must be a non-negative integer, got {total_steps!r}")
-        if not isinstance(log_interval, int) or log_interval < 1:
-            raise ValueError(f"log_interval must be a positive integer, got {log_interval!r}")
-        cfg = self.config
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval)
+        cfg, start, target = self.config, self.num_timesteps, run.target
         batch = cfg.n_steps * self.collector.n_envs
-        start, target = self.num_timesteps, self.num_timesteps + int(total_steps)
-        rd = Path(run_dir) if run_dir is not None else None
-        ckpt_dir = rd / "checkpoints" if rd is not None else None
-        next_ckpt = self.num_timesteps + cfg.checkpoint_interval if cfg.checkpoint_interval else None
-        logger = Logger(rd, cfg, total_steps=target, start_step=self.num_timesteps, progress=progress,
-                        console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
-                        hparams={"algo": self.algo, "env_id": self.env_id, "seed": self.seed})
         try:
             t0 = time.perf_counter()
             while self.num_timesteps < target:
@@ -413,17 +395,12 @@ class TRPO:
                 if self.n_updates % log_interval == 0 or self.num_timesteps >= target:
                     info["time/sps"] = (self.num_timesteps - start) / (time.perf_counter() - t0)
                     info.update(self.collector.episode_stats())
-                    values = logger.record(info, self.num_timesteps)
-                    check_finite_metrics(self.algo, values, self.num_timesteps)
-                    if callback is not None and callback(values) is False:
+                    if not run.log(self, info, callback):
                         break
-                if ckpt_dir is not None and next_ckpt is not None and self.num_timesteps >= next_ckpt:
-                    agent_io.periodic_checkpoint(self, ckpt_dir, cfg.keep_checkpoints)
-                    next_ckpt += cfg.checkpoint_interval
-            if ckpt_dir is not None:
-                self.save(ckpt_dir / "final.pt")
+                run.checkpoint_if_due(self)
+            run.finish(self)
         finally:
-            logger.close()
+            run.close()
         return self
 
     # ---- evaluation and persistence -------------------------------------------------------------------------

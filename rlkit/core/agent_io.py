@@ -18,8 +18,8 @@ from rlkit.core.config import config_to_dict
 from rlkit.core.device import rng_state, set_rng_state
 from rlkit.core.envs import (EnvLike, check_spaces, env_factory, make_vec_env, space_signature, sub_env_seeds,
                              to_env_actions)
-from rlkit.core.logger import default_run_dir
-from rlkit.core.rollout import evaluate_policy
+from rlkit.core.logger import Logger, default_run_dir
+from rlkit.core.rollout import check_finite_metrics, evaluate_policy
 
 
 @dataclass
@@ -175,3 +175,54 @@ def periodic_checkpoint(agent: Any, directory: Path, keep: int) -> Path:
     path = save_agent(agent, directory / f"step_{agent.num_timesteps}.pt")
     rotate_checkpoints(directory, keep)
     return path
+
+
+@dataclass
+class LearnRun:
+    """The edges of one learn() call that every agent shares: the logger, the metric checks and the callback,
+    periodic and final checkpoints. When to collect, update and log stays in each agent's loop."""
+
+    logger: Logger
+    target: int
+    ckpt_dir: Path | None
+    next_ckpt: int | None
+    interval: int
+    keep: int
+
+    def log(self, agent: Any, metrics: dict[str, Any], callback: Callable[[dict[str, float]], Any] | None) -> bool:
+        """Record metrics at the agent's step, stop with NonFiniteError on a non-finite loss, call the callback;
+        False means stop (the callback returned False)."""
+        values = self.logger.record(metrics, agent.num_timesteps)
+        check_finite_metrics(agent.algo, values, agent.num_timesteps)
+        return not (callback is not None and callback(values) is False)
+
+    def checkpoint_if_due(self, agent: Any) -> None:
+        if self.ckpt_dir is not None and self.next_ckpt is not None and agent.num_timesteps >= self.next_ckpt:
+            periodic_checkpoint(agent, self.ckpt_dir, self.keep)
+            self.next_ckpt += self.interval
+
+    def finish(self, agent: Any) -> None:
+        """The final checkpoint (when there is a run directory)."""
+        if self.ckpt_dir is not None:
+            agent.save(self.ckpt_dir / "final.pt")
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progress: bool,
+                log_interval: int) -> LearnRun:
+    """Check learn()'s arguments and open its run: TensorBoard/CSV/console only with a run directory."""
+    if not isinstance(total_steps, (int, np.integer)) or isinstance(total_steps, bool) or total_steps < 0:
+        raise ValueError(f"total_steps must be a non-negative integer, got {total_steps!r}")
+    if not isinstance(log_interval, int) or isinstance(log_interval, bool) or log_interval < 1:
+        raise ValueError(f"log_interval must be a positive integer, got {log_interval!r}")
+    cfg = agent.config
+    target = agent.num_timesteps + int(total_steps)
+    rd = Path(run_dir) if run_dir is not None else None
+    logger = Logger(rd, cfg, total_steps=target, start_step=agent.num_timesteps, progress=progress,
+                    console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
+                    hparams={"algo": agent.algo, "env_id": agent.env_id, "seed": agent.seed})
+    interval = cfg.checkpoint_interval
+    return LearnRun(logger, target, rd / "checkpoints" if rd is not None else None,
+                    agent.num_timesteps + interval if interval else None, interval, cfg.keep_checkpoints)

@@ -9,7 +9,7 @@ Every actor exposes the same small surface so agents never branch on the space:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np

@@ -35,6 +35,15 @@ def next_values(
     return torch.where(terminated, zero, torch.where(truncated, final_values, shifted))
 
 
+def normalize(x: Array) -> Array:
+    """(x - mean) / (std + 1e-8) with the unbiased std, for torch tensors and NumPy arrays alike (advantages,
+    Q weights); a single sample is returned unchanged (its std is NaN)."""
+    if x.size < 2 if isinstance(x, np.ndarray) else x.numel() < 2:
+        return x
+    std = x.std(ddof=1) if isinstance(x, np.ndarray) else x.std()
+    return (x - x.mean()) / (std + 1e-8)
+
+
 def gae(
     rewards: Array,
     values: Array,

@@ -63,6 +63,8 @@ class RolloutCollector:
         # Discrete(n) starting at 0: the policy's int64 actions are already what the env takes
         self._actions_as_is = isinstance(self.action_space, gym.spaces.Discrete) and int(self.action_space.start) == 0
         self._obs_np = np.asarray(initial_obs, dtype=np.float32)
+        self._stage_for: RolloutBuffer | None = None  # the buffer self._stage (host arrays) was made for
+        self._stage: tuple[np.ndarray, ...] = ()
         self._ep_return = np.zeros(self.n_envs, dtype=np.float64)
         self._ep_length = np.zeros(self.n_envs, dtype=np.int64)
         self.episode_returns: deque[float] = deque(maxlen=100)
@@ -81,7 +83,7 @@ class RolloutCollector:
         tensors = (buffer.obs, buffer.actions, buffer.log_probs, buffer.rewards, buffer.terminated, buffer.truncated)
         if buffer.device.type == "cpu":
             return tuple(x.numpy() for x in tensors)
-        if getattr(self, "_stage_for", None) is not buffer:
+        if self._stage_for is not buffer:
             self._stage_for, self._stage = buffer, tuple(np.empty(tuple(x.shape), dtype=x.cpu().numpy().dtype)
                                                          for x in tensors)
         return self._stage

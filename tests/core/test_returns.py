@@ -175,3 +175,14 @@ def test_numpy_and_torch_gae_agree_on_random_episodes(dtype):
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     assert torch.allclose(a_np, a_t, atol=tol, rtol=0) and torch.allclose(r_np, r_t, atol=tol, rtol=0)
     assert np.allclose(arrays[0], a_t.numpy(), atol=tol, rtol=0) and not np.isnan(arrays[1]).any()
+
+
+def test_normalize_is_the_same_for_tensors_and_arrays():
+    from rlkit.core.returns import normalize
+
+    x = torch.tensor([1.0, 2.0, 4.0, 9.0], dtype=torch.float64)
+    t, a = normalize(x), normalize(x.numpy())
+    assert isinstance(a, np.ndarray) and np.allclose(t.numpy(), a, atol=1e-12)
+    assert abs(float(t.mean())) < 1e-12 and float(t.std()) == pytest.approx(1.0, abs=1e-6)
+    one = np.array([3.0])
+    assert normalize(one) is one and normalize(torch.tensor([3.0])).item() == 3.0
