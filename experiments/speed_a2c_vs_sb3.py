@@ -13,10 +13,11 @@ Stable-Baselines3 is a benchmark-only extra (pip install -e ".[bench]"); rlkit n
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+
+from side_by_side import alternate  # experiments/side_by_side.py
 
 
 def run_rlkit(steps: int, seed: int) -> float:
@@ -60,17 +61,7 @@ def main() -> None:
         cProfile.runctx("run_rlkit(a.steps, 0)", globals(), {"a": a, "run_rlkit": run_rlkit}, "/tmp/a2c_speed.prof")
         pstats.Stats("/tmp/a2c_speed.prof").sort_stats("cumulative").print_stats(25)
         return
-    run_rlkit(4000, 0), run_sb3(4000, 0)  # warm-up: imports, allocator, first-call costs
-    ours, theirs = [], []
-    for rep in range(a.reps):
-        ours.append(run_rlkit(a.steps, rep))
-        theirs.append(run_sb3(a.steps, rep))
-        print(f"rep {rep}: rlkit {ours[-1]:,.0f} steps/s   SB3 {theirs[-1]:,.0f} steps/s   "
-              f"ratio {ours[-1] / theirs[-1]:.2f}x", flush=True)
-    mo, mt = statistics.median(ours), statistics.median(theirs)
-    print(f"median over {a.reps} reps of {a.steps:,} steps: rlkit {mo:,.0f} steps/s, SB3 {mt:,.0f} steps/s, "
-          f"ratio {mo / mt:.2f}x")
-
+    alternate(run_rlkit, run_sb3, "SB3", a.steps, a.reps, warmup_steps=4000)
 
 if __name__ == "__main__":
     main()

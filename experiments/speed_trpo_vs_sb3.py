@@ -14,10 +14,11 @@ sb3-contrib is a benchmark-only extra (pip install -e ".[bench]"); rlkit never i
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+
+from side_by_side import alternate  # experiments/side_by_side.py
 
 SETTINGS = dict(n_steps=1024, gamma=0.9, gae_lambda=0.95, cg_max_steps=15, cg_damping=0.1, n_critic_updates=15,
                 batch_size=128, learning_rate=1e-3)
@@ -54,17 +55,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     a = p.parse_args()
     torch.set_num_threads(1)
-    run_rlkit(4096, 0), run_sb3(4096, 0)  # warm-up: imports, allocator, first-call costs
-    ours, theirs = [], []
-    for rep in range(a.reps):
-        ours.append(run_rlkit(a.steps, rep))
-        theirs.append(run_sb3(a.steps, rep))
-        print(f"rep {rep}: rlkit {ours[-1]:,.0f} steps/s   sb3-contrib {theirs[-1]:,.0f} steps/s   "
-              f"ratio {ours[-1] / theirs[-1]:.2f}x", flush=True)
-    mo, mt = statistics.median(ours), statistics.median(theirs)
-    print(f"median over {a.reps} reps of {a.steps:,} steps: rlkit {mo:,.0f} steps/s, sb3-contrib {mt:,.0f} "
-          f"steps/s, ratio {mo / mt:.2f}x")
-
+    alternate(run_rlkit, run_sb3, "sb3-contrib", a.steps, a.reps, warmup_steps=4096)
 
 if __name__ == "__main__":
     main()
