@@ -11,8 +11,8 @@ so steps/s over it says how much the acting path costs on top of the update).
 
 On CUDA rlkit replays its update as one CUDA graph; `--eager` also times the eager path (use_cuda_graph=False)
 and `--sb3-order` rlkit with overlap_env_step=False (by default the update of step t runs on the GPU while the CPU
-steps the env, sampling the transitions stored before step t; False stores first, then updates, as SB3). Each timed run includes everything learn() does
-(random warm-up steps, graph capture). One torch thread.
+steps the env, sampling the transitions stored before step t; False stores first, then updates, as SB3). Each
+timed run includes everything learn() does (random warm-up steps, graph capture). One torch thread.
 Stable-Baselines3 is a benchmark-only extra (pip install -e ".[bench]"); rlkit never imports it.
 """
 from __future__ import annotations
@@ -120,7 +120,8 @@ def main() -> None:
         bare.append(bare_update_rate(a.device, n))  # right after rlkit's run: same background load on a 2-core CPU
         theirs.append(run_sb3(a.sb3_steps, rep, a.device))
         line = (f"rep {rep}: rlkit {ours[-1]:,.0f} steps/s   SB3 {theirs[-1]:,.0f} steps/s   ratio "
-                f"{ours[-1] / theirs[-1]:.2f}x   bare update {bare[-1]:,.0f}/s (rlkit at {ours[-1] / bare[-1]:.2f} of it)")
+                f"{ours[-1] / theirs[-1]:.2f}x   bare update {bare[-1]:,.0f}/s "
+                f"(rlkit at {ours[-1] / bare[-1]:.2f} of it)")
         if a.sb3_order:
             sb3_order.append(run_rlkit(a.steps, rep, a.device, "sb3_order"))
             line += f"   (rlkit overlap_env_step=False {sb3_order[-1]:,.0f} steps/s, {sb3_order[-1] / theirs[-1]:.2f}x)"

@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (run through the device tool)")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run `python -m pytest -m cuda` on a machine with one")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)

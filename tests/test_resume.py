@@ -54,7 +54,7 @@ def test_sigkill_then_resume_equals_uninterrupted(algo, tmp_path):
         a.learn({K}, progress=False)
         a.save({str(ck)!r})
         # keep training, then die without any cleanup in the middle of it
-        a.learn({K} // 2, progress=False, callback=lambda m: os.kill(os.getpid(), signal.SIGKILL))
+        a.learn({K} // 2, progress=False, log_interval=1, callback=lambda ag, m: os.kill(os.getpid(), signal.SIGKILL))
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == -signal.SIGKILL, r.stderr
@@ -62,18 +62,18 @@ def test_sigkill_then_resume_equals_uninterrupted(algo, tmp_path):
         import torch
         from rlkit.agents import get_agent_class
         torch.set_num_threads(1)
-        a = get_agent_class({algo!r}).load({str(ck)!r}, device="cpu")
+        a = get_agent_class({algo!r}).load({str(ck)!r}, env={env_id!r}, device="cpu")
         a.learn({K}, progress=False)
         a.save({str(tmp_path / 'resumed.pt')!r})
     """)
     r = subprocess.run([sys.executable, "-c", resumed_script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    resumed = cls.load(tmp_path / "resumed.pt", device="cpu")
+    resumed = cls.load(tmp_path / "resumed.pt", env=env_id, device="cpu")
 
     a = cls(env_id, config=cfg, seed=7, device="cpu")
     a.learn(K, progress=False)
     a.save(tmp_path / "same.pt")
-    b = cls.load(tmp_path / "same.pt", device="cpu")
+    b = cls.load(tmp_path / "same.pt", env=env_id, device="cpu")
     b.learn(K, progress=False)
 
     sr, sb = state_tensors(resumed), state_tensors(b)

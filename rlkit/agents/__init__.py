@@ -10,8 +10,8 @@ from typing import Any
 
 REGISTRY: dict[str, tuple[str, str]] = {
     "reinforce": ("rlkit.agents.reinforce", "REINFORCE"),
-    "qac": ("rlkit.agents.actor_critic", "QAC"),
-    "a2c": ("rlkit.agents.actor_critic", "A2C"),
+    "qac": ("rlkit.agents.qac", "QAC"),
+    "a2c": ("rlkit.agents.a2c", "A2C"),
     "trpo": ("rlkit.agents.trpo", "TRPO"),
     "ddpg": ("rlkit.agents.ddpg", "DDPG"),
 }

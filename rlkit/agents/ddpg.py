@@ -26,8 +26,6 @@ eager path does exactly the same operations (use_cuda_graph=False, and always on
 from __future__ import annotations
 
 import copy
-import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -42,9 +40,10 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
                                check_unit_interval)
 from rlkit.core.device import HostStager, capture_cuda_graph, configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
-from rlkit.core.networks import ACTIVATIONS, DeterministicActor, ObsEncoder, QCritic
+from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, NetworkSpec, ObsEncoder, QCritic, build_network,
+                                 make_q_critic, network_source)
 from rlkit.core.optim import polyak_update
-from rlkit.core.rollout import check_finite_env
+from rlkit.core.rollout import RolloutCollector
 
 
 @dataclass
@@ -111,16 +110,11 @@ class DDPGConfig:
         check_choice(self, "noise_type", ("normal", "ornstein_uhlenbeck", "none"))
 
 
-def unit_action(actor: DeterministicActor, obs: torch.Tensor) -> torch.Tensor:
-    """mu(s) in [-1, 1] (the actor's tanh output before scaling to the Box)."""
-    return torch.tanh(actor.net(actor.encoder(obs)))
-
-
 def critic_loss(critic: QCritic, critic_target: QCritic, actor_target: DeterministicActor, b: ReplayBatch,
                 gamma: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """mean (Q(s,a) - y)^2 with y = r + gamma (1 - terminated) Q'(s', mu'(s')); no gradient reaches the actor."""
     with torch.no_grad():
-        q_next = critic_target(b.next_obs, unit_action(actor_target, b.next_obs))
+        q_next = critic_target(b.next_obs, actor_target.unit(b.next_obs))
         y = torch.addcmul(b.rewards, 1.0 - b.terminated, q_next, value=gamma)
     q = critic(b.obs, b.actions)
     loss = F.mse_loss(q, y)
@@ -130,7 +124,7 @@ def critic_loss(critic: QCritic, critic_target: QCritic, actor_target: Determini
 def actor_loss(actor: DeterministicActor, critic: QCritic, obs: torch.Tensor
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-mean Q(s, mu(s))."""
-    loss = -critic(obs, unit_action(actor, obs)).mean()
+    loss = -critic(obs, actor.unit(obs)).mean()
     return loss, {"train/loss_pi": loss.detach()}
 
 
@@ -141,7 +135,11 @@ class DDPG:
     supported_actions = ("Box",)
 
     def __init__(self, env: EnvLike, config: DDPGConfig | dict | None = None, *, seed: int | None = None,
-                 device: str | torch.device = "auto", **overrides: Any) -> None:
+                 device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
+                 **overrides: Any) -> None:
+        """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
+        rlkit.core.networks: the policy's output goes through tanh, the critic reads [features, unit action]);
+        default: MLPs of hidden_sizes. Other keywords are DDPGConfig fields."""
         self.config = cfg = build_config(DDPGConfig, config, **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
@@ -155,15 +153,20 @@ class DDPG:
         self.n_envs = es.n_envs
         obs_width = int(np.prod(es.obs_space.shape)) if es.obs_space.shape else 1
         self.act_dim = int(np.prod(es.action_space.shape))
-        try:  # the buffer first: a capacity that does not fit fails before any network exists
-            self.buffer = ReplayBuffer(cfg.buffer_size, (obs_width,), (self.act_dim,), self.device)
-        except MemoryError:
-            self.env.close()
-            raise
+        if self.env is not None:  # the buffer first: a capacity that does not fit fails before any network exists
+            try:
+                self.buffer = ReplayBuffer(cfg.buffer_size, (obs_width,), (self.act_dim,), self.device)
+            except MemoryError:
+                self.env.close()
+                raise
 
-        self.actor = DeterministicActor(ObsEncoder(es.obs_space), es.action_space, cfg.hidden_sizes,
-                                        cfg.activation).to(self.device)
-        self.critic = QCritic(ObsEncoder(es.obs_space), self.act_dim, cfg.hidden_sizes, cfg.activation).to(self.device)
+        self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
+        enc = ObsEncoder(es.obs_space)
+        net = build_network(policy, enc.dim, self.act_dim, lambda: MLP(enc.dim, cfg.hidden_sizes, self.act_dim,
+                                                                        cfg.activation, orthogonal=False), "policy")
+        self.actor = DeterministicActor(enc, net, es.action_space).to(self.device)
+        self.critic = make_q_critic(ObsEncoder(es.obs_space), es.action_space, cfg.hidden_sizes, cfg.activation,
+                                    net=critic, orthogonal=False).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         cuda = self.device.type == "cuda"
@@ -179,14 +182,11 @@ class DDPG:
 
         self._scale = (es.action_space.high.astype(np.float64).reshape(-1) - es.action_space.low.reshape(-1)) / 2
         self._bias = (es.action_space.high.astype(np.float64).reshape(-1) + es.action_space.low.reshape(-1)) / 2
-        self._obs_np = np.asarray(es.initial_obs)
-        self._obs_stage = HostStager((self.n_envs, obs_width), self.device)
-        self._obs_t = self._obs_stage(self._obs_np)
+        if self.env is not None:
+            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+            self._obs_stage = HostStager((self.n_envs, obs_width), self.device)
+            self._obs_t = self._obs_stage(self.collector.obs_np)
         self._ou = torch.zeros(self.n_envs, self.act_dim, device=self.device)  # OU state per env
-        self._ep_return = np.zeros(self.n_envs)
-        self._ep_length = np.zeros(self.n_envs, dtype=np.int64)
-        self.episode_returns: deque[float] = deque(maxlen=100)
-        self.episode_lengths: deque[int] = deque(maxlen=100)
         self.num_timesteps = 0
         self.n_updates = 0
         self._vec_steps = 0
@@ -214,7 +214,7 @@ class DDPG:
     @torch.no_grad()
     def _noisy_action(self, obs: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        mu = unit_action(self.actor, obs)
+        mu = self.actor.unit(obs)
         if cfg.noise_type == "normal":
             mu = mu + cfg.noise_std * torch.randn_like(mu)
         elif cfg.noise_type == "ornstein_uhlenbeck":
@@ -229,7 +229,7 @@ class DDPG:
         std = 0.0 if deterministic else (self.config.noise_std if self.config.noise_type != "none" else 0.0)
 
         def policy(o: torch.Tensor) -> torch.Tensor:
-            unit = unit_action(self.actor, o)
+            unit = self.actor.unit(o)
             unit = (unit + std * torch.randn_like(unit)).clamp(-1.0, 1.0) if std else unit
             return torch.from_numpy(self._to_env(unit.cpu().numpy()))
         return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
@@ -294,55 +294,37 @@ class DDPG:
         return graph, info
 
     # ---- the loop -------------------------------------------------------------------------------------------
-    def learn(self, total_steps: int, callback: Callable[[dict[str, float]], bool | None] | None = None,
+    def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
               run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "DDPG":
         """Train for `total_steps` more environment steps. Each vector step: act (the one host sync: actions
-        to the CPU env), step the envs, store the transitions; every train_freq steps, gradient_steps updates
-        (launched before the env step with overlap_env_step, after the store without). Metrics are logged every `log_interval` environment steps and at the end; with `run_dir`,
-        TensorBoard events, progress.csv, config.json and checkpoints/ go there. `callback(metrics)` -> False stops."""
-        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval)
-        cfg, N, target = self.config, self.n_envs, run.target
-        next_log = self.num_timesteps + log_interval
+        to the CPU env), step the envs through the collector (true final observations, checks, episode
+        statistics), store the transitions; every train_freq steps, gradient_steps updates (launched before the
+        env step with overlap_env_step, after the store without). Every `log_interval` environment steps (and at
+        the end) metrics are logged and `callback(agent, metrics)` runs (False stops); with `run_dir`, TensorBoard
+        events, progress.csv, config.json and checkpoints/ go there."""
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback)
+        cfg, N = self.config, self.n_envs
         info: dict[str, Any] = {}
-        t0, steps0 = time.perf_counter(), self.num_timesteps
         try:
-            while self.num_timesteps < target:
+            while self.num_timesteps < run.target:
                 unit = self._explore().cpu().numpy()  # the one host sync per step
                 train = self.num_timesteps + N > cfg.learning_starts and (self._vec_steps + 1) % cfg.train_freq == 0
                 if train and cfg.overlap_env_step and len(self.buffer):
                     for _ in range(cfg.gradient_steps):  # runs on the GPU while the CPU steps the envs
                         info = self.update()
-                next_obs, rewards, terminated, truncated, env_info = self.env.step(self._to_env(unit))
-                check_finite_env(next_obs, rewards, self.num_timesteps)
-                real_next = next_obs
-                done = terminated | truncated
-                if done.any():  # SAME_STEP autoreset: next_obs is the reset obs, the true one is in final_obs
-                    real_next = np.array(next_obs, copy=True)
-                    for i in np.flatnonzero(done):
-                        real_next[i] = env_info["final_obs"][i]
-                        self._ou[i].zero_()  # OU state restarts with each episode
-                        self.episode_returns.append(float(self._ep_return[i] + rewards[i]))
-                        self.episode_lengths.append(int(self._ep_length[i] + 1))
-                self.buffer.add(self._obs_np, unit, rewards, real_next, terminated)
-                self._ep_return = np.where(done, 0.0, self._ep_return + rewards)
-                self._ep_length = np.where(done, 0, self._ep_length + 1)
-                self._obs_np, self._obs_t = next_obs, self._obs_stage(next_obs)
+                step = self.collector.step(self._to_env(unit))  # step.next_obs: the TRUE next observation
+                self.buffer.add(step.obs, unit, step.rewards, step.next_obs, step.terminated)
+                done = step.terminated | step.truncated
+                if done.any():
+                    self._ou[torch.from_numpy(done).to(self.device)] = 0.0  # OU state restarts with each episode
+                self._obs_t = self._obs_stage(self.collector.obs_np)
                 self.num_timesteps += N
                 self._vec_steps += 1
                 if train and not cfg.overlap_env_step:
                     for _ in range(cfg.gradient_steps):
                         info = self.update()
-
-                if self.num_timesteps >= next_log or self.num_timesteps >= target:
-                    next_log = self.num_timesteps + log_interval
-                    metrics = dict(info)
-                    metrics["time/sps"] = (self.num_timesteps - steps0) / (time.perf_counter() - t0)
-                    if self.episode_returns:
-                        metrics["rollout/episode_return"] = float(np.mean(self.episode_returns))
-                        metrics["rollout/episode_length"] = float(np.mean(self.episode_lengths))
-                    if not run.log(self, metrics, callback):
-                        break
-                run.checkpoint_if_due(self)
+                if not run.end_of_iteration(self, info):
+                    break
             run.finish(self)
         finally:
             run.close()
@@ -359,9 +341,9 @@ class DDPG:
                  "actor_optimizer": self.actor_optimizer.state_dict(),
                  "critic_optimizer": self.critic_optimizer.state_dict(),
                  "noise": {"ou": self._ou.cpu()},
-                 "episodes": {"returns": list(self.episode_returns), "lengths": list(self.episode_lengths)},
+                 "collector": self.collector.state_dict() if self.env is not None else {},
                  "n_updates": self.n_updates, "vec_steps": self._vec_steps}
-        if self.config.save_replay_buffer:
+        if self.config.save_replay_buffer and self.env is not None:
             state["replay_buffer"] = self.buffer.state_dict()
         return state
 
@@ -371,13 +353,11 @@ class DDPG:
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self._ou.copy_(state["noise"]["ou"])
-        self.episode_returns.clear()
-        self.episode_returns.extend(state["episodes"]["returns"])
-        self.episode_lengths.clear()
-        self.episode_lengths.extend(state["episodes"]["lengths"])
+        if self.env is not None:
+            self.collector.load_state_dict(state["collector"])
+            if "replay_buffer" in state:
+                self.buffer.load_state_dict(state["replay_buffer"])
         self.n_updates, self._vec_steps = int(state["n_updates"]), int(state["vec_steps"])
-        if "replay_buffer" in state:
-            self.buffer.load_state_dict(state["replay_buffer"])
         self._graphs.clear()  # loading replaced Adam's state tensors: recapture on the next update
 
     def save(self, path: str | Path) -> Path:
@@ -386,4 +366,5 @@ class DDPG:
     @classmethod
     def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
              **kwargs: Any) -> "DDPG":
+        """Rebuild from a checkpoint; without env, act() and value() work and learn() asks for one."""
         return agent_io.load_agent_payload(cls, path, env, device, **kwargs)

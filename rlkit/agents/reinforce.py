@@ -16,7 +16,6 @@ Deviations from the textbook, each because batches are fixed T x N slices of vec
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +29,8 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
                                check_unit_interval)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike
-from rlkit.core.networks import ACTIVATIONS, ObsEncoder, VCritic, make_actor
+from rlkit.core.losses import policy_gradient_loss
+from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_v_critic, network_source
 from rlkit.core.returns import explained_variance, normalize, reward_to_go
 from rlkit.core.rollout import RolloutCollector
 
@@ -83,13 +83,6 @@ class REINFORCEConfig:
         check_choice(self, "activation", tuple(ACTIVATIONS))
 
 
-def policy_loss(logp: torch.Tensor, entropy: torch.Tensor, adv: torch.Tensor, ent_coef: float
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """-E[log pi(a|s) * A] - ent_coef * E[H]."""
-    loss = -(logp * adv).mean() - ent_coef * entropy.mean()
-    return loss, {"train/loss_pi": loss.detach(), "train/entropy": entropy.mean().detach()}
-
-
 class REINFORCE:
     """Policy gradient with reward-to-go. See the module docstring for the equations."""
 
@@ -97,7 +90,10 @@ class REINFORCE:
     supported_actions = ("Discrete", "Box")
 
     def __init__(self, env: EnvLike, config: REINFORCEConfig | dict | None = None, *, seed: int | None = None,
-                 device: str | torch.device = "auto", **overrides: Any) -> None:
+                 device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
+                 **overrides: Any) -> None:
+        """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
+        rlkit.core.networks); default: MLPs of hidden_sizes. Other keywords are REINFORCEConfig fields."""
         self.config = cfg = build_config(REINFORCEConfig, config, **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
@@ -108,17 +104,20 @@ class REINFORCE:
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
 
+        self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
-                                cfg.log_std_init).to(self.device)
-        self.critic = VCritic(ObsEncoder(es.obs_space), cfg.hidden_sizes, cfg.activation).to(self.device)
+                                cfg.log_std_init, net=policy).to(self.device)
+        self.critic = make_v_critic(ObsEncoder(es.obs_space), cfg.hidden_sizes, cfg.activation,
+                                    net=critic).to(self.device)
         self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
         self.vf_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.vf_learning_rate)
 
         discrete = es.action_space.__class__.__name__ == "Discrete"
-        self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                    () if discrete else es.action_space.shape,
-                                    torch.int64 if discrete else torch.float32, self.device)
-        self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+        if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
+                                        () if discrete else es.action_space.shape,
+                                        torch.int64 if discrete else torch.float32, self.device)
+            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
         self.num_timesteps = 0
         self.n_updates = 0
 
@@ -129,11 +128,7 @@ class REINFORCE:
 
     def value(self, obs: Any) -> np.ndarray:
         """The baseline's V(s) for one observation or a batch."""
-        with torch.no_grad():
-            x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
-            single = x.shape == torch.Size(self.observation_space.shape or ())
-            v = self.critic(x.unsqueeze(0) if single else x).cpu().numpy()
-        return v[0] if single else v
+        return agent_io.numpy_value(self.critic, obs, self.observation_space, self.device)
 
     # ---- one update -----------------------------------------------------------------------------------------
     def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
@@ -156,7 +151,7 @@ class REINFORCE:
             if cfg.normalize_advantage:
                 adv = normalize(adv)
         logp, entropy = self.actor.log_prob_entropy(obs, actions)
-        loss_pi, info = policy_loss(logp, entropy, adv, cfg.ent_coef)
+        loss_pi, info = policy_gradient_loss(logp, entropy, adv, cfg.ent_coef)  # Psi = A_t
         self.pi_optimizer.zero_grad(set_to_none=True)
         loss_pi.backward()
         if cfg.max_grad_norm > 0:
@@ -176,25 +171,20 @@ class REINFORCE:
         return info
 
     # ---- the loop -------------------------------------------------------------------------------------------
-    def learn(self, total_steps: int, callback: Callable[[dict[str, float]], bool | None] | None = None,
-              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1) -> "REINFORCE":
+    def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "REINFORCE":
         """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
-        events, progress.csv, config.json and checkpoints/ there. `callback(metrics)` returning False stops."""
-        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval)
-        cfg, target = self.config, run.target
-        batch = cfg.n_steps * self.collector.n_envs
+        events, progress.csv, config.json and checkpoints/ there. Every `log_interval` environment steps (and
+        after the last update) metrics are logged and `callback(agent, metrics)` runs; returning False stops."""
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback)
+        batch = self.config.n_steps * self.collector.n_envs
         try:
-            while self.num_timesteps < target:
-                t0 = time.perf_counter()
+            while self.num_timesteps < run.target:
                 self.collector.collect(self.buffer, self.actor.sample)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)
-                info["time/sps"] = batch / (time.perf_counter() - t0)
-                info.update(self.collector.episode_stats())
-                if self.n_updates % log_interval == 0 or self.num_timesteps >= target:
-                    if not run.log(self, info, callback):
-                        break
-                run.checkpoint_if_due(self)
+                if not run.end_of_iteration(self, info):
+                    break
             run.finish(self)
         finally:
             run.close()
@@ -208,14 +198,15 @@ class REINFORCE:
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "pi_optimizer": self.pi_optimizer.state_dict(), "vf_optimizer": self.vf_optimizer.state_dict(),
-                "collector": self.collector.state_dict(), "n_updates": self.n_updates}
+                "collector": self.collector.state_dict() if self.env is not None else {}, "n_updates": self.n_updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.pi_optimizer.load_state_dict(state["pi_optimizer"])
         self.vf_optimizer.load_state_dict(state["vf_optimizer"])
-        self.collector.load_state_dict(state["collector"])
+        if self.env is not None:
+            self.collector.load_state_dict(state["collector"])
         self.n_updates = int(state["n_updates"])
 
     def save(self, path: str | Path) -> Path:
@@ -224,5 +215,6 @@ class REINFORCE:
     @classmethod
     def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
              **kwargs: Any) -> "REINFORCE":
+        """Rebuild from a checkpoint; without env, act() and value() work and learn() asks for one."""
         return agent_io.load_agent_payload(cls, path, env, device, **kwargs)
 

@@ -24,7 +24,6 @@ Deviations and choices:
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,13 +32,12 @@ import numpy as np
 import torch
 
 from rlkit.core import agent_io
-from rlkit.core import distributions as D
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
                                check_positive, check_sample_freq, check_unit_interval)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
-from rlkit.core.networks import ACTIVATIONS, NumpyEncoder, NumpyMLP, NumpyPolicy, ObsEncoder, VCritic, make_actor
+from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_v_critic, network_source
 from rlkit.core.optim import FlatAdam, FlatParameters, conjugate_gradient, flat_grad
 from rlkit.core.returns import explained_variance, gae, normalize
 from rlkit.core.rollout import RolloutCollector
@@ -172,27 +170,6 @@ def line_search(theta: torch.Tensor, step: torch.Tensor, valid: torch.Tensor,
     return new_theta, info
 
 
-@torch.no_grad()
-def mlp_mse_grad_(layers: list[tuple[torch.Tensor, torch.Tensor]], grads: list[tuple[torch.Tensor, torch.Tensor]],
-                  activation: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """For a tanh/relu MLP with one output, write d/d(W, b) of mean((mlp(x) - y)^2) for every layer into `grads`
-    (overwriting) by backpropagation written out by hand; returns the error mlp(x) - y. Shapes: x [B, in], y [B]."""
-    hs = [x]
-    for w, b in layers[:-1]:
-        h = torch.addmm(b, hs[-1], w.t())
-        hs.append(torch.tanh(h) if activation == "tanh" else torch.relu(h))
-    err = torch.addmm(layers[-1][1], hs[-1], layers[-1][0].t()).squeeze(-1) - y
-    d = torch.mul(err.unsqueeze(-1), 2.0 / y.shape[0])  # d loss / d output, [B, 1]
-    for i in range(len(layers) - 1, -1, -1):
-        torch.mm(d.t(), hs[i], out=grads[i][0])
-        torch.sum(d, 0, out=grads[i][1])
-        if i > 0:  # back through layer i's weights, then layer i-1's activation: d * (1 - h^2) or d * [h > 0]
-            d = d @ layers[i][0]
-            d = (torch.ops.aten.tanh_backward(d, hs[i]) if activation == "tanh"
-                 else torch.ops.aten.threshold_backward(d, hs[i], 0.0))
-    return err
-
-
 class TRPO:
     """Trust-region policy optimisation with GAE. See the module docstring for the equations."""
 
@@ -200,7 +177,10 @@ class TRPO:
     supported_actions = ("Discrete", "Box")
 
     def __init__(self, env: EnvLike, config: TRPOConfig | dict | None = None, *, seed: int | None = None,
-                 device: str | torch.device = "auto", **overrides: Any) -> None:
+                 device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
+                 **overrides: Any) -> None:
+        """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
+        rlkit.core.networks); default: MLPs of hidden_sizes. Other keywords are TRPOConfig fields."""
         self.config = cfg = build_config(TRPOConfig, config, **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
@@ -215,31 +195,21 @@ class TRPO:
         encoder = ObsEncoder(es.obs_space, normalize=cfg.normalize_obs)  # one normaliser for actor and critic
         if cfg.use_sde and self.discrete:
             raise SpaceError(f"TRPO: use_sde needs a Box action space, not {es.action_space}")
-        self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
-                                cfg.log_std_init, encoder=encoder, use_sde=cfg.use_sde).to(self.device)
-        self.critic = VCritic(encoder, cfg.hidden_sizes, cfg.activation).to(self.device)
+        self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
+        self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation, cfg.log_std_init,
+                                encoder=encoder, use_sde=cfg.use_sde, net=policy).to(self.device)
+        self.critic = make_v_critic(encoder, cfg.hidden_sizes, cfg.activation, net=critic).to(self.device)
         # Flat parameter vectors: theta is read and written in one op; Adam steps one tensor.
         self.pi_flat = FlatParameters(self.actor.parameters())
         self.vf_flat = FlatParameters(self.critic.parameters())
         self.vf_optimizer = FlatAdam(self.vf_flat.param, cfg.learning_rate, eps=1e-5)
 
-        self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                    () if self.discrete else es.action_space.shape,
-                                    torch.int64 if self.discrete else torch.float32, self.device)
-        self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
-        # Acting during training: NumPy on CPU (tanh/relu), the torch path elsewhere. Same weights, same RNG.
-        cpu_numpy = self.device.type == "cpu" and cfg.activation in ("tanh", "relu")
-        if cfg.use_sde:
-            self.actor.reset_noise(es.n_envs)
-        self._rollout_policy = (NumpyPolicy(self.actor.encoder, [(m.weight, m.bias) for m in self.actor.net
-                                                                  if isinstance(m, torch.nn.Linear)],
-                                            cfg.activation, getattr(self.actor, "log_std", None),
-                                            (lambda: self.actor.sde_noise) if cfg.use_sde else None)
-                                if cpu_numpy else self.actor.sample)
-        # The critic fit in NumPy on the CPU (tanh/relu): 128-row minibatches cost per-op overhead, not arithmetic.
-        self._np_critic = (NumpyEncoder(encoder), NumpyMLP([(m.weight, m.bias) for m in self.critic.net
-                                                            if isinstance(m, torch.nn.Linear)], cfg.activation)
-                           ) if cpu_numpy else None
+        if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
+                                        () if self.discrete else es.action_space.shape,
+                                        torch.int64 if self.discrete else torch.float32, self.device)
+            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+        self.actor.reset_noise(es.n_envs)  # gSDE only
         self.num_timesteps = 0
         self.n_updates = 0
 
@@ -256,11 +226,7 @@ class TRPO:
 
     def value(self, obs: Any) -> np.ndarray:
         """The critic's V(s) for one observation or a batch."""
-        with torch.no_grad():
-            x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
-            single = x.shape == torch.Size(self.observation_space.shape or ())
-            v = self.critic(x.unsqueeze(0) if single else x).cpu().numpy()
-        return v[0] if single else v
+        return agent_io.numpy_value(self.critic, obs, self.observation_space, self.device)
 
     # ---- one update -----------------------------------------------------------------------------------------
     def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
@@ -315,89 +281,46 @@ class TRPO:
         new_theta, info = line_search(theta_old, step, valid, evaluate, surr_old, cfg.max_kl,
                                       cfg.line_search_shrink, cfg.line_search_max_iter)
         self.pi_flat.param.data.copy_(new_theta)
-        entropy = D.categorical_entropy(old_full[0]) if self.discrete else D.gaussian_entropy(*old_full)
         info["train/loss_pi"] = -(surr_old + info["train/surrogate_improvement"])
-        info["train/entropy"] = entropy.mean()
+        info["train/entropy"] = self.actor.entropy_from_params(old_full).mean()
         return info
 
     def fit_critic(self, obs: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
-        """n_critic_updates epochs of minibatch Adam on (V(s) - R)^2; returns the mean loss of the last epoch.
-
-        Each epoch shuffles once and slices contiguous minibatches. For tanh/relu critics the gradient is
-        backpropagated by hand (on 128-row minibatches autograd's overhead costs several times the arithmetic):
-        in NumPy on the CPU (core NumpyMLP), by mlp_mse_grad_ on other devices; other activations use autograd.
-        Tests check all three give the same gradient."""
+        """n_critic_updates epochs of minibatch Adam on mean (V(s) - R)^2; returns the mean loss of the last epoch.
+        Each epoch shuffles once and slices contiguous minibatches."""
         cfg = self.config
         n, bs = obs.shape[0], cfg.batch_size
-        if self._np_critic is not None:
-            return torch.tensor(self._fit_critic_numpy(obs.numpy(), returns.numpy()))
-        manual = cfg.activation in ("tanh", "relu")
-        if manual:
-            with torch.no_grad():
-                feats = self.critic.encoder(obs)  # the encoder has no parameters: encode once per rollout
-            layers = [(m.weight, m.bias) for m in self.critic.net if isinstance(m, torch.nn.Linear)]
-            grads = [(w.grad, b.grad) for w, b in layers]  # views into the flat gradient
         total = torch.zeros((), device=obs.device)
         for epoch in range(cfg.n_critic_updates):
             perm = torch.randperm(n, device=obs.device)
-            x_all, y_all = (feats if manual else obs)[perm], returns[perm]
-            last = epoch == cfg.n_critic_updates - 1
+            x_all, y_all = obs[perm], returns[perm]
             for start in range(0, n, bs):
-                x, y = x_all[start:start + bs], y_all[start:start + bs]
-                if manual:
-                    err = mlp_mse_grad_(layers, grads, cfg.activation, x, y)
-                else:
-                    err = self.critic(x) - y
-                    self.vf_flat.zero_grad()
-                    err.pow(2).mean().backward()
+                err = self.critic(x_all[start:start + bs]) - y_all[start:start + bs]
+                self.vf_flat.zero_grad()
+                err.pow(2).mean().backward()
                 self.vf_optimizer.step()
-                if last:  # the loss is only logged for the last epoch
+                if epoch == cfg.n_critic_updates - 1:  # the loss is only logged for the last epoch
                     total = total + err.detach().pow(2).sum()
         return total / n
 
-    def _fit_critic_numpy(self, obs: np.ndarray, returns: np.ndarray) -> float:
-        """fit_critic() in NumPy: the same shuffles (torch's generator), minibatches and Adam update."""
-        encode, mlp = self._np_critic
-        feats, n, bs = encode(obs), obs.shape[0], self.config.batch_size
-        total = 0.0
-        for epoch in range(self.config.n_critic_updates):
-            perm = torch.randperm(n).numpy()
-            x_all, y_all = feats[perm], returns[perm]
-            for start in range(0, n, bs):
-                x, y = x_all[start:start + bs], y_all[start:start + bs]
-                hs = mlp.forward(x)
-                err = hs[-1][:, 0] - y
-                mlp.backward(hs, (err * np.float32(2.0 / y.shape[0]))[:, None])  # d mean(err^2) / d V
-                self.vf_optimizer.step_numpy()
-                if epoch == self.config.n_critic_updates - 1:
-                    total += float(np.dot(err, err))
-        return total / n
-
     # ---- the loop -------------------------------------------------------------------------------------------
-    def learn(self, total_steps: int, callback: Callable[[dict[str, float]], bool | None] | None = None,
-              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1) -> "TRPO":
+    def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "TRPO":
         """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
-        events, progress.csv, config.json and checkpoints/ there. Metrics are logged (and `callback(metrics)`
-        called; returning False stops) every `log_interval` updates and after the last one."""
-        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval)
-        cfg, start, target = self.config, self.num_timesteps, run.target
+        events, progress.csv, config.json and checkpoints/ there. Every `log_interval` environment steps (and
+        after the last update) metrics are logged and `callback(agent, metrics)` runs; returning False stops."""
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback)
+        cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
         try:
-            t0 = time.perf_counter()
-            while self.num_timesteps < target:
-                if cfg.use_sde:  # gSDE: fresh exploration matrices for every rollout
-                    self.actor.reset_noise(self.collector.n_envs)
-                self.collector.collect(self.buffer, self._rollout_policy,
-                                       self._sde_before_step if cfg.use_sde else None)
+            while self.num_timesteps < run.target:
+                self.actor.reset_noise(self.collector.n_envs)  # gSDE: fresh exploration matrices every rollout
+                self.collector.collect(self.buffer, self.actor.sample, self._sde_before_step if cfg.use_sde else None)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
-                if self.n_updates % log_interval == 0 or self.num_timesteps >= target:
-                    info["time/sps"] = (self.num_timesteps - start) / (time.perf_counter() - t0)
-                    info.update(self.collector.episode_stats())
-                    if not run.log(self, info, callback):
-                        break
-                run.checkpoint_if_due(self)
+                if not run.end_of_iteration(self, info):
+                    break
             run.finish(self)
         finally:
             run.close()
@@ -411,14 +334,16 @@ class TRPO:
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "vf_optimizer": self.vf_optimizer.state_dict(), "collector": self.collector.state_dict(),
+                "vf_optimizer": self.vf_optimizer.state_dict(),
+                "collector": self.collector.state_dict() if self.env is not None else {},
                 "n_updates": self.n_updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])  # copies into the flat views: the optimiser keeps its tensor
         self.critic.load_state_dict(state["critic"])
         self.vf_optimizer.load_state_dict(state["vf_optimizer"])
-        self.collector.load_state_dict(state["collector"])
+        if self.env is not None:
+            self.collector.load_state_dict(state["collector"])
         self.n_updates = int(state["n_updates"])
 
     def save(self, path: str | Path) -> Path:
@@ -427,4 +352,5 @@ class TRPO:
     @classmethod
     def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
              **kwargs: Any) -> "TRPO":
+        """Rebuild from a checkpoint; without env, act() and value() work and learn() asks for one."""
         return agent_io.load_agent_payload(cls, path, env, device, **kwargs)

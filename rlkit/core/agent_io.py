@@ -1,10 +1,11 @@
 """Plumbing every agent needs at its edges, as plain functions: building its envs from whatever the user
-passed, turning NumPy observations into actions, evaluation, the run directory and checkpoint payloads.
-No training control flow lives here: each agent's learn() loop stays in the agent's own file.
+passed, turning NumPy observations into actions and values, evaluation, checkpoint payloads, and the edges of
+learn() (LearnRun: logging, callback, checkpoints). When to collect and update stays in each agent's own file.
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,18 +17,19 @@ import torch
 from rlkit.core.checkpoint import CheckpointError, load_checkpoint, rotate_checkpoints, save_checkpoint
 from rlkit.core.config import config_to_dict
 from rlkit.core.device import rng_state, set_rng_state
-from rlkit.core.envs import (EnvLike, check_spaces, env_factory, make_vec_env, space_signature, sub_env_seeds,
-                             to_env_actions)
-from rlkit.core.logger import Logger, default_run_dir
+from rlkit.core.envs import (EnvLike, Spaces, check_spaces, env_factory, make_vec_env, space_from_dict,
+                             space_signature, space_to_dict, sub_env_seeds, to_env_actions)
+from rlkit.core.logger import Logger
+from rlkit.core.networks import load_network_factory
 from rlkit.core.rollout import check_finite_metrics, evaluate_policy
 
 
 @dataclass
 class EnvSetup:
-    """What an agent keeps about its environment."""
-    venv: gym.vector.VectorEnv
-    initial_obs: np.ndarray
-    factory: Callable[[], gym.Env] | None  # builds one env for evaluation (None for a foreign VectorEnv)
+    """What an agent keeps about its environment (venv is None for an agent loaded without one)."""
+    venv: gym.vector.VectorEnv | None
+    initial_obs: np.ndarray | None
+    factory: Callable[[], gym.Env] | None  # builds one env for evaluation (None when nothing can rebuild it)
     env_id: str
     obs_space: gym.Space
     action_space: gym.Space
@@ -36,7 +38,7 @@ class EnvSetup:
 
 def setup_env(
     algo: str,
-    env: EnvLike,
+    env: EnvLike | Spaces,
     n_envs: int,
     seed: int | None,
     supported_actions: tuple[str, ...],
@@ -44,7 +46,14 @@ def setup_env(
     vectorization: str = "sync",
     env_kwargs: dict[str, Any] | None = None,
 ) -> EnvSetup:
-    """Build (or adopt) the vector env, check its spaces for `algo` BEFORE anything else is allocated."""
+    """Build (or adopt) the vector env, check its spaces for `algo` BEFORE anything else is allocated.
+
+    `Spaces` (what a checkpoint records) gives an agent without an env: act() and value() work; evaluate() builds
+    an env from the recorded id when Gymnasium knows it; learn() asks for an env."""
+    if isinstance(env, Spaces):
+        check_spaces(algo, env.observation_space, env.action_space, supported_actions, require_bounded_actions)
+        factory = env_factory(env.env_id)[0] if env.env_id in gym.registry else None
+        return EnvSetup(None, None, factory, env.env_id, env.observation_space, env.action_space, n_envs)
     factory, env_id = env_factory(env, env_kwargs) if not isinstance(env, gym.vector.VectorEnv) else env_factory(env)
     if isinstance(env, gym.vector.VectorEnv):
         obs_space, act_space = env.single_observation_space, env.single_action_space
@@ -60,6 +69,24 @@ def setup_env(
     return EnvSetup(venv, np.asarray(initial_obs), factory, env_id, obs_space, act_space, venv.num_envs)
 
 
+def require_env(agent: Any, what: str) -> None:
+    """ValueError when an agent that was loaded without an environment is asked to train."""
+    if agent.env is None:
+        raise ValueError(f"{agent.algo} was loaded without an environment (env_id {agent.env_id!r}); {what} needs "
+                         f"one: pass env= to load() (a Gymnasium id, a callable, an Env or a VectorEnv)")
+
+
+def obs_batch(obs: Any, obs_space: gym.Space, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """One observation or a batch as a float tensor [B, *obs_shape] on `device`, and whether it was one."""
+    arr = np.asarray(obs)
+    single_shape = tuple(obs_space.shape) if isinstance(obs_space, gym.spaces.Box) else ()
+    single = arr.shape == single_shape
+    if not single and arr.shape[1:] != single_shape:
+        raise ValueError(f"observation of shape {arr.shape} does not match the space {obs_space} (or a batch of it)")
+    x = torch.as_tensor(arr[None] if single else arr, dtype=torch.float32, device=device)
+    return x, single
+
+
 def numpy_act(
     policy: Callable[[torch.Tensor], torch.Tensor],
     obs: Any,
@@ -68,16 +95,20 @@ def numpy_act(
     device: torch.device,
 ) -> np.ndarray:
     """NumPy in, NumPy out, single observation or a batch; the result always lies inside `action_space`."""
-    arr = np.asarray(obs)
-    single_shape = obs_space.shape if isinstance(obs_space, gym.spaces.Box) else ()
-    single = arr.shape == tuple(single_shape)
-    if not single and arr.shape[1:] != tuple(single_shape):
-        raise ValueError(f"observation of shape {arr.shape} does not match the space {obs_space} (or a batch of it)")
-    batch = arr[None] if single else arr
+    x, single = obs_batch(obs, obs_space, device)
     with torch.no_grad():
-        out = policy(torch.as_tensor(batch, dtype=torch.float32, device=device))
+        out = policy(x)
     actions = to_env_actions(out.cpu().numpy(), action_space)
     return actions[0] if single else actions
+
+
+def numpy_value(fn: Callable[[torch.Tensor], torch.Tensor], obs: Any, obs_space: gym.Space,
+                device: torch.device) -> np.ndarray:
+    """A critic's value for one observation (a scalar array) or a batch ([B])."""
+    x, single = obs_batch(obs, obs_space, device)
+    with torch.no_grad():
+        v = fn(x).cpu().numpy()
+    return v[0] if single else v
 
 
 def evaluate_agent(
@@ -90,8 +121,8 @@ def evaluate_agent(
     """Evaluate on a fresh env (from the agent's factory unless `env` is given), seeded from the run seed."""
     if env is None:
         if factory is None:
-            raise ValueError("this agent was built from a VectorEnv without a registered spec; "
-                             "pass env= (a gymnasium.Env) to evaluate()")
+            raise ValueError("this agent has no environment to evaluate on (it was built from an unregistered "
+                             "VectorEnv or loaded without an env); pass env= (a gymnasium.Env) to evaluate()")
         eval_env = factory()
     else:
         eval_env = env
@@ -103,19 +134,19 @@ def evaluate_agent(
             eval_env.close()
 
 
-def resolve_run_dir(run_dir: str | os.PathLike | None, env_id: str, algo: str, seed: int | None) -> Path:
-    return Path(run_dir) if run_dir is not None else default_run_dir(env_id, algo, seed)
-
-
 def checkpoint_payload(agent: Any) -> dict[str, Any]:
-    """Everything needed to rebuild and resume `agent` (which has algo, config, env_id, seed, spaces and
-    state_dict()): the config as a dict, so five save/load cycles cannot drift a hyperparameter."""
+    """Everything needed to rebuild and resume `agent` (which has algo, config, env_id, seed, spaces, networks and
+    state_dict()): the config as a dict, so five save/load cycles cannot drift a hyperparameter; the spaces, so
+    the agent loads without its env; the sources of custom networks, so they can be rebuilt."""
     return {
         "algo": agent.algo,
         "config": config_to_dict(agent.config),
         "env_id": agent.env_id,
         "seed": agent.seed,
         "spaces": space_signature(agent.observation_space, agent.action_space),
+        "observation_space": space_to_dict(agent.observation_space),
+        "action_space": space_to_dict(agent.action_space),
+        "networks": dict(agent.networks),
         "num_timesteps": int(agent.num_timesteps),
         "rng": rng_state(),
         "state": agent.state_dict(),
@@ -126,23 +157,42 @@ def save_agent(agent: Any, path: str | os.PathLike) -> Path:
     return save_checkpoint(path, checkpoint_payload(agent))
 
 
+def _networks_for_load(path: Any, payload: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The policy=/critic= arguments that rebuild the checkpoint's networks: what the caller passed, else the
+    recorded factory; a custom network that cannot be rebuilt by name must be passed."""
+    out = {}
+    for role, source in payload.get("networks", {}).items():
+        if given.get(role) is not None:
+            out[role] = given[role]
+        elif source is None:
+            out[role] = None
+        elif source.startswith("!"):
+            raise CheckpointError(f"checkpoint {path} was trained with a custom {role} network ({source[1:]}); "
+                                  f"pass {role}= to load() to rebuild it")
+        else:
+            try:
+                out[role] = load_network_factory(source)
+            except (ImportError, AttributeError, ValueError) as e:
+                raise CheckpointError(f"checkpoint {path}: cannot import the {role} network factory {source} ({e}); "
+                                      f"pass {role}= to load()") from None
+    return out
+
+
 def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, device: str | torch.device,
-                       n_envs: int | None = None, restore_rng: bool = True) -> Any:
-    """Rebuild an agent of class `cls` from a checkpoint, on `env` (default: the env id it was trained on).
+                       n_envs: int | None = None, restore_rng: bool = True, **networks: Any) -> Any:
+    """Rebuild an agent of class `cls` from a checkpoint, on `env`, or without an env when env is None (then
+    act() and value() work, learn() asks for an env, evaluate() uses the recorded env id if Gymnasium knows it).
 
     The live objects are built first and the state is loaded into them; a checkpoint for other spaces is
-    refused with both signatures in the message."""
+    refused with both signatures in the message. `networks` (policy=, critic=) rebuild custom networks."""
     payload = load_checkpoint(path, algo=cls.algo)
-    target_env = env if env is not None else payload["env_id"]
+    target_env = env if env is not None else Spaces(space_from_dict(payload["observation_space"]),
+                                                    space_from_dict(payload["action_space"]), payload["env_id"])
     cfg = dict(payload["config"])
     if n_envs is not None:
         cfg["n_envs"] = n_envs
-    try:
-        agent = cls(target_env, config=cfg, seed=payload["seed"], device=device)
-    except ValueError as e:
-        if env is None:
-            raise CheckpointError(f"checkpoint {path}: cannot rebuild env {payload['env_id']!r} ({e}); pass env=") from e
-        raise
+    nets = _networks_for_load(path, payload, networks)
+    agent = cls(target_env, config=cfg, seed=payload["seed"], device=device, **nets)
     sig = space_signature(agent.observation_space, agent.action_space)
     if sig != payload["spaces"]:
         raise CheckpointError(f"checkpoint {path} was trained on spaces {payload['spaces']}, "
@@ -179,27 +229,49 @@ def periodic_checkpoint(agent: Any, directory: Path, keep: int) -> Path:
 
 @dataclass
 class LearnRun:
-    """The edges of one learn() call that every agent shares: the logger, the metric checks and the callback,
-    periodic and final checkpoints. When to collect, update and log stays in each agent's loop."""
+    """The edges of one learn() call, the same for every agent: metrics are logged every `log_interval`
+    environment steps and after the last update (time/sps = environment steps of this call per second of it,
+    episode statistics from the agent's collector), then `callback(agent, metrics)` runs (False stops
+    training), then a checkpoint is written when one is due. When to collect and update stays in each agent."""
 
     logger: Logger
+    start: int
     target: int
+    log_interval: int
+    callback: Callable[[Any, dict[str, float]], Any] | None
     ckpt_dir: Path | None
     next_ckpt: int | None
-    interval: int
+    ckpt_interval: int
     keep: int
+    next_log: int = 0
+    t0: float = 0.0
 
-    def log(self, agent: Any, metrics: dict[str, Any], callback: Callable[[dict[str, float]], Any] | None) -> bool:
+    def log_due(self, agent: Any) -> bool:
+        return agent.num_timesteps >= self.next_log or agent.num_timesteps >= self.target
+
+    def end_of_iteration(self, agent: Any, metrics: dict[str, Any]) -> bool:
+        """After an update: log (and call back) when due, then checkpoint when due. False means stop."""
+        go_on = True
+        if self.log_due(agent):
+            go_on = self.log(agent, metrics)
+        self.checkpoint_if_due(agent)
+        return go_on
+
+    def log(self, agent: Any, metrics: dict[str, Any]) -> bool:
         """Record metrics at the agent's step, stop with NonFiniteError on a non-finite loss, call the callback;
         False means stop (the callback returned False)."""
-        values = self.logger.record(metrics, agent.num_timesteps)
-        check_finite_metrics(agent.algo, values, agent.num_timesteps)
-        return not (callback is not None and callback(values) is False)
+        steps = agent.num_timesteps
+        metrics = {**metrics, "time/sps": (steps - self.start) / max(time.perf_counter() - self.t0, 1e-9),
+                   **agent.collector.episode_stats()}
+        values = self.logger.record(metrics, steps)
+        check_finite_metrics(agent.algo, values, steps)
+        self.next_log = (steps // self.log_interval + 1) * self.log_interval
+        return not (self.callback is not None and self.callback(agent, values) is False)
 
     def checkpoint_if_due(self, agent: Any) -> None:
         if self.ckpt_dir is not None and self.next_ckpt is not None and agent.num_timesteps >= self.next_ckpt:
             periodic_checkpoint(agent, self.ckpt_dir, self.keep)
-            self.next_ckpt += self.interval
+            self.next_ckpt += self.ckpt_interval
 
     def finish(self, agent: Any) -> None:
         """The final checkpoint (when there is a run directory)."""
@@ -210,19 +282,24 @@ class LearnRun:
         self.logger.close()
 
 
-def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progress: bool,
-                log_interval: int) -> LearnRun:
+def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progress: bool, log_interval: int,
+                callback: Callable[[Any, dict[str, float]], Any] | None = None) -> LearnRun:
     """Check learn()'s arguments and open its run: TensorBoard/CSV/console only with a run directory."""
+    require_env(agent, "learn()")
     if not isinstance(total_steps, (int, np.integer)) or isinstance(total_steps, bool) or total_steps < 0:
         raise ValueError(f"total_steps must be a non-negative integer, got {total_steps!r}")
-    if not isinstance(log_interval, int) or isinstance(log_interval, bool) or log_interval < 1:
-        raise ValueError(f"log_interval must be a positive integer, got {log_interval!r}")
+    if not isinstance(log_interval, (int, np.integer)) or isinstance(log_interval, bool) or log_interval < 1:
+        raise ValueError(f"log_interval must be a positive integer (environment steps), got {log_interval!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable as callback(agent, metrics), got {type(callback).__name__}")
     cfg = agent.config
-    target = agent.num_timesteps + int(total_steps)
+    start = agent.num_timesteps
+    target = start + int(total_steps)
     rd = Path(run_dir) if run_dir is not None else None
-    logger = Logger(rd, cfg, total_steps=target, start_step=agent.num_timesteps, progress=progress,
+    logger = Logger(rd, cfg, total_steps=target, start_step=start, progress=progress,
                     console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
                     hparams={"algo": agent.algo, "env_id": agent.env_id, "seed": agent.seed})
     interval = cfg.checkpoint_interval
-    return LearnRun(logger, target, rd / "checkpoints" if rd is not None else None,
-                    agent.num_timesteps + interval if interval else None, interval, cfg.keep_checkpoints)
+    return LearnRun(logger, start, target, int(log_interval), callback, rd / "checkpoints" if rd is not None else None,
+                    start + interval if interval else None, interval, cfg.keep_checkpoints,
+                    next_log=(start // int(log_interval) + 1) * int(log_interval), t0=time.perf_counter())

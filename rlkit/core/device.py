@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import random
 from typing import Any
 
@@ -51,13 +50,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def set_deterministic(enabled: bool = True) -> None:
-    """Ask torch for deterministic kernels (needed for bitwise-equal CUDA reruns)."""
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=False)
-
-
 def rng_state() -> dict[str, Any]:
     """Global RNG states, as plain tensors and Python values (safe under weights_only loading)."""
     state: dict[str, Any] = {
@@ -99,17 +91,10 @@ def _python_state_from_plain(d: dict[str, Any]) -> tuple:
     return (d["version"], tuple(int(x) for x in d["internal"].tolist()), d["gauss"])
 
 
-def as_tensor(x: Any, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """NumPy / list / tensor -> tensor on `device` (no copy when it already matches)."""
-    if isinstance(x, torch.Tensor):
-        return x.to(device=device, dtype=dtype)
-    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
-
-
 def configure_threads(n: int | None) -> None:
     """Small-MLP RL runs fastest on one intra-op thread (the work per op is tiny): torch's, and NumPy's BLAS
-    (the NumPy hot paths' matmuls), which otherwise spins up a thread per core. With several runs sharing the cores
-    (rlkit bench --jobs) those spinning threads made the NumPy critic fit 4x slower on the 2-core machine."""
+    (what environments compute with), which otherwise spins up a thread per core. With several runs sharing the
+    cores (rlkit bench --jobs) such spinning threads slow every run down."""
     if n is not None and n > 0:
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -82,47 +81,3 @@ def sde_noise(features: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
     if matrices.shape[0] != features.shape[0]:
         matrices = matrices[:1].expand(features.shape[0], *matrices.shape[1:])
     return torch.bmm(features.detach().unsqueeze(1), matrices).squeeze(1)
-
-
-# ---- The policy-gradient loss differentiated by hand, in NumPy ----
-# For loss = -mean_b(w_b * log pi(a_b | s_b)) - ent_coef * mean_b(H_b) with fixed weights w (advantages, Q values),
-# these return d loss / d (distribution parameters) for agents that update small networks on the CPU in NumPy
-# (see rlkit.core.networks.NumpyMLP). tests/core/test_distributions.py checks them against autograd.
-def categorical_pg_grad_np(
-    logits: np.ndarray, actions: np.ndarray, weights: np.ndarray, ent_coef: float, entropy: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(d loss / d logits [B, K], log pi(a) [B], entropy [B] or None unless asked or ent_coef > 0).
-
-    d(-log p_a)/dz = p - onehot(a);   dH/dz = -p * (log p + H).
-    """
-    rows = np.arange(logits.shape[0])
-    z = logits - logits.max(-1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(-1, keepdims=True)
-    p, log_p = e / s, z - np.log(s)
-    w = weights * np.float32(1.0 / logits.shape[0])
-    grad = p * w[:, None]
-    grad[rows, actions] -= w
-    ent = -(p * log_p).sum(-1) if (entropy or ent_coef > 0) else None
-    if ent_coef > 0:
-        grad += np.float32(ent_coef / logits.shape[0]) * p * (log_p + ent[:, None])
-    return grad, log_p[rows, actions], ent
-
-
-def gaussian_pg_grad_np(
-    mean: np.ndarray, log_std: np.ndarray, actions: np.ndarray, weights: np.ndarray, ent_coef: float,
-    entropy: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """(d loss / d mean [B, D], d loss / d log_std [D], log pi(a) [B], entropy [B] or None); log_std is the
-    state-independent [D] parameter. With z = (a - mean) / std: d log p / d mean = z / std,
-    d log p / d log_std = z^2 - 1, and dH / d log_std = 1 per dimension."""
-    inv_std = np.exp(-log_std)
-    z = (actions - mean) * inv_std
-    z2 = z * z
-    w = (weights * np.float32(1.0 / mean.shape[0]))[:, None]
-    g_mean = -(w * z) * inv_std
-    g_log_std = (w * (1.0 - z2)).sum(0) - np.float32(ent_coef)
-    logp = (-0.5 * z2 - log_std - np.float32(0.5 * _LOG_2PI)).sum(-1)
-    ent = np.broadcast_to(log_std.sum() + np.float32(0.5 * (1.0 + _LOG_2PI) * mean.shape[1]), (mean.shape[0],)) \
-        if entropy else None
-    return g_mean, g_log_std, logp, ent

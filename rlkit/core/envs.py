@@ -7,14 +7,15 @@ and nothing is stored for a phantom reset step (the NEXT_STEP default's reward-0
 from __future__ import annotations
 
 from copy import deepcopy
-from typing import Any, Callable, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import concatenate, iterate
 
-EnvLike = Union[str, Callable[[], gym.Env], gym.Env, VectorEnv]
+EnvLike = Union[str, Callable[[], gym.Env], gym.Env, VectorEnv, "Spaces"]
 
 
 class SpaceError(TypeError):
@@ -62,14 +63,14 @@ def space_signature(obs_space: gym.Space, action_space: gym.Space) -> str:
 
 class SameStepSyncVectorEnv(gym.vector.SyncVectorEnv):
     """gymnasium.vector.SyncVectorEnv(env_fns, autoreset_mode=SAME_STEP) with a leaner step() that returns the same
-    observations, rewards, flags and infos (tests/core/test_envs.py steps the two side by side).
+    observations, rewards, flags and infos (tests/core/test_envs_rollout.py steps the two side by side).
 
     Why: with sub-envs as cheap as CartPole, SyncVectorEnv.step's generic bookkeeping (a branch on the autoreset
     mode per sub-env, a merge of every empty info dict, a generic concatenate and a deep copy of the observation
     batch) costs about a third of the call. Here a Box observation is written straight into its row of the batch,
     empty infos are skipped and the batch is copied with ndarray.copy(). Everything else (reset, call, get_attr,
-    close, ...) is Gymnasium's. Inheriting from it (and not only from the VectorEnv interface) is a deliberate
-    exception to DESIGN.md's inheritance rule: it keeps this class to one method.
+    close, ...) is Gymnasium's. Inheriting from it (and not only from the VectorEnv interface) is the one
+    deliberate exception to rlkit's inheritance rule (docs/architecture.md): it keeps this class to one method.
     """
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]], copy: bool = True) -> None:
@@ -113,8 +114,13 @@ def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None) -> tuple
         return (lambda: gym.make(env, **kwargs)), env
     if isinstance(env, VectorEnv):
         spec = getattr(env, "spec", None)
+        if spec is None:  # a vector env of registered envs: the sub-envs carry the spec
+            try:
+                spec = env.get_attr("spec")[0]
+            except Exception:  # noqa: BLE001 - foreign vector envs may not support get_attr
+                spec = None
         if spec is not None and spec.id in gym.registry:
-            return (lambda: gym.make(spec.id, **kwargs)), spec.id
+            return (lambda: gym.make(spec, **kwargs)), spec.id
         return None, type(env).__name__
     if isinstance(env, gym.Env):
         spec = env.spec
@@ -203,10 +209,6 @@ def seed_vec_env(venv: VectorEnv, seed: int | None) -> Any:
     return obs
 
 
-def make_eval_env(factory: Callable[[], gym.Env]) -> gym.Env:
-    return factory()
-
-
 def to_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
     """Policy output -> what the env accepts: Discrete as int64, Box clipped to its bounds in its dtype."""
     if isinstance(action_space, gym.spaces.Discrete):
@@ -217,8 +219,34 @@ def to_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
     raise SpaceError(f"action space {action_space} is not supported")
 
 
-def from_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
-    """Env-side actions -> policy-side (Discrete with a start offset shifted back to 0..K-1)."""
-    if isinstance(action_space, gym.spaces.Discrete):
-        return np.asarray(actions, dtype=np.int64) - int(action_space.start)
-    return np.asarray(actions, dtype=np.float32)
+class Spaces(NamedTuple):
+    """The spaces (and id) of an environment that is not there: what a checkpoint records, so an agent can be
+    loaded for act() and value() without building its env."""
+    observation_space: gym.Space
+    action_space: gym.Space
+    env_id: str
+
+
+def space_to_dict(space: gym.Space) -> dict[str, Any]:
+    """A Box or Discrete space as plain data (tensors, numbers, strings) that weights-only loading accepts."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):  # infinite bounds as masks: a checkpoint holds only finite tensors
+        low, high = np.array(space.low, dtype=np.float64), np.array(space.high, dtype=np.float64)
+        return {"type": "Box", "low": torch.from_numpy(np.where(np.isinf(low), 0.0, low)),
+                "high": torch.from_numpy(np.where(np.isinf(high), 0.0, high)),
+                "low_inf": torch.from_numpy(np.isinf(low)), "high_inf": torch.from_numpy(np.isinf(high)),
+                "shape": list(space.shape), "dtype": np.dtype(space.dtype).name}
+    raise SpaceError(f"cannot record space {space}: supported spaces are Box and Discrete")
+
+
+def space_from_dict(d: dict[str, Any]) -> gym.Space:
+    """The inverse of space_to_dict."""
+    if d.get("type") == "Discrete":
+        return gym.spaces.Discrete(int(d["n"]), start=int(d["start"]))
+    if d.get("type") == "Box":
+        dtype = np.dtype(d["dtype"])
+        low = np.where(d["low_inf"].numpy(), -np.inf, d["low"].numpy())
+        high = np.where(d["high_inf"].numpy(), np.inf, d["high"].numpy())
+        return gym.spaces.Box(low.astype(dtype), high.astype(dtype), shape=tuple(d["shape"]), dtype=dtype)
+    raise SpaceError(f"unknown recorded space {d!r}")

@@ -1,48 +1,78 @@
-"""Networks: mlp(), observation encoding and normalisation, actors (categorical, Gaussian, deterministic
-tanh-scaled) and critics (V, Q on concatenated input, Q per discrete action).
+"""Networks: the MLP, observation encoding and normalisation, the actor and critic wrappers every agent uses, and
+the protocol a user's own network follows.
 
-Every actor exposes the same small surface so agents never branch on the space:
-  sample(obs) -> (action, log_prob)     mode(obs) -> action
-  dist_params(obs) -> tuple             log_prob_entropy(obs, actions) -> (log_prob, entropy)
-  kl(obs, old_params) -> per-sample KL(old || new)
+Every network an agent trains is one plain `nn.Module` that maps ONE float tensor to ONE float tensor; the wrappers
+here add what is the same for every network (encoding the observation, the distribution, the Box scaling):
+
+    role                                  input x                        output
+    policy, Discrete(n) actions           [B, obs_dim]                   logits [B, n]
+    policy, Box actions (d dims)          [B, obs_dim]                   means [B, d] (the wrapper adds log_std)
+    deterministic policy (DDPG)           [B, obs_dim]                   [B, d], then tanh and scaled to the Box
+    V critic                              [B, obs_dim]                   [B] or [B, 1]
+    Q critic, Box actions                 [B, obs_dim + d]  (x, action)  [B] or [B, 1]
+    Q critic, Discrete(n) actions         [B, obs_dim]                   [B, n]
+
+x is the encoded observation (ObsEncoder): a Box flattened to float32 (normalised with normalize_obs), a Discrete
+observation one-hot. Agents take such a module, or a factory `f(in_dim, out_dim) -> nn.Module`, through their
+`policy=` / `critic=` arguments; `build_network` checks it against this table. gSDE (use_sde) also needs the
+policy to expose `features(x) -> [B, F]` and a final `head: nn.Linear` (the default MLP does).
+
+Every actor has the same surface, so agents never branch on the space:
+  sample(obs) -> (action, log_prob)     mode(obs) -> action       dist_params(obs) -> tuple
+  log_prob_entropy(obs, actions)        log_prob_from_params(params, actions)   entropy_from_params(params)
+  kl(old_params, new_params)
 """
 from __future__ import annotations
 
+import importlib
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from rlkit.core import distributions as D
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "relu": torch.relu,
+                                                                  "elu": F.elu, "gelu": F.gelu}
+NetworkSpec = Union[nn.Module, Callable[[int, int], nn.Module], None]
 
 
-def mlp(
-    in_dim: int,
-    hidden_sizes: Sequence[int],
-    out_dim: int,
-    activation: str = "tanh",
-    output_gain: float = 1.0,
-    orthogonal: bool = True,
-) -> nn.Sequential:
-    """in -> hidden... -> out, with orthogonal init (gain sqrt(2) inside, `output_gain` on the last layer)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-    layers: list[nn.Module] = []
-    sizes = [in_dim, *hidden_sizes]
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
-    layers.append(nn.Linear(sizes[-1], out_dim))
-    if orthogonal:
-        linears = [m for m in layers if isinstance(m, nn.Linear)]
-        for i, m in enumerate(linears):
-            nn.init.orthogonal_(m.weight, gain=output_gain if i == len(linears) - 1 else math.sqrt(2))
-            nn.init.zeros_(m.bias)
-    return nn.Sequential(*layers)
+class MLP(nn.Module):
+    """x -> hidden layers (activation after each) -> linear head. `features(x)` is the last hidden layer.
+
+    Orthogonal initialisation (gain sqrt(2) inside, `output_gain` on the head, zero biases) unless
+    orthogonal=False (PyTorch's default Linear initialisation). One module call runs every layer: with the
+    8-row batches of acting, nn.Sequential's per-module call overhead would cost more than the arithmetic.
+    """
+
+    def __init__(self, in_dim: int, hidden_sizes: Sequence[int], out_dim: int, activation: str = "tanh",
+                 output_gain: float = 1.0, orthogonal: bool = True) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        sizes = [in_dim, *hidden_sizes]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.head = nn.Linear(sizes[-1], out_dim)
+        self.activation = activation
+        self._act = ACTIVATIONS[activation]
+        if orthogonal:
+            for m in self.hidden:
+                nn.init.orthogonal_(m.weight, gain=math.sqrt(2))
+                nn.init.zeros_(m.bias)
+            nn.init.orthogonal_(self.head.weight, gain=output_gain)
+            nn.init.zeros_(self.head.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:  # F.linear on the layer's own parameters: nn.Linear's call overhead skipped
+            x = self._act(F.linear(x, layer.weight, layer.bias))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.features(x), self.head.weight, self.head.bias)
 
 
 def obs_dim(space: gym.Space) -> int:
@@ -63,6 +93,71 @@ def action_dim(space: gym.Space) -> int:
     raise TypeError(f"action space {space} is not supported; supported: Box, Discrete")
 
 
+# ---- user networks: build, check, and name them so a checkpoint can rebuild them -------------------------------
+def build_network(spec: NetworkSpec, in_dim: int, out_dim: int, default: Callable[[], nn.Module], role: str,
+                  scalar_out: bool = False) -> nn.Module:
+    """The network for `role`: default() when spec is None, the module itself, or spec(in_dim, out_dim).
+
+    The result is checked on a zero batch of two rows: it must return [2, out_dim] (or, with scalar_out, [2] or
+    [2, 1]); a ValueError names the role and both shapes otherwise."""
+    if spec is None:
+        net = default()
+    elif isinstance(spec, nn.Module):
+        net = spec
+    elif callable(spec):
+        net = spec(in_dim, out_dim)
+        if not isinstance(net, nn.Module):
+            raise ValueError(f"the {role} factory must return an nn.Module, got {type(net).__name__}")
+    else:
+        raise ValueError(f"{role} must be an nn.Module or a factory f(in_dim, out_dim) -> nn.Module, "
+                         f"got {type(spec).__name__}")
+    param = next(net.parameters(), None)
+    probe = torch.zeros(2, in_dim, device=param.device if param is not None else None,
+                        dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
+    with torch.no_grad():
+        try:
+            out = net(probe)
+        except Exception as e:  # noqa: BLE001 - any failure here means the module does not fit the protocol
+            raise ValueError(f"the {role} network failed on an input of shape [2, {in_dim}]: {e}") from None
+    ok = isinstance(out, torch.Tensor) and (tuple(out.shape) == (2, out_dim)
+                                            or (scalar_out and tuple(out.shape) in ((2,), (2, 1))))
+    if not ok:
+        want = "[B] or [B, 1]" if scalar_out else f"[B, {out_dim}]"
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the {role} network must map [B, {in_dim}] to {want}; for B=2 it returned {got}")
+    return net
+
+
+def network_source(spec: NetworkSpec) -> str | None:
+    """'module:qualname' of a factory (a top-level function or class) that rebuilds `spec`, for checkpoints.
+
+    None for the default network. A module instance is named by its class when the class can be built as
+    cls(in_dim, out_dim); otherwise the name is recorded with a '!' prefix (the checkpoint then asks for the
+    network to be passed to load())."""
+    if spec is None:
+        return None
+    target = spec if not isinstance(spec, nn.Module) else type(spec)
+    module, qual = getattr(target, "__module__", None), getattr(target, "__qualname__", "")
+    name = f"{module}:{qual}"
+    if isinstance(spec, nn.Module) or module is None or "<" in qual or module == "__main__":
+        return "!" + name
+    return name
+
+
+def load_network_factory(source: str) -> Callable[[int, int], nn.Module]:
+    """Import the factory that network_source() named."""
+    module, qual = source.split(":", 1)
+    obj: Any = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _scalar(out: torch.Tensor) -> torch.Tensor:
+    return out.squeeze(-1) if out.dim() == 2 and out.shape[-1] == 1 else out
+
+
+# ---- observation encoding ----------------------------------------------------------------------------------------
 class ObsEncoder(nn.Module):
     """Raw observation batch -> float features: flatten a Box, one-hot a Discrete, then (optionally) normalise
     by a running mean/std (Welford/Chan parallel update). The statistics are buffers, so they travel with
@@ -83,7 +178,7 @@ class ObsEncoder(nn.Module):
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Un-normalised flat features. obs: [B, *obs_shape] (or [B] indices for Discrete)."""
         if self.discrete_n:
-            return nn.functional.one_hot(obs.long().reshape(-1), self.discrete_n).to(torch.float32)
+            return F.one_hot(obs.long().reshape(-1), self.discrete_n).to(torch.float32)
         return obs.reshape(obs.shape[0], self.dim).to(torch.float32)
 
     @torch.no_grad()
@@ -101,18 +196,21 @@ class ObsEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.features(obs)
-        if self.normalize:
+        if self.normalize:  # statistics in float64 (long runs), applied in float32
             x = ((x - self.mean.float()) / torch.sqrt(self.var.float() + self.eps)).clamp(-self.clip, self.clip)
         return x
 
 
+# ---- actors ------------------------------------------------------------------------------------------------------
 class CategoricalActor(nn.Module):
-    """pi(a|s) = softmax(logits(s)) over Discrete(K)."""
+    """pi(a|s) = softmax(net(encoder(s))) over Discrete(K)."""
 
-    def __init__(self, encoder: ObsEncoder, n_actions: int, hidden_sizes: Sequence[int], activation: str):
+    def __init__(self, encoder: ObsEncoder, net: nn.Module):
         super().__init__()
-        self.encoder = encoder
-        self.net = mlp(encoder.dim, hidden_sizes, n_actions, activation, output_gain=0.01)
+        self.encoder, self.net = encoder, net
+
+    def reset_noise(self, n: int) -> None:
+        """Nothing to redraw (gSDE is for Box actions); here so agents need not branch on the space."""
 
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor]:
         return (self.net(self.encoder(obs)),)
@@ -126,8 +224,11 @@ class CategoricalActor(nn.Module):
         return self.net(self.encoder(obs)).argmax(-1)
 
     def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(self.encoder(obs))
-        return D.categorical_log_prob(logits, actions), D.categorical_entropy(logits)
+        params = self.dist_params(obs)
+        return self.log_prob_from_params(params, actions), self.entropy_from_params(params)
+
+    def entropy_from_params(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return D.categorical_entropy(params[0])
 
     def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
         return D.categorical_log_prob(params[0], actions)
@@ -137,37 +238,34 @@ class CategoricalActor(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent, learned log_std; or, with use_sde,
-    gSDE (distributions.sde_*): a = mu(s) + z(s)^T E with per-env noise matrices E that reset_noise(n) redraws,
-    so pi(a|s) = N(mu(s), sigma(s)^2) and log_std is a [features, act_dim] parameter.
+    """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with mu = net(encoder(s)) and a state-independent, learned log_std;
+    or, with use_sde, gSDE (distributions.sde_*): a = mu(s) + z(s)^T E with z = net.features(x) and per-env noise
+    matrices E that reset_noise(n) redraws, so pi(a|s) = N(mu(s), sigma(s)^2) and log_std is [features, act_dim].
 
     Samples are unbounded; the agent clips them to the Box only when sending them to the env (the stored
     action, and so its log-prob, is the unclipped sample: clipping inside the likelihood would bias it).
     """
 
-    def __init__(
-        self,
-        encoder: ObsEncoder,
-        act_dim: int,
-        hidden_sizes: Sequence[int],
-        activation: str,
-        log_std_init: float = 0.0,
-        use_sde: bool = False,
-    ):
+    def __init__(self, encoder: ObsEncoder, net: nn.Module, act_dim: int, log_std_init: float = 0.0,
+                 use_sde: bool = False):
         super().__init__()
-        self.encoder = encoder
-        self.net = mlp(encoder.dim, hidden_sizes, act_dim, activation, output_gain=0.01)
+        self.encoder, self.net = encoder, net
         self.sde = use_sde
-        shape = ((hidden_sizes[-1] if hidden_sizes else encoder.dim), act_dim) if use_sde else (act_dim,)
+        if use_sde and not (callable(getattr(net, "features", None)) and isinstance(getattr(net, "head", None),
+                                                                                      nn.Linear)):
+            raise ValueError("use_sde needs a policy network with features(x) and a final nn.Linear `head` "
+                             "(as rlkit.core.networks.MLP has)")
+        shape = (net.head.in_features, act_dim) if use_sde else (act_dim,)
         self.log_std = nn.Parameter(torch.full(shape, float(log_std_init)))
         self.sde_noise: torch.Tensor | None = None
 
-    def _mean_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _mean_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(mean, log std per sample or the parameter, last hidden features (gSDE only, else None))."""
+        x = self.encoder(obs)
         if not self.sde:
-            return self.net(self.encoder(obs)), self.log_std, None
-        z = self.net[:-1](self.encoder(obs))
-        return self.net[-1](z), D.sde_log_std(z, self.log_std), z
+            return self.net(x), self.log_std, None
+        z = self.net.features(x)
+        return self.net.head(z), D.sde_log_std(z, self.log_std), z
 
     def reset_noise(self, n: int) -> None:
         """gSDE: draw one exploration matrix per env (a no-op without use_sde)."""
@@ -192,8 +290,11 @@ class GaussianActor(nn.Module):
         return self.net(self.encoder(obs))
 
     def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std, _ = self._mean_log_std(obs)
-        return D.gaussian_log_prob(mean, log_std, actions), D.gaussian_entropy(mean, log_std)
+        params = self.dist_params(obs)
+        return self.log_prob_from_params(params, actions), self.entropy_from_params(params)
+
+    def entropy_from_params(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return D.gaussian_entropy(params[0], params[1])
 
     def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
         return D.gaussian_log_prob(params[0], params[1], actions)
@@ -210,67 +311,70 @@ def make_actor(
     log_std_init: float = 0.0,
     encoder: ObsEncoder | None = None,
     use_sde: bool = False,
+    net: NetworkSpec = None,
+    orthogonal: bool = True,
 ) -> CategoricalActor | GaussianActor:
-    """The stochastic actor for a space: categorical for Discrete, diagonal Gaussian (gSDE with use_sde) for Box."""
+    """The stochastic actor for a space: categorical for Discrete, diagonal Gaussian (gSDE with use_sde) for Box.
+    `net` is the user's policy network (module or factory, see the module docstring); default: an MLP with a
+    0.01-gain head (near-uniform initial policy)."""
     enc = encoder if encoder is not None else ObsEncoder(obs_space)
+    n_out = action_dim(action_space)
+    body = build_network(net, enc.dim, n_out, lambda: MLP(enc.dim, hidden_sizes, n_out, activation, 0.01,
+                                                          orthogonal), "policy")
     if isinstance(action_space, gym.spaces.Discrete):
-        return CategoricalActor(enc, int(action_space.n), hidden_sizes, activation)
-    if isinstance(action_space, gym.spaces.Box):
-        return GaussianActor(enc, action_dim(action_space), hidden_sizes, activation, log_std_init, use_sde)
-    raise TypeError(f"action space {action_space} is not supported; supported: Box, Discrete")
+        return CategoricalActor(enc, body)
+    return GaussianActor(enc, body, n_out, log_std_init, use_sde)
 
 
 class DeterministicActor(nn.Module):
-    """mu(s) = low + (tanh(net(s)) + 1) / 2 * (high - low): always inside a bounded Box."""
+    """mu(s) = low + (tanh(net(s)) + 1) / 2 * (high - low): always inside a bounded Box. `unit(obs)` is the tanh
+    output in [-1, 1], the action space the agent works in."""
 
-    def __init__(self, encoder: ObsEncoder, action_space: gym.spaces.Box, hidden_sizes: Sequence[int],
-                 activation: str = "relu"):
+    def __init__(self, encoder: ObsEncoder, net: nn.Module, action_space: gym.spaces.Box):
         super().__init__()
-        self.encoder = encoder
+        self.encoder, self.net = encoder, net
         low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
         high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
         self.register_buffer("scale", (high - low) / 2.0)
         self.register_buffer("bias", (high + low) / 2.0)
-        self.net = mlp(encoder.dim, hidden_sizes, low.numel(), activation, orthogonal=False)
+
+    def unit(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(self.encoder(obs)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(self.encoder(obs))) * self.scale + self.bias
+        return self.unit(obs) * self.scale + self.bias
 
 
+# ---- critics -----------------------------------------------------------------------------------------------------
 class VCritic(nn.Module):
     """V(s): [B, ...] -> [B]."""
 
-    def __init__(self, encoder: ObsEncoder, hidden_sizes: Sequence[int], activation: str = "tanh"):
+    def __init__(self, encoder: ObsEncoder, net: nn.Module):
         super().__init__()
-        self.encoder = encoder
-        self.net = mlp(encoder.dim, hidden_sizes, 1, activation, output_gain=1.0)
+        self.encoder, self.net = encoder, net
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(self.encoder(obs)).squeeze(-1)
+        return _scalar(self.net(self.encoder(obs)))
 
 
 class QCritic(nn.Module):
     """Q(s, a) on the concatenated [features, action] input (Box actions): -> [B]."""
 
-    def __init__(self, encoder: ObsEncoder, act_dim: int, hidden_sizes: Sequence[int], activation: str = "relu",
-                 orthogonal: bool = False):
+    def __init__(self, encoder: ObsEncoder, net: nn.Module, act_dim: int):
         super().__init__()
-        self.encoder = encoder
-        self.act_dim = act_dim
-        self.net = mlp(encoder.dim + act_dim, hidden_sizes, 1, activation, orthogonal=orthogonal)
+        self.encoder, self.net, self.act_dim = encoder, net, act_dim
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.encoder(obs), actions.reshape(actions.shape[0], self.act_dim).float()], dim=-1)
-        return self.net(x).squeeze(-1)
+        return _scalar(self.net(x))
 
 
 class DiscreteQCritic(nn.Module):
     """Q(s, .) with one output per Discrete action; forward(obs, actions) picks Q(s, a): -> [B]."""
 
-    def __init__(self, encoder: ObsEncoder, n_actions: int, hidden_sizes: Sequence[int], activation: str = "tanh"):
+    def __init__(self, encoder: ObsEncoder, net: nn.Module):
         super().__init__()
-        self.encoder = encoder
-        self.net = mlp(encoder.dim, hidden_sizes, n_actions, activation, output_gain=1.0)
+        self.encoder, self.net = encoder, net
 
     def all_actions(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encoder(obs))
@@ -279,130 +383,23 @@ class DiscreteQCritic(nn.Module):
         return self.all_actions(obs).gather(-1, actions.long().reshape(-1, 1)).squeeze(-1)
 
 
-class NumpyEncoder:
-    """ObsEncoder.forward in NumPy, reading the encoder's live statistics through zero-copy views (update_stats and
-    load_state_dict write them in place)."""
-
-    def __init__(self, encoder: ObsEncoder) -> None:
-        self.discrete_obs, self.dim, self.normalize = encoder.discrete_n, encoder.dim, encoder.normalize
-        self.mean, self.var, self.eps, self.clip = encoder.mean.numpy(), encoder.var.numpy(), encoder.eps, encoder.clip
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.eye(self.dim, dtype=np.float32)[x.astype(np.int64).reshape(-1)] if self.discrete_obs \
-            else x.reshape(x.shape[0], self.dim)
-        if self.normalize:
-            x = np.clip((x - self.mean) / np.sqrt(self.var + self.eps), -self.clip, self.clip).astype(np.float32)
-        return x
+def make_v_critic(encoder: ObsEncoder, hidden_sizes: Sequence[int], activation: str, net: NetworkSpec = None,
+                  orthogonal: bool = True) -> VCritic:
+    """V(s) with the user's network or an MLP (gain-1 head)."""
+    body = build_network(net, encoder.dim, 1, lambda: MLP(encoder.dim, hidden_sizes, 1, activation, 1.0, orthogonal),
+                         "critic", scalar_out=True)
+    return VCritic(encoder, body)
 
 
-class NumpyMLP:
-    """Linear layers of torch modules run in NumPy on zero-copy views of their parameters: a forward pass that
-    keeps every layer's output, and the matching backward pass, which WRITES each parameter's .grad (a view too).
-
-    Why: on the CPU, a batch of tens of rows through a 64-64 MLP costs per-op overhead, not arithmetic, and a NumPy
-    op costs a quarter to a half of a torch op (A2C's forward + backward of two 64-64 trunks on 40 rows: ~250 us
-    in NumPy, ~1,300 us with torch ops, ~2,000 us with autograd, on the 2-core benchmark machine). Optimisers,
-    load_state_dict and FlatParameters write the same memory, so the views always see the current weights.
-    Layers: h_{l+1} = act(h_l W_l^T + b_l), except the last, which is linear unless out_activation (a trunk).
-    """
-
-    def __init__(self, linears: Sequence[tuple[torch.Tensor, torch.Tensor]], activation: str,
-                 out_activation: bool = False) -> None:
-        if activation not in ("tanh", "relu"):
-            raise ValueError(f"NumpyMLP supports tanh and relu hidden layers, not {activation!r}")
-        self.linears = list(linears)
-        self.wt = [w.detach().numpy().T for w, _ in self.linears]  # x @ W^T without a transpose per call
-        self.b = [b.detach().numpy() for _, b in self.linears]
-        self.tanh = activation == "tanh"
-        self.n_act = len(self.linears) if out_activation else len(self.linears) - 1
-        self._grads: list[tuple[np.ndarray, np.ndarray]] | None = None
-
-    def forward(self, x: np.ndarray) -> list[np.ndarray]:
-        """[x, h_1, ..., output] (the list backward() needs; output = the last entry)."""
-        hs = [x]
-        for i, (wt, b) in enumerate(zip(self.wt, self.b)):
-            h = hs[-1] @ wt
-            h += b
-            if i < self.n_act:
-                np.tanh(h, out=h) if self.tanh else np.maximum(h, 0.0, out=h)
-            hs.append(h)
-        return hs
-
-    def backward(self, hs: Sequence[np.ndarray], g: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
-        """g = d loss / d output [B, out]; writes d loss / d W = g_l^T h_l and d loss / d b = sum_B g_l into the
-        parameters' .grad (which must exist: FlatParameters makes them). hs may hold more rows than g (rows
-        without a loss term, e.g. bootstrap observations): only the first B are used. Returns d loss / d x when
-        input_grad."""
-        if self._grads is None:
-            if any(w.grad is None or b.grad is None for w, b in self.linears):
-                raise RuntimeError("NumpyMLP.backward needs every parameter's .grad to exist (use FlatParameters)")
-            self._grads = [(w.grad.numpy(), b.grad.numpy()) for w, b in self.linears]
-        rows = g.shape[0]
-        for i in range(len(self.wt) - 1, -1, -1):
-            if i < self.n_act:  # act'(x) from the output y: tanh' = 1 - y^2, relu' = [y > 0]
-                y = hs[i + 1][:rows]
-                g = g * (1.0 - y * y) if self.tanh else g * (y > 0.0)
-            gw, gb = self._grads[i]
-            np.matmul(g.T, hs[i][:rows], out=gw)
-            np.sum(g, axis=0, out=gb)
-            if i > 0 or input_grad:
-                g = g @ self.wt[i].T
-        return g if input_grad else None
-
-
-class NumpyPolicy:
-    """A stochastic actor's sample() on the CPU in NumPy (NumpyEncoder + NumpyMLP on the actor's own parameters).
-
-    Why: an acting batch is n_envs rows, so its cost is per-op overhead, not arithmetic. Noise is drawn from
-    torch's generator exactly as CategoricalActor/GaussianActor.sample draw it, so seeding and checkpointed RNG
-    state behave the same. Supports tanh and relu hidden layers.
-
-    linears: the (weight, bias) of each Linear layer in order, the output layer last. With sde_noise (gSDE,
-    distributions.sde_*), log_std is the [features, act_dim] parameter and sde_noise() returns the current noise
-    matrices [n_envs, features, act_dim] (a CPU tensor the agent redraws).
-    """
-
-    def __init__(self, encoder: ObsEncoder, linears: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 activation: str, log_std: torch.Tensor | None,
-                 sde_noise: Callable[[], torch.Tensor] | None = None) -> None:
-        self.encode = NumpyEncoder(encoder)
-        self.mlp = NumpyMLP(linears, activation)
-        self.log_std = None if log_std is None else log_std.detach().numpy()
-        self.sde_noise = sde_noise
-        self._noise: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
-
-    def _draw(self, shape: tuple[int, ...]) -> np.ndarray:
-        """torch.rand(shape) (Discrete) or torch.randn(shape) (Box) into a reused buffer: the same draws from
-        torch's generator, without allocating a tensor per step."""
-        if shape not in self._noise:
-            buf = torch.empty(shape)
-            self._noise[shape] = (buf, buf.numpy())
-        buf, arr = self._noise[shape]
-        buf.uniform_() if self.log_std is None else buf.normal_()
-        return arr
-
-    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, logp = self.sample_numpy(obs.numpy())
-        return torch.from_numpy(a), torch.from_numpy(logp)
-
-    def sample_numpy(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(actions, log-probs) for a NumPy observation batch."""
-        hs = self.mlp.forward(self.encode(obs))
-        out = hs[-1]
-        if self.sde_noise is not None:  # gSDE: a = mu + z^T E, as distributions.sde_noise / sde_log_std
-            z, e = hs[-2], self.sde_noise().numpy()
-            e = e if e.shape[0] == z.shape[0] else np.broadcast_to(e[:1], (z.shape[0], *e.shape[1:]))
-            noise = np.matmul(z[:, None, :], e)[:, 0, :]
-            log_std = 0.5 * np.log((z * z) @ np.exp(2.0 * self.log_std) + np.float32(1e-6))
-            a = out + noise
-            logp = (-0.5 * (noise * np.exp(-log_std)) ** 2 - log_std - np.float32(0.5 * math.log(2.0 * math.pi)))
-            return a.astype(np.float32, copy=False), logp.sum(-1, dtype=np.float32)
-        if self.log_std is None:  # Gumbel-max sample and log-softmax, as distributions.categorical_*
-            u = self._draw(out.shape)
-            a = np.argmax(out - np.log(-np.log(np.maximum(u, 1e-20))), axis=-1)
-            z = out - out.max(-1, keepdims=True)
-            return a, z[np.arange(z.shape[0]), a] - np.log(np.exp(z).sum(-1))
-        noise = self._draw(out.shape)  # a = mean + std * eps, as distributions.gaussian_*
-        a = out + np.exp(self.log_std) * noise
-        logp = (-0.5 * noise * noise - self.log_std - 0.5 * math.log(2.0 * math.pi)).sum(-1, dtype=np.float32)
-        return a.astype(np.float32, copy=False), logp
+def make_q_critic(encoder: ObsEncoder, action_space: gym.Space, hidden_sizes: Sequence[int], activation: str,
+                  net: NetworkSpec = None, orthogonal: bool = True) -> QCritic | DiscreteQCritic:
+    """Q(s, .) per action for Discrete(n), Q(s, a) on [features, action] for a Box."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        n = int(action_space.n)
+        body = build_network(net, encoder.dim, n, lambda: MLP(encoder.dim, hidden_sizes, n, activation, 1.0,
+                                                              orthogonal), "critic")
+        return DiscreteQCritic(encoder, body)
+    d = action_dim(action_space)
+    body = build_network(net, encoder.dim + d, 1, lambda: MLP(encoder.dim + d, hidden_sizes, 1, activation, 1.0,
+                                                              orthogonal), "critic", scalar_out=True)
+    return QCritic(encoder, body, d)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -12,18 +11,6 @@ from torch import nn
 def flat_params(params: Iterable[torch.Tensor]) -> torch.Tensor:
     """Concatenate parameters into one detached vector (a copy)."""
     return torch.cat([p.detach().reshape(-1) for p in params])
-
-
-def set_flat_params_(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
-    """Write a flat vector back into the parameters, in place (keeps the objects optimisers hold)."""
-    offset = 0
-    with torch.no_grad():
-        for p in params:
-            n = p.numel()
-            p.copy_(flat[offset : offset + n].view_as(p))
-            offset += n
-    if offset != flat.numel():
-        raise ValueError(f"flat vector has {flat.numel()} elements, parameters need {offset}")
 
 
 def flat_grad(
@@ -93,7 +80,7 @@ class FlatParameters:
     """
 
     def __init__(self, params: Iterable[nn.Parameter]) -> None:
-        self.params = [p for p in params if p.requires_grad]
+        self.params = list({id(p): p for p in params if p.requires_grad}.values())  # shared modules: once
         if not self.params:
             raise ValueError("FlatParameters needs at least one trainable parameter")
         dtype, device = self.params[0].dtype, self.params[0].device
@@ -120,22 +107,12 @@ class FlatParameters:
         grad.mul_((max_norm / (norm + 1e-6)).clamp_max(1.0))
         return norm
 
-    def clip_grad_norm_numpy_(self, max_norm: float) -> float:
-        """clip_grad_norm_ in NumPy on the (CPU) flat gradient: for updates that run in NumPy, where a torch op's
-        overhead costs more than the arithmetic. Same formula, same result up to rounding."""
-        grad = self.param.grad.numpy()
-        norm = float(np.sqrt(np.dot(grad, grad)))
-        grad *= np.float32(min(1.0, max_norm / (norm + 1e-6)))
-        return norm
-
 
 class FlatRMSprop:
     """torch.optim.RMSprop's update (no momentum, not centred, no weight decay), the same in-place ops in the
     same order, on ONE flat parameter:   v <- alpha * v + (1 - alpha) * g^2;   p <- p - lr * g / (sqrt(v) + eps).
     Why not torch.optim.RMSprop: its per-step Python bookkeeping costs more than these three lines (measured
-    ~150 us against ~40 us per step on this CPU). step_numpy() is the same update in NumPy for CPU tensors
-    (a few microseconds; equal up to float rounding, since torch fuses multiply-adds). Quacks like an optimiser:
-    param_groups, step, state_dict.
+    ~150 us against ~40 us per step on the CPU). Quacks like an optimiser: param_groups, step, state_dict.
     """
 
     def __init__(self, param: torch.Tensor, lr: float, alpha: float, eps: float) -> None:
@@ -151,13 +128,6 @@ class FlatRMSprop:
             torch.sqrt(self.square_avg, out=self._denom).add_(group["eps"])
             self.param.addcdiv_(g, self._denom, value=-group["lr"])
 
-    def step_numpy(self) -> None:
-        g, v, group = self.param.grad.numpy(), self.square_avg.numpy(), self.param_groups[0]
-        v *= np.float32(group["alpha"])
-        v += np.float32(1.0 - group["alpha"]) * g * g
-        denom = np.sqrt(v, out=self._denom.numpy())
-        denom += np.float32(group["eps"])
-        self.param.detach().numpy()[:] -= np.float32(group["lr"]) * g / denom
 
     def state_dict(self) -> dict[str, Any]:
         return {"square_avg": self.square_avg.clone(), "param_groups": [dict(g) for g in self.param_groups]}
@@ -173,7 +143,6 @@ class FlatAdam:
     FlatRMSprop (torch.optim.Adam's step wrapper costs ~200 us per call on the CPU, the arithmetic a few):
         m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2;
         p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-    step() runs torch ops on the parameter's device; step_numpy() the same in NumPy for CPU tensors.
     """
 
     def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -200,17 +169,6 @@ class FlatAdam:
             torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(eps)
             self.param.addcdiv_(self.exp_avg, self._denom, value=-step_size)
 
-    def step_numpy(self) -> None:
-        self.steps += 1
-        b1, b2, step_size, bc2_sqrt, eps, _ = self._scalars()
-        g, m, v = self.param.grad.numpy(), self.exp_avg.numpy(), self.exp_avg_sq.numpy()
-        m += np.float32(1.0 - b1) * (g - m)
-        v *= np.float32(b2)
-        v += np.float32(1.0 - b2) * g * g
-        denom = np.sqrt(v, out=self._denom.numpy())
-        denom *= np.float32(1.0 / bc2_sqrt)
-        denom += np.float32(eps)
-        self.param.detach().numpy()[:] -= np.float32(step_size) * m / denom
 
     def state_dict(self) -> dict[str, Any]:
         return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(), "steps": self.steps,

@@ -1,5 +1,6 @@
-"""Collect T steps from a vector env into a RolloutBuffer: the ONE place where Gymnasium's termination,
-truncation and autoreset semantics are handled, plus episode statistics and policy evaluation.
+"""Step vector envs for every agent (RolloutCollector.step: the ONE place where Gymnasium's termination,
+truncation and autoreset semantics, non-finite checks and episode statistics are handled), collect on-policy
+rollouts into a RolloutBuffer, and evaluate a policy.
 
 The vector env uses AutoresetMode.SAME_STEP (see rlkit.core.envs): when sub-env i ends an episode at step t,
 the returned observation is already the reset one and the true final observation is info["final_obs"][i].
@@ -9,7 +10,7 @@ V(final_obs)); after termination nothing is bootstrapped, so nothing is stored.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +18,6 @@ import torch
 
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.envs import to_env_actions
-from rlkit.core.networks import NumpyPolicy
 
 Policy = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -26,14 +26,16 @@ class NonFiniteError(FloatingPointError):
     """An environment or a network produced NaN/inf; the message names where and when."""
 
 
-def check_finite_env(obs: np.ndarray, rewards: np.ndarray, step: int) -> None:
+def check_finite_env(obs: np.ndarray, rewards: np.ndarray, step: int, what: str = "observation") -> None:
+    """NonFiniteError naming the sub-env and the step when a reward or an observation (`what`: "observation",
+    "final observation") is NaN/inf."""
     if not np.isfinite(rewards).all():
         bad = np.flatnonzero(~np.isfinite(rewards))
         raise NonFiniteError(f"environment returned a non-finite reward {rewards[bad[0]]} "
                              f"(sub-env {bad[0]}) at environment step {step}")
     if obs.dtype.kind == "f" and not np.isfinite(obs).all():
         env_i = int(np.argwhere(~np.isfinite(obs.reshape(obs.shape[0], -1)))[0, 0])
-        raise NonFiniteError(f"environment returned a non-finite observation (sub-env {env_i}) "
+        raise NonFiniteError(f"environment returned a non-finite {what} (sub-env {env_i}) "
                              f"at environment step {step}")
 
 
@@ -45,12 +47,25 @@ def check_finite_metrics(algo: str, values: dict[str, float], step: int) -> None
                              "training stopped (the last saved checkpoint is untouched)")
 
 
-class RolloutCollector:
-    """Steps a SAME_STEP vector env with a policy, keeping the current observation and episode statistics.
+class StepResult(NamedTuple):
+    """One vector step as the collector saw it; arrays with a leading env dimension [N, ...].
 
-    `policy(obs) -> (actions, log_probs)` gets a float tensor [N, *obs_shape] on the device and is called under
-    torch.no_grad(); a NumpyPolicy is handed the NumPy observation batch instead (no tensor round trip per step).
-    Completed episodes are kept in `episode_returns` / `episode_lengths` (the last 100).
+    next_obs is the TRUE next observation: where an episode ended it is the final one from info["final_obs"],
+    not the reset observation the SAME_STEP vector env returned (that one becomes the collector's `obs_np`)."""
+    obs: np.ndarray
+    next_obs: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+
+class RolloutCollector:
+    """Steps a SAME_STEP vector env, keeping the current observation and episode statistics.
+
+    `step(env_actions)` is the ONE place where a vector step is taken: autoreset, true final observations,
+    terminated/truncated, non-finite checks and episode statistics. On-policy agents call `collect()` (T steps of
+    `policy(obs) -> (actions, log_probs)` into a RolloutBuffer); DDPG calls `step()` directly. Completed episodes
+    are kept in `episode_returns` / `episode_lengths` (the last 100).
     """
 
     def __init__(self, env: gym.vector.VectorEnv, device: torch.device, initial_obs: np.ndarray,
@@ -62,7 +77,7 @@ class RolloutCollector:
         self.check_finite = check_finite
         # Discrete(n) starting at 0: the policy's int64 actions are already what the env takes
         self._actions_as_is = isinstance(self.action_space, gym.spaces.Discrete) and int(self.action_space.start) == 0
-        self._obs_np = np.asarray(initial_obs, dtype=np.float32)
+        self.obs_np = np.asarray(initial_obs, dtype=np.float32)
         self._stage_for: RolloutBuffer | None = None  # the buffer self._stage (host arrays) was made for
         self._stage: tuple[np.ndarray, ...] = ()
         self._ep_return = np.zeros(self.n_envs, dtype=np.float64)
@@ -74,8 +89,39 @@ class RolloutCollector:
 
     @property
     def obs(self) -> torch.Tensor:
-        """The current observation batch on the device (the float32 host copy is what is staged)."""
-        return torch.from_numpy(self._obs_np).to(self.device, non_blocking=True)
+        """The current observation batch on the device."""
+        return torch.from_numpy(self.obs_np).to(self.device, non_blocking=True)
+
+    def step(self, env_actions: np.ndarray) -> StepResult:
+        """Step every sub-env once with actions the env accepts; check what came back; keep episode statistics."""
+        next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
+        next_obs = np.asarray(next_obs, dtype=np.float32)
+        if self.check_finite:
+            check_finite_env(next_obs, rewards, self.steps_done)
+        true_next = next_obs
+        done = terminated | truncated
+        if done.any():
+            final_obs = info.get("final_obs")
+            if final_obs is None:
+                raise RuntimeError("vector env ended an episode without info['final_obs']; "
+                                   "it must use AutoresetMode.SAME_STEP")
+            true_next = next_obs.copy()
+            for i in np.flatnonzero(done):
+                true_next[i] = final_obs[i]
+            if self.check_finite:
+                check_finite_env(true_next, rewards, self.steps_done, what="final observation")
+        self.steps_done += self.n_envs
+        self._ep_return += rewards
+        self._ep_length += 1
+        if done.any():
+            for i in np.flatnonzero(done):
+                self.episode_returns.append(float(self._ep_return[i]))
+                self.episode_lengths.append(int(self._ep_length[i]))
+            self.episodes_done += int(done.sum())
+            self._ep_return[done] = 0.0
+            self._ep_length[done] = 0
+        obs, self.obs_np = self.obs_np, next_obs
+        return StepResult(obs, true_next, rewards, terminated, truncated)
 
     def _staging(self, buffer: RolloutBuffer) -> tuple[np.ndarray, ...]:
         """NumPy arrays for obs, actions, log_probs, rewards, terminated, truncated: zero-copy views of a CPU
@@ -90,62 +136,36 @@ class RolloutCollector:
 
     def collect(self, buffer: RolloutBuffer, policy: Policy,
                 before_step: Callable[[int], None] | None = None) -> RolloutBuffer:
-        """Fill `buffer` with buffer.n_steps vector steps. Observations, actions, log-probs, rewards and flags
-        are written to NumPy arrays (views of a CPU buffer; on another device, host arrays moved once at the
-        end: one transfer per tensor instead of one per step) because a NumPy row copy costs ~1 us, an indexed
-        torch copy several. `before_step(t)`, when given, runs before the policy acts at step t of the rollout
-        (gSDE redraws its noise there)."""
+        """Fill `buffer` with buffer.n_steps vector steps of `policy` (called under torch.no_grad() on the device's
+        observation batch). Observations, actions, log-probs, rewards and flags are written to NumPy arrays
+        (views of a CPU buffer; on another device, host arrays moved once at the end: one transfer per tensor
+        instead of one per step); where an episode was truncated, final_obs[t] holds the true final observation.
+        `before_step(t)`, when given, runs before the policy acts at step t (gSDE redraws its noise there)."""
         T, N = buffer.n_steps, buffer.n_envs
         if N != self.n_envs:
             raise ValueError(f"buffer has {N} envs, the vector env has {self.n_envs}")
         obs_stage, act_stage, logp_stage, rewards, terminated, truncated = stage = self._staging(buffer)
         buffer.final_obs.zero_()
-        numpy_policy = isinstance(policy, NumpyPolicy)
         for t in range(T):
             if before_step is not None:
                 before_step(t)
-            if numpy_policy:
-                actions_np, logp_np = policy.sample_numpy(self._obs_np)
-            else:
-                with torch.no_grad():
-                    actions, log_probs = policy(self.obs)
-                actions_np, logp_np = actions.cpu().numpy(), log_probs.cpu().numpy()
-            obs_stage[t] = self._obs_np
+            with torch.no_grad():
+                actions, log_probs = policy(self.obs)
+            actions_np = actions.cpu().numpy()
             act_stage[t] = actions_np
-            logp_stage[t] = logp_np
-            next_obs, r, term, trunc, info = self.env.step(
-                actions_np if self._actions_as_is else to_env_actions(actions_np, self.action_space))
-            if self.check_finite:
-                check_finite_env(next_obs, r, self.steps_done)
-            rewards[t], terminated[t], truncated[t] = r, term, trunc
-            self.steps_done += N
-            self._ep_return += r
-            self._ep_length += 1
-            done = term | trunc
-            if done.any():
-                self._end_episodes(done, trunc, info, buffer, t)
-            self._obs_np = np.asarray(next_obs, dtype=np.float32)
+            logp_stage[t] = log_probs.cpu().numpy()
+            res = self.step(actions_np if self._actions_as_is else to_env_actions(actions_np, self.action_space))
+            obs_stage[t] = res.obs
+            rewards[t], terminated[t], truncated[t] = res.rewards, res.terminated, res.truncated
+            if res.truncated.any():
+                idx = np.flatnonzero(res.truncated)
+                buffer.final_obs[t, idx] = torch.from_numpy(res.next_obs[idx]).to(buffer.device)
         if buffer.device.type != "cpu":
             for x, host in zip((buffer.obs, buffer.actions, buffer.log_probs, buffer.rewards, buffer.terminated,
                                 buffer.truncated), stage):
                 x.copy_(torch.from_numpy(host), non_blocking=False)
-        buffer.last_obs.copy_(torch.from_numpy(self._obs_np))
+        buffer.last_obs.copy_(torch.from_numpy(self.obs_np))
         return buffer
-
-    def _end_episodes(self, done: np.ndarray, trunc: np.ndarray, info: dict[str, Any],
-                      buffer: RolloutBuffer, t: int) -> None:
-        final_obs = info.get("final_obs")
-        for i in np.flatnonzero(done):
-            if trunc[i]:
-                if final_obs is None:
-                    raise RuntimeError("vector env truncated an episode without info['final_obs']; "
-                                       "it must use AutoresetMode.SAME_STEP")
-                buffer.final_obs[t, i] = torch.as_tensor(np.asarray(final_obs[i]), dtype=torch.float32)
-            self.episode_returns.append(float(self._ep_return[i]))
-            self.episode_lengths.append(int(self._ep_length[i]))
-            self.episodes_done += 1
-        self._ep_return[done] = 0.0
-        self._ep_length[done] = 0
 
     def episode_stats(self) -> dict[str, float]:
         """Mean return/length over the last (up to) 100 finished episodes; empty before the first one ends."""

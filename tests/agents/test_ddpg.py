@@ -121,7 +121,7 @@ def test_buffer_holds_true_final_obs_and_terminated_flag(terminate):
     # the stored next_obs at an episode end is [3, episode], never the reset obs [0, episode + 1]
     assert torch.equal(rows.next_obs[ends], torch.stack([rows.obs[ends, 0] + 1, rows.obs[ends, 1]], 1))
     assert torch.equal(rows.terminated, (ends & terminate).float())
-    assert len(a.episode_returns) == 4 and set(a.episode_lengths) == {3}
+    assert len(a.collector.episode_returns) == 4 and set(a.collector.episode_lengths) == {3}
 
 
 @pytest.mark.parametrize("noise", ["normal", "ornstein_uhlenbeck"])
@@ -226,7 +226,8 @@ def test_update_order_store_then_update_or_overlapped(overlap):
 def losses_of(seed: int, **kw) -> list[float]:
     out: list[float] = []
     a = DDPG("Pendulum-v1", seed=seed, device="cpu", **{**SMALL, **kw})
-    a.learn(120, progress=False, log_interval=10, callback=lambda m: out.append((m.get("train/loss_q"), m.get("train/loss_pi"))))
+    a.learn(120, progress=False, log_interval=10,
+            callback=lambda ag, m: out.append((m.get("train/loss_q"), m.get("train/loss_pi"))))
     return out
 
 
@@ -239,19 +240,20 @@ def test_checkpoint_round_trip_with_replay_buffer(tmp_path):
     a = DDPG("Pendulum-v1", seed=2, device="cpu", save_replay_buffer=True, noise_type="ornstein_uhlenbeck", **SMALL)
     a.learn(60, progress=False)
     a.save(tmp_path / "a.pt")
-    b = DDPG.load(tmp_path / "a.pt", device="cpu")
+    b = DDPG.load(tmp_path / "a.pt", env="Pendulum-v1", device="cpu")
     assert torch.equal(a.buffer.data, b.buffer.data) and (b.buffer.pos, len(b.buffer)) == (60, 60)
     assert torch.equal(a._ou, b._ou) and b.n_updates == a.n_updates and b.num_timesteps == 60
     for name in ("actor", "critic", "actor_target", "critic_target"):
         assert all(torch.equal(x, y) for x, y in zip(params(getattr(a, name)), params(getattr(b, name))))
     b.learn(40, progress=False)
-    c = DDPG.load(tmp_path / "a.pt", device="cpu").learn(40, progress=False)  # resuming twice: the same run
+    # resuming twice: the same run
+    c = DDPG.load(tmp_path / "a.pt", env="Pendulum-v1", device="cpu").learn(40, progress=False)
     assert all(torch.equal(x, y) for x, y in zip(params(b.critic), params(c.critic)))
     assert b.actor_optimizer.param_groups[0]["params"][0] is next(b.actor.parameters())
     a2 = DDPG("Pendulum-v1", seed=2, device="cpu", **SMALL)
     a2.learn(30, progress=False)
     a2.save(tmp_path / "nobuf.pt")
-    assert len(DDPG.load(tmp_path / "nobuf.pt", device="cpu").buffer) == 0
+    assert len(DDPG.load(tmp_path / "nobuf.pt", env="Pendulum-v1", device="cpu").buffer) == 0
 
 
 def test_value_returns_q_and_evaluate_is_reproducible():

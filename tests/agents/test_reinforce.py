@@ -24,7 +24,8 @@ def params(agent):
 def test_smoke_finite_losses_and_actions_in_space(env_id, tmp_path):
     losses = []
     agent = REINFORCE(env_id, seed=0, device="cpu", **SMALL)
-    agent.learn(128, progress=False, callback=lambda m: losses.append(m["train/loss_pi"]), run_dir=tmp_path)
+    agent.learn(128, progress=False, callback=lambda ag, m: losses.append(m["train/loss_pi"]), run_dir=tmp_path,
+                log_interval=1)
     assert agent.num_timesteps == 128 and len(losses) == 4 and np.isfinite(losses).all()
     space = agent.action_space
     obs = agent.observation_space.sample()
@@ -41,7 +42,7 @@ def test_same_seed_same_losses_and_parameters_different_seed_differs():
     def run(seed):
         losses = []
         a = REINFORCE("CartPole-v1", seed=seed, device="cpu", **SMALL)
-        a.learn(96, progress=False, callback=lambda m: losses.append((m["train/loss_pi"], m["train/loss_v"])))
+        a.learn(96, progress=False, callback=lambda ag, m: losses.append((m["train/loss_pi"], m["train/loss_v"])))
         return losses, params(a)
 
     l1, p1 = run(1)
@@ -58,7 +59,7 @@ def test_checkpoint_round_trip_resume_equals_uninterrupted(tmp_path):
     a = REINFORCE("CartPole-v1", seed=0, device="cpu", **SMALL)
     a.learn(64, progress=False)
     a.save(tmp_path / "a.pt")
-    b = REINFORCE.load(tmp_path / "a.pt", device="cpu")
+    b = REINFORCE.load(tmp_path / "a.pt", env="CartPole-v1", device="cpu")
     assert b.config == a.config and b.num_timesteps == 64
     assert all(torch.equal(x, y) for x, y in zip(params(a), params(b)))
     # The optimiser holds the module's own parameter objects after load.

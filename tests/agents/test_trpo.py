@@ -32,7 +32,8 @@ def test_natural_step_oracle():
     s = torch.tensor([1 / 11, 7 / 11], dtype=F64)
     beta = (step / s)[0].item()
     assert bool(valid) and beta == pytest.approx(0.121106, abs=1e-6)
-    assert torch.allclose(step, beta * s, rtol=1e-12) and torch.allclose(s, torch.tensor([0.090909, 0.636364], dtype=F64), atol=1e-6)
+    assert torch.allclose(step, beta * s, rtol=1e-12)
+    assert torch.allclose(s, torch.tensor([0.090909, 0.636364], dtype=F64), atol=1e-6)
     # The quadratic model's KL of the full step is exactly max_kl: 0.5 * step^T F step = 0.01.
     assert (0.5 * step @ f @ step).item() == pytest.approx(0.01, rel=1e-12)
 
@@ -149,7 +150,7 @@ def test_forced_line_search_failure_restores_parameters_bit_for_bit_and_is_logge
     assert info["train/line_search_steps"].item() == agent.config.line_search_max_iter
     assert info["train/kl"].item() == 0.0 and info["train/surrogate_improvement"].item() == 0.0
     logged = []
-    agent.learn(64, progress=False, callback=logged.append)
+    agent.learn(64, progress=False, callback=lambda ag, m: logged.append(m))
     assert logged and all(m["train/line_search_accepted"] == 0.0 for m in logged)
     assert all(torch.equal(a, b) for a, b in zip(before, agent.actor.parameters()))
 
@@ -191,7 +192,7 @@ def test_fvp_subsample_gives_a_valid_step():
 def test_smoke_finite_losses_and_actions_in_space(env_id, tmp_path):
     logged = []
     agent = TRPO(env_id, seed=0, device="cpu", **SMALL)
-    agent.learn(256, progress=False, callback=logged.append, run_dir=tmp_path)
+    agent.learn(256, progress=False, callback=lambda ag, m: logged.append(m), run_dir=tmp_path, log_interval=1)
     assert agent.num_timesteps == 256 and len(logged) == 4
     keys = {"train/kl", "train/line_search_accepted", "train/line_search_steps", "train/surrogate_improvement",
             "train/explained_variance", "train/loss_pi", "train/loss_v", "train/entropy", "time/sps"}
@@ -209,7 +210,7 @@ def test_same_seed_same_losses_and_parameters_different_seed_differs():
     def run(seed):
         logged = []
         a = TRPO("Pendulum-v1", seed=seed, device="cpu", **SMALL)
-        a.learn(192, progress=False, callback=lambda m: logged.append((m["train/loss_pi"], m["train/loss_v"])))
+        a.learn(192, progress=False, callback=lambda ag, m: logged.append((m["train/loss_pi"], m["train/loss_v"])))
         return logged, params(a)
 
     l1, p1 = run(1)
@@ -223,7 +224,7 @@ def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
     a = TRPO("CartPole-v1", seed=0, device="cpu", normalize_obs=True, **SMALL)
     a.learn(128, progress=False)
     a.save(tmp_path / "a.pt")
-    b = TRPO.load(tmp_path / "a.pt", device="cpu")
+    b = TRPO.load(tmp_path / "a.pt", env="CartPole-v1", device="cpu")
     assert b.config == a.config and b.num_timesteps == 128
     assert all(torch.equal(x, y) for x, y in zip(params(a), params(b)))
     assert torch.equal(a.actor.encoder.mean, b.actor.encoder.mean) and b.actor.encoder.count > 100
@@ -327,40 +328,6 @@ def test_learns_with_the_preset(env_id, target):
     assert agent.evaluate(n_episodes=20)["mean_return"] >= target
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "FrozenLake-v1"])
-@pytest.mark.parametrize("normalize_obs", [False, True])
-def test_numpy_acting_path_matches_the_torch_actor(env_id, normalize_obs):
-    from rlkit.core.networks import NumpyPolicy as NumpySampler
-
-    a = TRPO(env_id, seed=0, device="cpu", normalize_obs=normalize_obs, **SMALL)
-    a.learn(64, progress=False)  # parameters and normaliser statistics away from their initial values
-    assert isinstance(a._rollout_policy, NumpySampler)
-    obs = torch.as_tensor(np.stack([a.observation_space.sample() for _ in range(5)]), dtype=torch.float32)
-    torch.manual_seed(3)
-    act_np, logp_np = a._rollout_policy(obs)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        act_t, logp_t = a.actor.sample(obs)
-    assert torch.allclose(act_np.to(act_t.dtype), act_t, atol=1e-5) and torch.allclose(logp_np, logp_t, atol=1e-4)
-
-
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_hand_written_critic_gradient_equals_autograd(activation):
-    from rlkit.agents.trpo import mlp_mse_grad_
-
-    a = TRPO("Pendulum-v1", seed=0, device="cpu", hidden_sizes=(16, 8), activation=activation, n_steps=32)
-    x, y = torch.randn(40, 3), torch.randn(40)
-    layers = [(m.weight, m.bias) for m in a.critic.net if isinstance(m, torch.nn.Linear)]
-    grads = [(torch.full_like(w, 7.0), torch.full_like(b, 7.0)) for w, b in layers]  # overwritten, not added
-    loss = mlp_mse_grad_(layers, grads, activation, x, y).pow(2).mean()
-    a.vf_flat.zero_grad()
-    ref = (a.critic(x) - y).pow(2).mean()
-    ref.backward()
-    assert torch.allclose(loss, ref.detach(), rtol=1e-6)
-    for (gw, gb), (w, b) in zip(grads, layers):
-        assert torch.allclose(gw, w.grad, rtol=1e-5, atol=1e-6) and torch.allclose(gb, b.grad, rtol=1e-5, atol=1e-6)
-
-
 def test_critic_fit_reduces_the_value_loss():
     a = TRPO("Pendulum-v1", seed=0, device="cpu", **{**SMALL, "learning_rate": 1e-2})
     obs = torch.randn(64, 3)
@@ -369,26 +336,6 @@ def test_critic_fit_reduces_the_value_loss():
     for _ in range(30):
         last = a.fit_critic(obs, ret)
     assert last < 0.5 * first
-
-
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_numpy_critic_fit_equals_the_torch_fit(activation):
-    """On the CPU the critic is fitted in NumPy; forcing the torch path (what other devices run) on the same data
-    and the same shuffles gives the same critic and loss up to float rounding."""
-    agents = [TRPO("Pendulum-v1", seed=0, device="cpu", hidden_sizes=(16, 8), activation=activation, n_steps=32,
-                   n_critic_updates=4, batch_size=20) for _ in range(2)]
-    agents[1]._np_critic = None
-    obs = torch.randn(64, 3)
-    ret = 3 * obs.sum(1) + 1
-    losses = []
-    for a in agents:
-        torch.manual_seed(5)
-        losses.append(float(a.fit_critic(obs, ret)))
-    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
-    assert agents[0].vf_optimizer.steps == 4 * 4
-    assert torch.allclose(agents[0].vf_flat.param, agents[1].vf_flat.param, atol=1e-5)
-    assert not torch.equal(agents[0].vf_flat.param, TRPO("Pendulum-v1", seed=0, device="cpu", hidden_sizes=(16, 8),
-                                                         activation=activation, n_steps=32).vf_flat.param)
 
 
 def test_gsde_trpo_updates_within_the_trust_region_and_round_trips(tmp_path):
@@ -400,7 +347,7 @@ def test_gsde_trpo_updates_within_the_trust_region_and_round_trips(tmp_path):
     original = a.actor.reset_noise
     a.actor.reset_noise = lambda n: (draws.append(n), original(n))
     a.learn(2 * SMALL["n_envs"] * SMALL["n_steps"], progress=False, log_interval=1,
-            callback=lambda m: draws.append(m))
+            callback=lambda ag, m: draws.append(m))
     metrics = [d for d in draws if isinstance(d, dict)]
     assert len([d for d in draws if d == SMALL["n_envs"]]) == 2 * (1 + (SMALL["n_steps"] - 1) // 4)
     for m in metrics:

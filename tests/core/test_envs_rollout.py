@@ -43,7 +43,8 @@ def test_unknown_id_and_bad_inputs():
 
 def test_space_checks_name_the_algorithm_the_space_and_what_is_supported():
     box = gym.spaces.Box(-1, 1, (2,))
-    with pytest.raises(SpaceError, match=r"DDPG does not support action space Discrete\(3\).*supported action spaces: Box"):
+    with pytest.raises(SpaceError,
+                       match=r"DDPG does not support action space Discrete\(3\).*supported action spaces: Box"):
         check_spaces("DDPG", box, gym.spaces.Discrete(3), ("Box",))
     with pytest.raises(SpaceError, match="low >= high"):
         check_spaces("A2C", box, gym.spaces.Box(np.array([0.0, 1.0]), np.array([1.0, 1.0])), ("Box",))

@@ -1,16 +1,15 @@
-"""QAC and A2C: SARSA targets, GAE through the agent, smoke runs on Discrete and Box, determinism, checkpoints
-(normaliser statistics and optimiser state included), the NumPy acting path, bad configs and spaces."""
+"""QAC and A2C (rlkit/agents/qac.py, rlkit/agents/a2c.py): SARSA targets, GAE through the agent, smoke runs on
+Discrete and Box, determinism, checkpoints (normaliser statistics and optimiser state included), gSDE, bad configs
+and spaces."""
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 import rlkit
 from rlkit import A2C, QAC, A2CConfig
-from rlkit.core.networks import NumpyPolicy
 from rlkit.core.optim import FlatAdam, FlatRMSprop
 from rlkit.core.config import ConfigError
 from rlkit.core.envs import SpaceError
@@ -21,8 +20,11 @@ AGENTS = [A2C, QAC]
 
 
 def params(agent):
-    mods = [agent.net] if isinstance(agent, A2C) else [agent.actor, agent.critic]
-    return [p.detach().clone() for m in mods for p in m.parameters()]
+    return [p.detach().clone() for m in (agent.actor, agent.critic) for p in m.parameters()]
+
+
+def value_is_first_obs_feature(o):
+    return o.reshape(o.shape[0], -1)[:, 0]
 
 
 # ---- QAC: the SARSA target -----------------------------------------------------------------------------------
@@ -84,10 +86,11 @@ def test_qac_executes_the_bootstrapped_action_first_in_the_next_rollout():
 
 # ---- A2C: GAE through the agent's own path ----------------------------------------------------------------------
 def test_a2c_advantages_match_the_hand_computed_oracle():
-    """RELIABILITY.md: gamma .9, lambda .8, r = 1..5, V = .5..2.5; step 1 truncated with V(final) = 10, step 3
-    terminated, V(s_5) = 3. The critic is replaced by V(s) = s[0] so the buffer carries the values."""
+    """The GAE oracle: gamma .9, lambda .8, r = 1..5, V = .5..2.5; step 1 truncated with V(final) = 10, step 3
+    terminated, V(s_5) = 3 gives A = [8.6, 10.0, 4.74, 2.0, 5.2]. The critic is replaced by V(s) = s[0] so the
+    buffer carries the values."""
     agent = A2C(_env, seed=0, device="cpu", n_envs=1, n_steps=5, gamma=0.9, gae_lambda=0.8)
-    agent.net.value = lambda o: o.reshape(o.shape[0], -1)[:, 0]
+    agent.critic = value_is_first_obs_feature
     buf = agent.buffer
     v = torch.tensor([0.5, 1.0, 1.5, 2.0, 2.5])
     buf.obs[:, 0, 0] = v
@@ -101,7 +104,7 @@ def test_a2c_advantages_match_the_hand_computed_oracle():
     oracle = torch.tensor([8.6, 10.0, 4.74, 2.0, 5.2])
     assert torch.allclose(adv[:, 0], oracle, atol=1e-5)
     assert torch.allclose(ret[:, 0], oracle + v, atol=1e-5)
-    # The wrong variants named in RELIABILITY.md differ from what the agent computes.
+    # The wrong variant (truncation treated as termination) differs from what the agent computes.
     assert not torch.allclose(adv[:, 0], torch.tensor([2.12, 1.0, 4.74, 2.0, 5.2]), atol=1e-3)
     # lambda = 1: n-step returns minus V, cut at the episode ends.
     agent.config.gae_lambda = 1.0
@@ -116,7 +119,7 @@ def test_a2c_advantages_match_the_hand_computed_oracle():
 def test_smoke_finite_losses_and_actions_in_space(cls, env_id, tmp_path):
     metrics = []
     agent = cls(env_id, seed=0, device="cpu", **SMALL)
-    agent.learn(64, progress=False, callback=metrics.append, run_dir=tmp_path, log_interval=1)
+    agent.learn(64, progress=False, callback=lambda ag, m: metrics.append(m), run_dir=tmp_path, log_interval=1)
     assert agent.num_timesteps == 64 and len(metrics) == 4
     loss_keys = ["train/loss_pi", "train/loss_v" if cls is A2C else "train/loss_q"]
     assert all(np.isfinite(m[k]) for m in metrics for k in loss_keys)
@@ -139,7 +142,9 @@ def test_a2c_variants_run(overrides):
     agent.learn(48, progress=False)
     assert all(torch.isfinite(p).all() for p in params(agent))
     if overrides.get("shared_trunk"):
-        assert agent.net.v_trunk is None and agent.net._v is agent.net._pi
+        assert agent.actor.net.trunk is agent.critic.net.trunk
+        assert agent.flat.param.numel() == sum(p.numel() for p in {*agent.actor.parameters(),
+                                                                   *agent.critic.parameters()})
     if overrides.get("lr_schedule") == "linear":  # decayed towards 0 over the learn() call
         assert agent.optimizer.param_groups[0]["lr"] < agent.config.learning_rate / 2
 
@@ -150,7 +155,7 @@ def test_same_seed_same_losses_and_parameters_different_seed_differs(cls):
     def run(seed):
         losses = []
         a = cls("CartPole-v1", seed=seed, device="cpu", **SMALL)
-        a.learn(64, progress=False, log_interval=1, callback=lambda m: losses.append(m["train/loss_pi"]))
+        a.learn(64, progress=False, log_interval=1, callback=lambda ag, m: losses.append(m["train/loss_pi"]))
         return losses, params(a)
 
     l1, p1 = run(1)
@@ -164,29 +169,26 @@ def test_same_seed_same_losses_and_parameters_different_seed_differs(cls):
 def test_a2c_checkpoint_round_trip_with_normaliser_and_optimiser_state(tmp_path):
     a = A2C("Pendulum-v1", seed=0, device="cpu", normalize_obs=True, **SMALL)
     a.learn(64, progress=False)
-    enc = a.net.encoder
-    assert enc.count.item() > 60 and not torch.equal(enc.mean, torch.zeros_like(enc.mean))
+    enc = a.actor.encoder
+    assert enc is a.critic.encoder and enc.count.item() > 60 and not torch.equal(enc.mean, torch.zeros_like(enc.mean))
     before = (enc.mean.clone(), enc.var.clone(), enc.count.clone())
     a.evaluate(n_episodes=1)  # evaluation never moves the statistics
     assert all(torch.equal(x, y) for x, y in zip(before, (enc.mean, enc.var, enc.count)))
     a.save(tmp_path / "a.pt")
-    b = A2C.load(tmp_path / "a.pt", device="cpu")
+    b = A2C.load(tmp_path / "a.pt", env="Pendulum-v1", device="cpu")
     assert b.config == a.config and b.num_timesteps == 64 and b.n_updates == a.n_updates
     for name in ("mean", "var", "count"):
-        assert torch.equal(getattr(b.net.encoder, name), getattr(enc, name))
+        assert torch.equal(getattr(b.actor.encoder, name), getattr(enc, name))
     assert all(torch.equal(x, y) for x, y in zip(params(a), params(b)))
     assert torch.equal(a.optimizer.square_avg, b.optimizer.square_avg) and a.optimizer.square_avg.abs().sum() > 0
-    # Parameters still live in the optimiser's flat tensor after load, and the NumPy path sees them.
+    # Parameters still live in the optimiser's flat tensor after load.
     assert b.optimizer.param is b.flat.param
-    assert np.shares_memory(b._rollout_policy.mlp.wt[-1], b.flat.param.detach().numpy())
-    obs = torch.randn(4, 3)
-    torch.manual_seed(5); x = b.net.sample(obs)
-    torch.manual_seed(5); y = b._rollout_policy(obs)
-    assert torch.allclose(x[0], y[0], atol=1e-5)
+    assert b.actor.net.head.weight.untyped_storage().data_ptr() == b.flat.param.untyped_storage().data_ptr()
     # Same batch, one more update each: resumed == uninterrupted; a weights-only cold start differs.
     cold = A2C("Pendulum-v1", seed=0, device="cpu", normalize_obs=True, **SMALL)
-    cold.net.load_state_dict(a.net.state_dict())
-    a.collector.collect(a.buffer, a._rollout_policy)
+    cold.actor.load_state_dict(a.actor.state_dict())
+    cold.critic.load_state_dict(a.critic.state_dict())
+    a.collector.collect(a.buffer, a.actor.sample)
     for other in (b, cold):
         for name in ("obs", "actions", "log_probs", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
             getattr(other.buffer, name).copy_(getattr(a.buffer, name))
@@ -214,7 +216,7 @@ def test_qac_checkpoint_round_trip_and_five_cycles(tmp_path):
     b = a
     for _ in range(5):
         b.save(tmp_path / "c.pt")
-        b = rlkit.load_agent(str(tmp_path / "c.pt"), device="cpu")
+        b = rlkit.load_agent(str(tmp_path / "c.pt"), device="cpu")  # no env: the checkpoint's spaces
     assert b.config == cfg and b.pi_optimizer.param_groups[0]["lr"] == 3e-4
     assert all(torch.equal(x, y) for x, y in zip(params(a), params(b)))
     ids = {id(p) for g in b.q_optimizer.param_groups for p in g["params"]}
@@ -223,23 +225,7 @@ def test_qac_checkpoint_round_trip_and_five_cycles(tmp_path):
     assert all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
 
 
-# ---- speed pieces keep the semantics ------------------------------------------------------------------------------
-@pytest.mark.parametrize("env_id,overrides", [("CartPole-v1", {}), ("Pendulum-v1", dict(normalize_obs=True)),
-                                              ("CartPole-v1", dict(activation="relu", shared_trunk=True)),
-                                              ("FrozenLake-v1", {})])
-def test_numpy_acting_path_matches_the_torch_path(env_id, overrides):
-    agent = A2C(env_id, seed=0, device="cpu", **SMALL, **overrides)
-    agent.learn(32, progress=False)  # moved weights (and statistics)
-    assert isinstance(agent._rollout_policy, NumpyPolicy)
-    obs = torch.as_tensor(np.stack([agent.observation_space.sample() for _ in range(6)]), dtype=torch.float32)
-    if overrides.get("normalize_obs"):
-        assert agent.net.encoder.count.item() > 1  # the statistics the NumPy path reads have moved
-    torch.manual_seed(11); a1, l1 = agent.net.sample(obs)
-    torch.manual_seed(11); a2, l2 = agent._rollout_policy(obs)
-    assert a1.dtype == a2.dtype and a1.shape == a2.shape and l1.shape == l2.shape
-    assert torch.allclose(a1.float(), a2.float(), atol=1e-5) and torch.allclose(l1, l2, atol=1e-4)
-
-
+# ---- optimisers and truncation -------------------------------------------------------------------------------
 def test_flat_rmsprop_equals_torch_rmsprop():
     torch.manual_seed(0)
     p1 = torch.nn.Parameter(torch.randn(50))
@@ -256,8 +242,8 @@ def test_flat_rmsprop_equals_torch_rmsprop():
 def test_truncation_bootstraps_from_the_true_final_observation():
     """CountingEnv truncates at t = 3 and resets to [0, episode]; V(s) = s[0] makes the bootstrap visible."""
     agent = A2C(lambda: CountingEnv(horizon=3), seed=0, device="cpu", n_envs=1, n_steps=4, gamma=1.0)
-    agent.net.value = lambda o: o.reshape(o.shape[0], -1)[:, 0]
-    agent.collector.collect(agent.buffer, agent._rollout_policy)
+    agent.collector.collect(agent.buffer, agent.actor.sample)
+    agent.critic = value_is_first_obs_feature
     buf = agent.buffer
     assert buf.truncated[:, 0].tolist() == [False, False, True, False]
     v = buf.obs[:, 0, 0].clone()  # [0, 1, 2, 0]
@@ -321,86 +307,10 @@ def test_a2c_learns_cartpole_with_the_preset():
     assert agent.evaluate(n_episodes=10)["mean_return"] >= 475
 
 
-# ---- A2C's NumPy update: the same loss and gradient as autograd ------------------------------------------------
-def _gradient_after_one_update(numpy_update: bool, env_id: str, overrides: dict):
-    agent = A2C(env_id, seed=3, device="cpu", numpy_update=numpy_update, max_grad_norm=0.0, **overrides)
-    step = "step_numpy" if numpy_update else "step"
-    setattr(agent.optimizer, step, lambda: None)  # keep the gradient: no parameter change
-    agent.collector.collect(agent.buffer, agent._rollout_policy)
-    info = agent.update(agent.buffer)
-    return agent, agent.flat.param.grad.clone(), {k: float(v) for k, v in info.items()}
-
-
-@pytest.mark.parametrize("env_id,overrides", [
-    ("CartPole-v1", dict(n_envs=4, n_steps=6)),
-    ("CartPole-v1", dict(n_envs=3, n_steps=5, shared_trunk=True, ent_coef=0.05, normalize_advantage=True,
-                         gae_lambda=0.9, activation="relu")),
-    ("Pendulum-v1", dict(n_envs=4, n_steps=6, ent_coef=0.01, log_std_init=-0.5, reward_scale=0.1)),
-    ("Pendulum-v1", dict(n_envs=2, n_steps=8, shared_trunk=True, normalize_obs=True, vf_coef=0.25,
-                         hidden_sizes=(32, 16, 8))),
-])
-def test_numpy_update_equals_autograd(env_id, overrides):
-    """Every parameter's gradient (both trunks, both heads, log_std) and every logged loss agree with autograd."""
-    a, grad_np, info_np = _gradient_after_one_update(True, env_id, overrides)
-    b, grad_ag, info_ag = _gradient_after_one_update(False, env_id, overrides)
-    assert a._numpy_update and not b._numpy_update
-    assert torch.equal(a.buffer.obs, b.buffer.obs) and torch.equal(a.buffer.actions, b.buffer.actions)
-    assert grad_np.abs().sum() > 0 and not torch.isnan(grad_np).any()
-    assert torch.allclose(grad_np, grad_ag, rtol=1e-4, atol=1e-6), (grad_np - grad_ag).abs().max()
-    assert info_np.keys() == info_ag.keys()
-    for k in info_np:
-        assert info_np[k] == pytest.approx(info_ag[k], rel=1e-5, abs=1e-6), k
-
-
-def test_numpy_update_bootstraps_truncation_like_autograd():
-    """CountingEnv truncates every 3 steps: V(final obs) enters the NumPy path's GAE as it does autograd's."""
-    grads = []
-    for numpy_update in (True, False):
-        agent = A2C(lambda: CountingEnv(horizon=3), seed=0, device="cpu", n_envs=2, n_steps=7, max_grad_norm=0.0,
-                    numpy_update=numpy_update)
-        setattr(agent.optimizer, "step_numpy" if numpy_update else "step", lambda: None)
-        agent.collector.collect(agent.buffer, agent._rollout_policy)
-        assert agent.buffer.truncated.any()
-        agent.update(agent.buffer)
-        grads.append(agent.flat.param.grad.clone())
-    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
-
-
-def test_numpy_update_is_chosen_only_where_it_applies():
-    assert A2C("CartPole-v1", seed=0, device="cpu", **SMALL)._numpy_update
-    assert not A2C("CartPole-v1", seed=0, device="cpu", activation="elu", **SMALL)._numpy_update
-    assert not A2C("CartPole-v1", seed=0, device="cpu", numpy_update=False, **SMALL)._numpy_update
-
-
-def test_flat_rmsprop_numpy_step_equals_torch_step_up_to_rounding():
-    torch.manual_seed(0)
-    p1 = torch.nn.Parameter(torch.randn(300))
-    p2 = torch.nn.Parameter(p1.detach().clone())
-    o1, o2 = FlatRMSprop(p1, 7e-4, 0.99, 1e-5), FlatRMSprop(p2, 7e-4, 0.99, 1e-5)
-    for _ in range(20):
-        g = torch.randn(300)
-        p1.grad, p2.grad = g.clone(), g.clone()
-        o1.step()
-        o2.step_numpy()
-    assert not torch.equal(p2, torch.zeros(300))
-    assert torch.allclose(p1, p2, rtol=0, atol=1e-6) and torch.allclose(o1.square_avg, o2.square_avg, rtol=1e-6)
-
-
-def test_numpy_mlp_backward_needs_gradient_buffers():
-    from rlkit.core.networks import NumpyMLP, mlp
-
-    net = mlp(3, (4,), 2)
-    m = NumpyMLP([(l.weight, l.bias) for l in net if isinstance(l, torch.nn.Linear)], "tanh")
-    hs = m.forward(np.ones((5, 3), np.float32))
-    assert np.allclose(hs[-1], net(torch.ones(5, 3)).detach().numpy(), atol=1e-6)
-    with pytest.raises(RuntimeError, match="FlatParameters"):
-        m.backward(hs, np.ones((5, 2), np.float32))
-
-
-def test_flat_adam_equals_torch_adam_in_torch_and_numpy():
+def test_flat_adam_equals_torch_adam():
     torch.manual_seed(0)
     ref = torch.nn.Parameter(torch.randn(200))
-    ps = [torch.nn.Parameter(ref.detach().clone()) for _ in range(2)]
+    ps = [torch.nn.Parameter(ref.detach().clone())]
     o_ref = torch.optim.Adam([ref], lr=1e-3, eps=1e-5)
     flat = [FlatAdam(p, 1e-3, eps=1e-5) for p in ps]
     for _ in range(30):
@@ -409,7 +319,6 @@ def test_flat_adam_equals_torch_adam_in_torch_and_numpy():
             p.grad = g.clone()
         o_ref.step()
         flat[0].step()
-        flat[1].step_numpy()
     assert not torch.equal(ref, ps[0].detach() * 0)
     for p, o in zip(ps, flat):
         assert torch.allclose(ref, p, rtol=0, atol=1e-6)
@@ -424,29 +333,29 @@ def test_flat_adam_equals_torch_adam_in_torch_and_numpy():
 # ---- gSDE (state-dependent exploration) --------------------------------------------------------------------------
 def test_gsde_noise_is_a_function_of_the_state_until_redrawn():
     agent = A2C("Pendulum-v1", seed=0, device="cpu", use_sde=True, log_std_init=-1.0, n_envs=3, n_steps=4)
-    net = agent.net
-    assert net.log_std.shape == (64, 1) and not agent._numpy_update
+    actor = agent.actor
+    assert actor.log_std.shape == (64, 1)
     obs = torch.randn(3, 3)
-    net.reset_noise(3)
-    a1, logp1 = net.sample(obs)
-    a2, _ = net.sample(obs)
+    actor.reset_noise(3)
+    a1, logp1 = actor.sample(obs)
+    a2, _ = actor.sample(obs)
     assert torch.equal(a1, a2)  # same state, same matrices: the same action (no per-step noise)
-    net.reset_noise(3)
-    assert not torch.equal(net.sample(obs)[0], a1)
+    actor.reset_noise(3)
+    assert not torch.equal(actor.sample(obs)[0], a1)
     # log pi(a|s) is N(mu(s), std(s)) with std(s)^2 = z(s)^2 . exp(log_std)^2 + 1e-6, z the policy features
-    h = net._trunk(net.encoder(obs), net._pi)
-    mean = F.linear(h, *net._pi_out)
-    std = ((h ** 2) @ torch.exp(2 * net.log_std) + 1e-6).sqrt()
+    h = actor.net.features(actor.encoder(obs))
+    mean = actor.net.head(h)
+    std = ((h ** 2) @ torch.exp(2 * actor.log_std) + 1e-6).sqrt()
     ref = torch.distributions.Normal(mean, std).log_prob(a1).sum(-1)
     assert torch.allclose(logp1, ref, atol=1e-5)
-    assert torch.allclose(agent.net.mode(obs), mean)
+    assert torch.allclose(actor.mode(obs), mean)
 
 
 def test_gsde_redraws_every_rollout_and_every_sde_sample_freq_steps():
     agent = A2C("Pendulum-v1", seed=0, device="cpu", use_sde=True, sde_sample_freq=2, n_envs=2, n_steps=5)
     draws = []
-    original = agent.net.reset_noise
-    agent.net.reset_noise = lambda n: (draws.append(n), original(n))
+    original = agent.actor.reset_noise
+    agent.actor.reset_noise = lambda n: (draws.append(n), original(n))
     agent.learn(20, progress=False)  # two rollouts of 5 steps: a draw at each start, then at steps 2 and 4
     assert draws == [2, 2, 2] * 2
 
@@ -454,12 +363,12 @@ def test_gsde_redraws_every_rollout_and_every_sde_sample_freq_steps():
 def test_gsde_learns_and_round_trips(tmp_path):
     agent = A2C("Pendulum-v1", seed=0, device="cpu", use_sde=True, ortho_init=False, **SMALL)
     agent.learn(64, progress=False)
-    assert torch.isfinite(agent.net.log_std).all() and agent.net.log_std.grad.abs().sum() > 0
+    assert torch.isfinite(agent.actor.log_std).all() and agent.actor.log_std.grad.abs().sum() > 0
     agent.save(tmp_path / "a.pt")
     b = A2C.load(tmp_path / "a.pt", device="cpu")
     obs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     assert np.array_equal(agent.act(obs, deterministic=True), b.act(obs, deterministic=True))
-    assert torch.equal(agent.net.log_std, b.net.log_std)
+    assert torch.equal(agent.actor.log_std, b.actor.log_std)
 
 
 def test_gsde_needs_box_actions_and_a_valid_sample_freq():
@@ -472,36 +381,24 @@ def test_gsde_needs_box_actions_and_a_valid_sample_freq():
 @pytest.mark.cuda
 @pytest.mark.parametrize("env_id,overrides", [("CartPole-v1", {}), ("Pendulum-v1", {"use_sde": True}),
                                               ("Pendulum-v1", {"optimizer": "adam", "normalize_obs": True})])
-def test_a2c_on_cuda_matches_the_cpu_numpy_update(env_id, overrides):
-    """On CUDA A2C collects into a GPU buffer (host staging, one copy per tensor) and updates with autograd; the
-    gradient of one update on the same rollout equals the CPU NumPy update's (gSDE: the CPU autograd one)."""
+def test_a2c_on_cuda_matches_the_cpu_update(env_id, overrides):
+    """On CUDA A2C collects into a GPU buffer (host staging, one copy per tensor); the gradient of one update on
+    the same rollout equals the CPU one (the same code on both devices)."""
     cuda = A2C(env_id, seed=1, device="cuda", max_grad_norm=0.0, n_envs=3, n_steps=6, **overrides)
     cpu = A2C(env_id, seed=1, device="cpu", max_grad_norm=0.0, n_envs=3, n_steps=6, **overrides)
-    assert cuda.buffer.obs.is_cuda and not cuda._numpy_update
-    cpu.net.load_state_dict(cuda.net.state_dict())
-    cuda.collector.collect(cuda.buffer, cuda._rollout_policy)
+    assert cuda.buffer.obs.is_cuda
+    cpu.actor.load_state_dict(cuda.actor.state_dict())
+    cpu.critic.load_state_dict(cuda.critic.state_dict())
+    cuda.collector.collect(cuda.buffer, cuda.actor.sample)
     for name in ("obs", "actions", "log_probs", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
         getattr(cpu.buffer, name).copy_(getattr(cuda.buffer, name).cpu())
     for agent in (cuda, cpu):
-        setattr(agent.optimizer, "step_numpy" if agent._numpy_update else "step", lambda: None)
+        agent.optimizer.step = lambda: None
         agent.update(agent.buffer)
     assert torch.allclose(cuda.flat.param.grad.cpu(), cpu.flat.param.grad, rtol=1e-4, atol=1e-5)
+    del cuda.optimizer.step
     cuda.learn(48, progress=False)
     assert torch.isfinite(cuda.flat.param).all()
-
-
-@pytest.mark.parametrize("cls", ["A2C", "TRPO"])
-def test_gsde_numpy_acting_path_matches_the_torch_path(cls):
-    agent = getattr(rlkit, cls)("Pendulum-v1", seed=0, device="cpu", use_sde=True, log_std_init=-1.0,
-                                n_envs=3, n_steps=4, hidden_sizes=(16, 16))
-    policy = agent._rollout_policy
-    assert isinstance(policy, NumpyPolicy) and policy.sde_noise is not None
-    torch_sample = agent.net.sample if cls == "A2C" else agent.actor.sample
-    obs = np.random.default_rng(1).normal(size=(3, 3)).astype(np.float32)
-    a_np, logp_np = policy.sample_numpy(obs)
-    a_t, logp_t = torch_sample(torch.from_numpy(obs))
-    assert np.allclose(a_np, a_t.detach().numpy(), atol=1e-5) and np.allclose(logp_np, logp_t.detach().numpy(),
-                                                                              atol=1e-4)
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])

@@ -1,0 +1,311 @@
+"""A2C: synchronous advantage actor-critic with GAE advantages.
+
+Mnih et al. (2016), "Asynchronous methods for deep reinforcement learning" (A2C is the synchronous variant of
+A3C); advantages by GAE, Schulman et al. (2016). One joint gradient step per rollout of n_steps x n_envs:
+
+    delta_t = r_t + gamma * V(s_{t+1}) - V(s_t);   A_t = delta_t + gamma * lambda * A_{t+1}     (GAE)
+    L      = -E[log pi(a_t|s_t) * A_t] - ent_coef * E[H[pi(.|s_t)]]                          (policy)
+           + vf_coef * E[(V(s_t) - R_t)^2],   R_t = A_t + V(s_t)                              (critic)
+
+Termination and truncation, as everywhere in rlkit: nothing is bootstrapped after a termination; after a
+truncation (time limit) the target continues from V(TRUE final observation); GAE traces are cut on both.
+Choices and deviations (as Stable-Baselines3's A2C unless said):
+  * RMSprop (alpha 0.99, eps 1e-5) over one flat parameter vector; gradient clipped to max_grad_norm.
+  * Linear learning-rate decay (lr_schedule="linear") runs over each learn() call.
+  * The observation normaliser is updated from each rollout AFTER the update on it, so a rollout is trained
+    with the statistics it was collected with; evaluation never changes the statistics.
+  * reward_scale multiplies rewards before GAE (a fixed stand-in for reward normalisation).
+  * gSDE (use_sde) follows Raffin et al. (2022); shared_trunk puts one hidden trunk under both heads.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlkit.core import agent_io
+from rlkit.core.buffers import RolloutBuffer
+from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
+                               check_sample_freq, check_unit_interval)
+from rlkit.core.device import configure_threads, resolve_device, seed_everything
+from rlkit.core.envs import EnvLike, SpaceError
+from rlkit.core.losses import policy_gradient_loss
+from rlkit.core.networks import (ACTIVATIONS, MLP, NetworkSpec, ObsEncoder, action_dim, make_actor, make_v_critic,
+                                 network_source)
+from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop
+from rlkit.core.returns import explained_variance, gae, normalize
+from rlkit.core.rollout import RolloutCollector
+
+
+@dataclass
+class A2CConfig:
+    # Collection
+    n_envs: int = 8
+    """Number of parallel environments."""
+    n_steps: int = 5
+    """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
+    normalize_obs: bool = False
+    """Normalise observations by a running mean/std (saved in checkpoints, frozen during evaluation)."""
+    # Loss
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE lambda (1.0: n-step returns minus V, as Stable-Baselines3's default; 0.0: one-step TD error)."""
+    normalize_advantage: bool = False
+    """Normalise advantages to mean 0, std 1 within each batch."""
+    reward_scale: float = 1.0
+    """Multiply rewards by this before computing returns (a fixed stand-in for reward normalisation)."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the value loss in the joint loss."""
+    # Optimisation
+    learning_rate: float = 7e-4
+    """Step size (the initial one under linear decay)."""
+    lr_schedule: str = "constant"
+    """constant, or linear (decays to 0 over each learn() call)."""
+    optimizer: str = "rmsprop"
+    """rmsprop (torch RMSprop with rms_alpha/rms_eps, as Stable-Baselines3) or adam."""
+    rms_alpha: float = 0.99
+    """RMSprop smoothing constant."""
+    rms_eps: float = 1e-5
+    """RMSprop epsilon (also used as Adam's epsilon)."""
+    max_grad_norm: float = 0.5
+    """Clip the gradient to this global norm (0 disables clipping)."""
+    shared_trunk: bool = False
+    """One hidden trunk for actor and critic (True) or two separate ones (False, Stable-Baselines3's default)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of each trunk."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or gelu."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    use_sde: bool = False
+    """Box actions: generalised state-dependent exploration (gSDE, Raffin et al. 2022) instead of independent
+    Gaussian noise per step: a = mu(s) + z(s)^T E with z(s) the policy trunk's features (detached) and a noise
+    matrix E ~ N(0, exp(log_std)^2) per env, redrawn at the start of every rollout (and every sde_sample_freq
+    steps); log_std is then a [features, action_dim] parameter."""
+    sde_sample_freq: int = -1
+    """With use_sde: redraw the noise matrices every this many steps within a rollout (-1: once per rollout)."""
+    ortho_init: bool = True
+    """Orthogonal initialisation of the layers (False: PyTorch's default Linear initialisation)."""
+    # Logging and checkpoints
+    checkpoint_interval: int = 0
+    """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (the final one is always kept)."""
+    torch_threads: int = 1
+    """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "n_envs", "n_steps", "learning_rate", "rms_eps", "reward_scale")
+        check_unit_interval(self, "gamma", "gae_lambda", "rms_alpha")
+        check_nonnegative(self, "ent_coef", "vf_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
+                          "torch_threads")
+        check_hidden_sizes(self)
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "lr_schedule", ("constant", "linear"))
+        check_choice(self, "optimizer", ("rmsprop", "adam"))
+        check_sample_freq(self)
+
+
+class TrunkHead(nn.Module):
+    """A linear head on an MLP trunk that another TrunkHead may share (A2C's shared_trunk): features(x) are the
+    trunk's last hidden layer, forward(x) = head(features(x))."""
+
+    def __init__(self, trunk: MLP, out_dim: int, gain: float, orthogonal: bool) -> None:
+        super().__init__()
+        self.trunk, self.head = trunk, nn.Linear(trunk.head.out_features, out_dim)
+        if orthogonal:
+            nn.init.orthogonal_(self.head.weight, gain=gain)
+            nn.init.zeros_(self.head.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk._act(self.trunk(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class A2C:
+    """Synchronous advantage actor-critic with GAE. See the module docstring for the equations."""
+
+    algo = "a2c"
+    supported_actions = ("Discrete", "Box")
+
+    def __init__(self, env: EnvLike, config: A2CConfig | dict | None = None, *, seed: int | None = None,
+                 device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
+                 **overrides: Any) -> None:
+        """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
+        rlkit.core.networks); default: MLPs of hidden_sizes. Other keywords are A2CConfig fields."""
+        self.config = cfg = build_config(A2CConfig, config, **overrides)
+        self.device = resolve_device(device)
+        configure_threads(cfg.torch_threads)
+        self.seed = seed
+        if seed is not None:
+            seed_everything(seed)
+        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions)
+        self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
+        self.observation_space, self.action_space = es.obs_space, es.action_space
+        discrete = es.action_space.__class__.__name__ == "Discrete"
+        if cfg.use_sde and discrete:
+            raise SpaceError(f"A2C: use_sde needs a Box action space, not {es.action_space}")
+        if cfg.shared_trunk and (policy is not None or critic is not None):
+            raise ValueError("A2C: shared_trunk builds both networks itself; pass policy=/critic= without it")
+
+        encoder = ObsEncoder(es.obs_space, normalize=cfg.normalize_obs)  # one normaliser for actor and critic
+        if cfg.shared_trunk:  # one trunk, two heads (gains 0.01 and 1, as Stable-Baselines3)
+            hs, n_out = cfg.hidden_sizes, action_dim(es.action_space)
+            trunk = MLP(encoder.dim, hs[:-1], hs[-1], cfg.activation, math.sqrt(2), cfg.ortho_init)
+            policy = TrunkHead(trunk, n_out, 0.01, cfg.ortho_init)
+            critic = TrunkHead(trunk, 1, 1.0, cfg.ortho_init)
+            self.networks = {"policy": None, "critic": None}
+        else:
+            self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
+        self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation, cfg.log_std_init,
+                                encoder=encoder, use_sde=cfg.use_sde, net=policy,
+                                orthogonal=cfg.ortho_init).to(self.device)
+        self.critic = make_v_critic(encoder, cfg.hidden_sizes, cfg.activation, net=critic,
+                                    orthogonal=cfg.ortho_init).to(self.device)
+        # One flat parameter/gradient buffer: the optimiser step and the clip are a few ops, not dozens.
+        self.flat = FlatParameters([*self.actor.parameters(), *self.critic.parameters()])
+        if cfg.optimizer == "rmsprop":
+            self.optimizer: FlatRMSprop | FlatAdam = FlatRMSprop(self.flat.param, cfg.learning_rate, cfg.rms_alpha,
+                                                                 cfg.rms_eps)
+        else:
+            self.optimizer = FlatAdam(self.flat.param, cfg.learning_rate, eps=cfg.rms_eps)
+
+        if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
+                                        () if discrete else es.action_space.shape,
+                                        torch.int64 if discrete else torch.float32, self.device)
+            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+        self.actor.reset_noise(es.n_envs)  # gSDE only
+        self.num_timesteps = 0
+        self.n_updates = 0
+
+    # ---- acting -------------------------------------------------------------------------------------------
+    def _sde_before_step(self, t: int) -> None:
+        """gSDE: redraw the noise every sde_sample_freq steps of a rollout (learn() draws it at each start)."""
+        freq = self.config.sde_sample_freq
+        if freq > 0 and t > 0 and t % freq == 0:
+            self.actor.reset_noise(self.collector.n_envs)
+
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
+        return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
+
+    def value(self, obs: Any) -> np.ndarray:
+        """The critic's V(s) for one observation or a batch."""
+        return agent_io.numpy_value(self.critic, obs, self.observation_space, self.device)
+
+    # ---- one update -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def advantages(self, buf: RolloutBuffer, values: torch.Tensor, last_values: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE advantages A_t and returns R_t = A_t + V(s_t), both [T, N], given values = V(s_t) [T, N] (and
+        V(s_T) [N] when already computed). Bootstraps from V(s_T) and, where truncated, from V(true final obs)."""
+        cfg, T, N = self.config, buf.n_steps, buf.n_envs
+        if last_values is None:
+            last_values = self.critic(buf.last_obs)
+        # V(true final obs) only matters where truncated: on the CPU checking first is free (on CUDA it would be
+        # a host sync, so the pass always runs there).
+        if self.device.type != "cpu" or bool(buf.truncated.any()):
+            final_values = self.critic(buf.flat(buf.final_obs)).view(T, N)
+        else:
+            final_values = torch.zeros(T, N, device=self.device)
+        rewards = buf.rewards if cfg.reward_scale == 1.0 else buf.rewards * cfg.reward_scale
+        return gae(rewards, values, buf.terminated, buf.truncated, final_values, last_values, cfg.gamma,
+                   cfg.gae_lambda)
+
+    def update(self, buf: RolloutBuffer, diagnostics: bool = True) -> dict[str, torch.Tensor]:
+        """One gradient step of the joint loss on a rollout. Returns tensor diagnostics (no host sync); with
+        diagnostics=False only the losses (entropy and explained variance cost ops that learn() needs only on
+        the updates it logs).
+
+        Shapes: rollout tensors [T, N, ...]; the loss is on the T * N flattened samples.
+        """
+        cfg = self.config
+        T, N = buf.n_steps, buf.n_envs
+        obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
+        v_all = self.critic(torch.cat([obs, buf.last_obs]))  # V(s_t) for the batch and V(s_T) in one pass
+        values = v_all[:T * N]
+        adv, returns = self.advantages(buf, values.detach().view(T, N), v_all[T * N:].detach())
+        adv, returns = adv.reshape(-1), returns.reshape(-1)
+        if cfg.normalize_advantage:
+            adv = normalize(adv)
+        params = self.actor.dist_params(obs)
+        logp = self.actor.log_prob_from_params(params, actions)
+        entropy = self.actor.entropy_from_params(params) if cfg.ent_coef > 0 or diagnostics else None
+        loss_pi, info = policy_gradient_loss(logp, entropy, adv, cfg.ent_coef)  # -E[log pi * A] - c_H E[H]
+        loss_v = (values - returns).pow(2).mean()  # E[(V(s_t) - R_t)^2]
+        loss = loss_pi + cfg.vf_coef * loss_v
+        self.flat.zero_grad()
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            self.flat.clip_grad_norm_(cfg.max_grad_norm)
+        self.optimizer.step()
+        info["train/loss_v"] = loss_v.detach()
+        if diagnostics:
+            info["train/explained_variance"] = explained_variance(values.detach(), returns)
+        self.n_updates += 1
+        return info
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "A2C":
+        """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
+        events, progress.csv, config.json and checkpoints/ there. Every `log_interval` environment steps (and
+        after the last update) metrics are logged and `callback(agent, metrics)` runs; returning False stops."""
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback)
+        cfg = self.config
+        batch = cfg.n_steps * self.collector.n_envs
+        try:
+            while self.num_timesteps < run.target:
+                if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of this call's steps remaining)
+                    frac = (run.target - self.num_timesteps) / max(run.target - run.start, 1)
+                    self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
+                self.actor.reset_noise(self.collector.n_envs)  # gSDE: fresh exploration matrices every rollout
+                self.collector.collect(self.buffer, self.actor.sample, self._sde_before_step if cfg.use_sde else None)
+                self.num_timesteps += batch
+                info = self.update(self.buffer, diagnostics=run.log_due(self))
+                self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
+                if not run.end_of_iteration(self, info):
+                    break
+            run.finish(self)
+        finally:
+            run.close()
+        return self
+
+    # ---- evaluation and persistence -------------------------------------------------------------------------
+    def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:
+        """Evaluate on a fresh env; the observation statistics are only read, never updated."""
+        return agent_io.evaluate_agent(lambda o: self.act(o, deterministic), self._env_factory, n_episodes,
+                                       self.seed, env)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "collector": self.collector.state_dict() if self.env is not None else {}, "n_updates": self.n_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])  # copies into the flat views: the optimiser keeps its tensor
+        self.critic.load_state_dict(state["critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.env is not None:
+            self.collector.load_state_dict(state["collector"])
+        self.n_updates = int(state["n_updates"])
+
+    def save(self, path: str | Path) -> Path:
+        return agent_io.save_agent(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
+             **kwargs: Any) -> "A2C":
+        """Rebuild from a checkpoint; without env, act() and value() work and learn() asks for one."""
+        return agent_io.load_agent_payload(cls, path, env, device, **kwargs)

@@ -1,0 +1,264 @@
+"""QAC: Q actor-critic, the policy gradient weighted by an on-policy SARSA critic Q_w(s, a).
+
+Sutton & Barto (2018, sec. 13.5); Konda & Tsitsiklis (2000). It differs from A2C (rlkit/agents/a2c.py) ONLY in
+what weights grad log pi:
+
+    g   = E[ grad_theta log pi_theta(a_t | s_t) * Psi_t ] + ent_coef * grad H[pi_theta(. | s_t)]
+    Psi_t = Q_w(s_t, a_t)                                                (optionally minus b(s_t), standardised)
+    y_t   = r_t + gamma * Q_w(s_{t+1}, a_{t+1})   a_{t+1} = the action the policy actually takes next (SARSA)
+    w    <- one semi-gradient Adam step on E[(Q_w(s_t, a_t) - y_t)^2] per rollout (y_t detached)
+
+Termination and truncation: nothing is bootstrapped after a termination; after a truncation (time limit) the
+target continues from Q_w(s_final, a') with s_final the TRUE final observation and a' ~ pi(s_final) sampled for
+it, since that episode takes no further action. Deviations:
+  * The last step of a rollout bootstraps from Q_w(s_T, a_T) where a_T ~ pi(s_T) is sampled at update time
+    and then really executed as the first action of the next rollout (so the SARSA target stays exact).
+  * Psi can be standardised per batch (normalize_q; subtracting the batch mean acts as a baseline).
+  * Linear learning-rate decay (lr_schedule="linear") runs over each learn() call, like SB3.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from rlkit.core import agent_io
+from rlkit.core.buffers import RolloutBuffer
+from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
+                               check_unit_interval)
+from rlkit.core.device import configure_threads, resolve_device, seed_everything
+from rlkit.core.envs import EnvLike
+from rlkit.core.losses import policy_gradient_loss
+from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_q_critic, network_source
+from rlkit.core.returns import explained_variance, normalize
+from rlkit.core.rollout import RolloutCollector
+
+
+@dataclass
+class QACConfig:
+    # Collection
+    n_envs: int = 8
+    """Number of parallel environments."""
+    n_steps: int = 8
+    """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
+    # Loss
+    gamma: float = 0.99
+    """Discount factor."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus in the policy loss."""
+    normalize_q: bool = True
+    """Standardise Q(s, a) within each batch before it weights grad log pi (mean 0, std 1)."""
+    q_baseline: bool = False
+    """Subtract the state-dependent baseline b(s) = E_{a~pi}[Q_w(s, a)] from Q_w(s, a) before it weights
+    grad log pi (Discrete: the exact sum over actions; Box: Q_w at one fresh sample). Any function of the state is
+    an unbiased baseline (Sutton & Barto 2018, sec. 13.4); it removes the variation across states from Psi."""
+    # Optimisation
+    learning_rate: float = 7e-4
+    """Adam step size of the actor."""
+    q_learning_rate: float = 1e-3
+    """Adam step size of the critic Q_w."""
+    lr_schedule: str = "constant"
+    """constant, or linear (both step sizes decay to 0 over each learn() call)."""
+    max_grad_norm: float = 0.5
+    """Clip each gradient (actor, critic) to this global norm (0 disables clipping)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of the actor and the critic."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or gelu."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    # Logging and checkpoints
+    checkpoint_interval: int = 0
+    """Save a checkpoint every this many environment steps when a run directory is used (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (the final one is always kept)."""
+    torch_threads: int = 1
+    """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "n_envs", "n_steps", "learning_rate", "q_learning_rate")
+        check_unit_interval(self, "gamma")
+        check_nonnegative(self, "ent_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
+                          "torch_threads")
+        check_hidden_sizes(self)
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "lr_schedule", ("constant", "linear"))
+
+
+
+class QAC:
+    """Q actor-critic: the policy gradient weighted by an on-policy SARSA critic Q_w(s, a)."""
+
+    algo = "qac"
+    supported_actions = ("Discrete", "Box")
+
+    def __init__(self, env: EnvLike, config: QACConfig | dict | None = None, *, seed: int | None = None,
+                 device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
+                 **overrides: Any) -> None:
+        """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
+        rlkit.core.networks: the critic is Q(s, .) [B, n] for Discrete(n), Q on [features, action] for a Box);
+        default: MLPs of hidden_sizes. Other keywords are QACConfig fields."""
+        self.config = cfg = build_config(QACConfig, config, **overrides)
+        self.device = resolve_device(device)
+        configure_threads(cfg.torch_threads)
+        self.seed = seed
+        if seed is not None:
+            seed_everything(seed)
+        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions)
+        self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
+        self.observation_space, self.action_space = es.obs_space, es.action_space
+        self.discrete = es.action_space.__class__.__name__ == "Discrete"
+
+        self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
+        self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
+                                cfg.log_std_init, net=policy).to(self.device)
+        # Discrete: one Q output per action; Box: Q(s, a) on [features, action], the action clipped to the Box
+        self.critic = make_q_critic(ObsEncoder(es.obs_space), es.action_space, cfg.hidden_sizes, cfg.activation,
+                                    net=critic).to(self.device)
+        if not self.discrete:
+            self._low = torch.as_tensor(es.action_space.low, dtype=torch.float32, device=self.device)
+            self._high = torch.as_tensor(es.action_space.high, dtype=torch.float32, device=self.device)
+        self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
+        self.q_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.q_learning_rate)
+
+        if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
+                                        () if self.discrete else es.action_space.shape,
+                                        torch.int64 if self.discrete else torch.float32, self.device)
+            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+        self._next = None  # (a_T, log pi(a_T|s_T)) chosen in update(), executed first in the next rollout
+        self.num_timesteps = 0
+        self.n_updates = 0
+
+    # ---- acting -------------------------------------------------------------------------------------------
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
+        return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
+
+    def value(self, obs: Any) -> np.ndarray:
+        """V(s) = E_{a~pi}[Q_w(s, a)]: exact for Discrete, one-sample estimate for Box."""
+        return agent_io.numpy_value(self._q_baseline, obs, self.observation_space, self.device)
+
+    def _q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs, actions if self.discrete else torch.maximum(torch.minimum(actions, self._high),
+                                                                           self._low))
+
+    def _rollout_policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._next is not None:  # the a_T that the last update bootstrapped from: execute exactly it
+            nxt, self._next = self._next, None
+            return nxt
+        return self.actor.sample(obs)
+
+    # ---- one update -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _q_baseline(self, obs: torch.Tensor) -> torch.Tensor:
+        """b(s) = E_{a~pi}[Q_w(s, a)]: exact over Discrete actions, one sample for Box. Shape [B]."""
+        if self.discrete:
+            probs = torch.softmax(self.actor.dist_params(obs)[0], -1)
+            return (probs * self.critic.all_actions(obs)).sum(-1)
+        return self._q(obs, self.actor.sample(obs)[0])
+
+    def td_targets(self, buf: RolloutBuffer, a_T: torch.Tensor, a_final: torch.Tensor) -> torch.Tensor:
+        """SARSA targets y_t = r_t + gamma * Q_w(s_{t+1}, a_{t+1}), [T, N], without gradient:
+          s_{t+1}, a_{t+1} = obs[t+1], actions[t+1]  (the action actually taken next; a_T at t = T-1)
+                           = final_obs[t], a_final[t] where truncated (a' ~ pi(true final observation))
+          y_t = r_t                                   where terminated (nothing after a real end)
+        """
+        T, N = buf.n_steps, buf.n_envs
+        trunc_o = buf.truncated.view(T, N, *([1] * (buf.obs.dim() - 2)))
+        trunc_a = buf.truncated.view(T, N, *([1] * (buf.actions.dim() - 2)))
+        next_obs = torch.where(trunc_o, buf.final_obs, torch.cat([buf.obs[1:], buf.last_obs[None]]))
+        next_act = torch.where(trunc_a, a_final, torch.cat([buf.actions[1:], a_T[None]]))
+        with torch.no_grad():
+            q_next = self._q(buf.flat(next_obs), buf.flat(next_act)).view(T, N)
+        return buf.rewards + self.config.gamma * torch.where(buf.terminated, torch.zeros_like(q_next), q_next)
+
+    def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
+        """One SARSA critic step and one policy-gradient step on a rollout. Returns tensor diagnostics."""
+        cfg = self.config
+        with torch.no_grad():
+            a_T, logp_T = self.actor.sample(buf.last_obs)  # a_T: executed first in the next rollout
+            self._next = (a_T, logp_T)
+            a_final = self.actor.sample(buf.flat(buf.final_obs))[0].view_as(buf.actions)  # used where truncated
+        y = self.td_targets(buf, a_T, a_final)
+        obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
+        q = self._q(obs, actions)
+        loss_q = (q - y.reshape(-1)).pow(2).mean()
+        self.q_optimizer.zero_grad(set_to_none=True)
+        loss_q.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+        self.q_optimizer.step()
+
+        psi = q.detach()  # <- QAC: Q(s, a) weights grad log pi
+        if cfg.q_baseline:
+            psi = psi - self._q_baseline(obs)
+        psi = normalize(psi) if cfg.normalize_q else psi
+        logp, entropy = self.actor.log_prob_entropy(obs, actions)
+        loss_pi, info = policy_gradient_loss(logp, entropy, psi, cfg.ent_coef)
+        self.pi_optimizer.zero_grad(set_to_none=True)
+        loss_pi.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+        self.pi_optimizer.step()
+        info["train/loss_q"] = loss_q.detach()
+        info["train/explained_variance"] = explained_variance(q.detach(), y.reshape(-1))
+        self.n_updates += 1
+        return info
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "QAC":
+        """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
+        events, progress.csv, config.json and checkpoints/ there. Every `log_interval` environment steps (and
+        after the last update) metrics are logged and `callback(agent, metrics)` runs; returning False stops."""
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback)
+        cfg = self.config
+        batch = cfg.n_steps * self.collector.n_envs
+        try:
+            while self.num_timesteps < run.target:
+                if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of this call's steps remaining)
+                    frac = (run.target - self.num_timesteps) / max(run.target - run.start, 1)
+                    self.pi_optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
+                    self.q_optimizer.param_groups[0]["lr"] = cfg.q_learning_rate * frac
+                self.collector.collect(self.buffer, self._rollout_policy)
+                self.num_timesteps += batch
+                info = self.update(self.buffer)
+                if not run.end_of_iteration(self, info):
+                    break
+            run.finish(self)
+        finally:
+            run.close()
+        return self
+
+    # ---- evaluation and persistence -------------------------------------------------------------------------
+    def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:
+        return agent_io.evaluate_agent(lambda o: self.act(o, deterministic), self._env_factory, n_episodes,
+                                       self.seed, env)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "pi_optimizer": self.pi_optimizer.state_dict(), "q_optimizer": self.q_optimizer.state_dict(),
+                "collector": self.collector.state_dict() if self.env is not None else {}, "n_updates": self.n_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.pi_optimizer.load_state_dict(state["pi_optimizer"])
+        self.q_optimizer.load_state_dict(state["q_optimizer"])
+        if self.env is not None:
+            self.collector.load_state_dict(state["collector"])
+        self.n_updates = int(state["n_updates"])
+        self._next = None  # the loaded agent's env starts from a fresh reset, not from the saved s_T
+
+    def save(self, path: str | Path) -> Path:
+        return agent_io.save_agent(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvLike | None = None, device: str | torch.device = "auto",
+             **kwargs: Any) -> "QAC":
+        """Rebuild from a checkpoint; without env, act() and value() work and learn() asks for one."""
+        return agent_io.load_agent_payload(cls, path, env, device, **kwargs)
