@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "rlkit"
 LAYERS = {
-    "types": 0, "device": 0, "config": 0,
+    "types": 0, "device": 0, "config": 0, "errors": 0, "rundir": 0,
     "returns": 1, "optim": 1, "distributions": 1,
     "networks": 2, "buffers": 2, "envs": 2,
     "rollout": 3, "logger": 3, "checkpoint": 3, "agent_io": 4,
@@ -68,7 +68,7 @@ def test_every_core_module_has_a_layer():
 @pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_inheritance_stops_at_nn_module_or_protocol(path):
     allowed = {"nn.Module", "Module", "Protocol", "Exception", "ValueError", "TypeError", "FloatingPointError",
-               "argparse.ArgumentParser", "Enum", "NamedTuple", "RuntimeError",
+               "argparse.ArgumentParser", "Enum", "NamedTuple", "RuntimeError", "KeyboardInterrupt",
                # the one deliberate exception (see rlkit.core.envs.SameStepSyncVectorEnv): it replaces only step()
                "gym.vector.SyncVectorEnv"}
     tree = ast.parse(path.read_text())

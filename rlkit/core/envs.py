@@ -30,6 +30,12 @@ def check_spaces(algo: str, obs_space: gym.Space, action_space: gym.Space, suppo
     """Raise SpaceError (never assert: asserts vanish under python -O) if `algo` cannot use these spaces."""
     if not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
         raise SpaceError(f"{algo} cannot use observation space {obs_space}; supported observation spaces: Box, Discrete")
+    if isinstance(obs_space, gym.spaces.Discrete) and int(obs_space.start) != 0:
+        # observations are one-hot encoded by index; an offset start would index past the end
+        raise SpaceError(f"{algo} cannot use observation space {obs_space}: Discrete observations must start at 0 "
+                         f"(start={int(obs_space.start)}); wrap the env to subtract the offset")
+    if isinstance(obs_space, gym.spaces.Box) and any(int(d) == 0 for d in obs_space.shape):
+        raise SpaceError(f"{algo} cannot use observation space {obs_space}: it has a zero-sized dimension")
     kind = type(action_space).__name__
     if kind not in supported_actions:
         raise SpaceError(
@@ -37,6 +43,11 @@ def check_spaces(algo: str, obs_space: gym.Space, action_space: gym.Space, suppo
             f"supported action spaces: {', '.join(supported_actions)}"
         )
     if isinstance(action_space, gym.spaces.Box):
+        if len(action_space.shape) != 1 or int(action_space.shape[0]) < 1:
+            # policies output a flat action vector; anything else breaks broadcasting after the run started
+            raise SpaceError(f"{algo} cannot use action space {action_space}: Box actions must be one-dimensional "
+                             f"(shape (k,)), got shape {tuple(action_space.shape)}; wrap the env with a gymnasium.ActionWrapper "
+                             "that reshapes a flat action")
         low, high = action_space.low, action_space.high
         if np.any(np.isnan(low)) or np.any(np.isnan(high)):
             raise SpaceError(f"{algo}: action space {action_space} has a NaN bound")
