@@ -17,6 +17,9 @@ from gymnasium.vector.utils import concatenate, iterate
 EnvLike = Union[str, Callable[[], gym.Env], gym.Env, VectorEnv]
 
 
+MAX_N_ENVS = 65_536
+
+
 class SpaceError(TypeError):
     """An observation or action space an algorithm cannot use (names the algorithm, the space, what works)."""
 
@@ -167,6 +170,8 @@ def make_vec_env(
     """
     if not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
+    if n_envs > MAX_N_ENVS:  # a typo like n_envs=1e9 would otherwise build envs until memory runs out
+        raise ValueError(f"n_envs must be at most {MAX_N_ENVS:,} (sub-environments in one process), got {n_envs:,}")
     if isinstance(env, VectorEnv):
         mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if mode != AutoresetMode.SAME_STEP:
