@@ -106,8 +106,12 @@ class Logger:
             (self.run_dir / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
             if csv_file:
                 self._csv_path = self.run_dir / "progress.csv"
-                if self._csv_path.exists():  # resuming: keep the rows up to start_step, append after them
-                    self._csv_keys = truncate_progress_csv(self._csv_path, start_step)
+                if self._csv_path.exists():  # resuming from start_step: keep the rows up to it, append after them
+                    if start_step > 0:  # (a new run into a used directory is refused by rundir.open_run_dir)
+                        self._csv_keys = truncate_progress_csv(self._csv_path, start_step)
+                    else:
+                        with self._csv_path.open(newline="") as f:
+                            self._csv_keys = next(csv.reader(f), [])
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
