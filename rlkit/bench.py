@@ -23,23 +23,41 @@ def _split(text: str) -> list[str]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'5' -> [0..4]; '0,3,7' -> [0, 3, 7]."""
+    """'5' -> [0..4]; '0,3,7' -> [0, 3, 7]; '0,' -> [0] (a trailing comma makes a single seed a list)."""
     try:
         if "," not in text:
             n = int(text)
-            if n < 1:
-                raise ValueError
-            return list(range(n))
-        return [int(s) for s in _split(text)]
+            seeds = list(range(n))
+        else:
+            seeds = [int(s) for s in _split(text)]
     except ValueError:
         raise ValueError(f"--seeds must be a count or a comma-separated list of integers, got {text!r}") from None
+    if "," not in text and n < 1:
+        raise ValueError(f"--seeds {text} is a count of seeds and must be >= 1 (to run only seed 0, write "
+                         f"--seeds 0, ; for seeds 0..4, --seeds 5)")
+    if not seeds:
+        raise ValueError(f"--seeds {text!r} names no seed")
+    bad = [x for x in seeds if x < 0 or x > 2**32 - 1]
+    if bad:
+        raise ValueError(f"--seeds must be in [0, {2**32 - 1}], got {bad[0]}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r} repeats a seed (two runs would share one run directory)")
+    return seeds
 
 
 def bench_command(args: argparse.Namespace) -> int:
     from rlkit.agents import get_agent_class
 
-    algos = [get_agent_class(a).algo for a in _split(args.algos)]  # validates names up front
-    envs = _split(args.envs)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1 (parallel runs), got {args.jobs}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.eval_episodes < 0:
+        raise ValueError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    algos = list(dict.fromkeys(get_agent_class(a).algo for a in _split(args.algos)))  # validates names up front
+    envs = list(dict.fromkeys(_split(args.envs)))
+    if not algos or not envs:
+        raise ValueError("--algos and --envs must each name at least one entry")
     seeds = parse_seeds(args.seeds)
     out = Path(args.out)
     jobs = []
@@ -52,17 +70,26 @@ def bench_command(args: argparse.Namespace) -> int:
         for s in args.set:
             cmd += ["--set", s]
         jobs.append((algo, env_id, seed, run_dir, cmd))
+    from rlkit.core.rundir import previous_run_files
+
+    taken = [j[3] for j in jobs if previous_run_files(j[3])]
+    if taken:  # every run would refuse its directory: say so once, before starting any
+        more = f' and {len(taken) - 1} more' if len(taken) > 1 else ''
+        raise ValueError(f"--out {out} already holds runs ({taken[0]}{more}); "
+                         "choose another --out")
     print(f"rlkit bench: {len(jobs)} runs, {args.jobs} at a time -> {out}", file=sys.stderr)
 
     def run(job: tuple) -> dict[str, Any]:
         algo, env_id, seed, run_dir, cmd = job
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "result.json").unlink(missing_ok=True)  # a stale result must not pass for this run's
         with open(run_dir / "stdout.log", "w") as log:
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         res_path = run_dir / "result.json"
         res = json.loads(res_path.read_text()) if rc == 0 and res_path.exists() else {}
         res.update({"algo": algo, "env_id": env_id, "seed": seed, "returncode": rc})
-        status = f"{res.get('mean_return', float('nan')):.1f}" if rc == 0 else f"FAILED (rc {rc}, see {run_dir}/stdout.log)"
+        status = (f"{res.get('mean_return', float('nan')):.1f}" if rc == 0
+                  else f"FAILED (rc {rc}, see {run_dir}/stdout.log)")
         print(f"  {algo:<10} {env_id:<16} seed {seed}: {status}", file=sys.stderr, flush=True)
         return res
 
@@ -72,7 +99,14 @@ def bench_command(args: argparse.Namespace) -> int:
     table = results_table(results)
     (out / "results.md").write_text(table + "\n")
     print(table)
-    return 0 if all(r["returncode"] == 0 for r in results) else 1
+    failed = [f"{r['algo']}/{r['env_id']}/seed{r['seed']} (rc {r['returncode']})" for r in results
+              if r["returncode"] != 0]
+    if failed:
+        # One line naming every failed run; each run's own output is in its stdout.log.
+        print(f"rlkit bench: {len(failed)} of {len(results)} runs failed: {', '.join(failed)}; "
+              f"see <run dir>/stdout.log under {out}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def results_table(results: list[dict[str, Any]]) -> str:
@@ -81,7 +115,8 @@ def results_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         if "mean_return" in r:
             groups.setdefault((r["algo"], r["env_id"]), []).append(float(r["mean_return"]))
-    lines = ["| algo | env | seeds | final eval return (mean +/- std over seeds) | per seed |", "|---|---|---:|---:|---|"]
+    lines = ["| algo | env | seeds | final eval return (mean +/- std over seeds) | per seed |",
+             "|---|---|---:|---:|---|"]
     for (algo, env_id), vals in sorted(groups.items()):
         v = np.array(vals)
         lines.append(f"| {algo} | {env_id} | {len(v)} | {v.mean():.1f} +/- {v.std():.1f} | "

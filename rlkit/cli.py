@@ -1,15 +1,28 @@
 """`rlkit train | eval | list | bench | plot`: the command line over the public API.
 
-Bad input (an unknown algorithm, env id, flag or config key; a malformed value or file; a missing device;
-an unusable checkpoint) exits with status 2 and ONE line on stderr naming the problem, never a traceback.
+Exit codes (docs/reliability.md):
+  0    success
+  1    training failed (a NaN/inf from the env or the networks, named), or an internal error (a bug: one line,
+       RLKIT_DEBUG=1 shows the traceback)
+  2    bad input: an unknown algorithm, env id, flag or config key; a malformed value or file; a missing device;
+       an unusable checkpoint or space; a run directory that is a file, read-only, full, in use or another
+       run's; a buffer that cannot fit in memory. ONE line on stderr naming the problem, never a traceback.
+  130  SIGINT, 143 SIGTERM: the current iteration finished, a checkpoint was written, and the command that
+       resumes the run was printed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (seed_everything) takes seeds in [0, 2**32)
 
 
 
@@ -20,6 +33,18 @@ class _Parser(argparse.ArgumentParser):
 
 class _UsageError(Exception):
     pass
+
+
+class _TerminatedError(Exception):
+    """SIGTERM outside training (while building the env or evaluating): nothing to checkpoint."""
+
+
+def _check_int(flag: str, value: int | None, low: int, high: int | None = None, why: str = "") -> None:
+    if value is None:
+        return
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise _UsageError(f"rlkit: error: {flag} must be {bound}, got {value}{why}")
 
 
 def _build_parser() -> _Parser:
@@ -77,6 +102,12 @@ def _train(args: argparse.Namespace) -> int:
     from rlkit.core.logger import default_run_dir
     from rlkit.presets import preset_for
 
+    from rlkit.core.rundir import check_run_dir_path, latest_checkpoint, previous_run_files
+
+    _check_int("--seed", args.seed, 0, MAX_SEED)
+    _check_int("--steps", args.steps, 1)
+    _check_int("--n-envs", args.n_envs, 1)
+    _check_int("--eval-episodes", args.eval_episodes, 0)
     cls = get_agent_class(args.algo)
     algo = cls.algo
     import gymnasium as gym
@@ -101,16 +132,44 @@ def _train(args: argparse.Namespace) -> int:
     steps = steps if steps is not None else 100_000
     if steps <= 0:
         raise ValueError(f"--steps must be positive, got {steps}")
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env_id, algo, args.seed, args.runs_root)
-    if args.resume:
-        agent = cls.load(args.resume, env=args.env_id, device=args.device)
+    resume = Path(args.resume) if args.resume else None
+    if args.run_dir:
+        run_dir = check_run_dir_path(args.run_dir)
+    elif resume is not None and resume.parent.name == "checkpoints":
+        run_dir = resume.parent.parent  # continue the run the checkpoint belongs to
+    else:
+        run_dir = default_run_dir(args.env_id, algo, args.seed, args.runs_root)
+    if resume is None and previous_run_files(run_dir):  # fail before building anything (learn() checks too)
+        latest = latest_checkpoint(run_dir)
+        hint = f"resume it with --resume {latest}" if latest is not None else "remove it"
+        raise ValueError(f"run directory {run_dir} already holds a run ({', '.join(previous_run_files(run_dir)[:3])})"
+                         f"; {hint}, or choose another --run-dir")
+    if resume is not None:
+        agent = cls.load(resume, env=args.env_id, device=args.device)
         remaining = max(0, steps - agent.num_timesteps)
     else:
         agent = cls(args.env_id, config=overrides, seed=args.seed, device=args.device)
         remaining = steps
     print(f"rlkit: training {algo} on {args.env_id} for {remaining:,} steps (seed {args.seed}, "
-          f"device {agent.device}) -> {run_dir}", file=sys.stderr)
-    agent.learn(remaining, run_dir=run_dir, progress=not args.no_progress)
+          f"device {agent.device}) -> {run_dir}" + (f" (resuming from {resume})" if resume else ""), file=sys.stderr)
+    from rlkit.core.rundir import TrainingInterrupted
+
+    try:
+        agent.learn(remaining, run_dir=run_dir, progress=not args.no_progress)
+    except TrainingInterrupted as e:
+        print(f"rlkit: {e}; run directory {run_dir}", file=sys.stderr)
+        if e.checkpoint is not None:
+            cmd = ["rlkit", "train", algo, args.env_id, "--steps", str(steps), "--seed", str(args.seed),
+                   "--run-dir", str(run_dir), "--resume", str(e.checkpoint)]
+            if args.device != "auto":
+                cmd += ["--device", args.device]
+            if args.no_progress:
+                cmd.append("--no-progress")
+            if args.eval_episodes != 10:
+                cmd += ["--eval-episodes", str(args.eval_episodes)]
+            print(f"rlkit: resume with: {shlex.join(cmd)}", file=sys.stderr)
+        sys.stderr.flush()
+        return e.exit_code
     result: dict[str, Any] = {"algo": algo, "env_id": args.env_id, "seed": args.seed, "steps": agent.num_timesteps,
                               "run_dir": str(run_dir)}
     if args.eval_episodes > 0:
@@ -124,7 +183,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from rlkit import load_agent
+    from rlkit.core.device import resolve_device
 
+    _check_int("--episodes", args.episodes, 1)
+    resolve_device(args.device)  # a missing GPU is named as such before the checkpoint is even read
     agent = load_agent(args.path, env=args.env, device=args.device)
     stats = agent.evaluate(n_episodes=args.episodes, deterministic=not args.stochastic)
     print(f"{agent.algo} on {agent.env_id}: mean return {stats['mean_return']:.2f} +/- {stats['std_return']:.2f} "
@@ -145,10 +207,32 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """Warnings (e.g. an evaluation episode cut at its step cap) as one line, not file:line plus source."""
+    print(f"rlkit: warning: {_one_line(Exception(str(message)))}", file=sys.stderr)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _TerminatedError()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from rlkit.core.envs import SpaceError
     from rlkit.core.rollout import NonFiniteError
 
+    previous_showwarning = warnings.showwarning
+    warnings.showwarning = _show_warning
+    previous_term = None
+    try:
+        previous_term = signal.signal(signal.SIGTERM, _on_sigterm)  # training installs its own, saving, handler
+    except ValueError:  # not the main thread (main() called from a worker thread): keep the default
+        pass
     try:
         args = _build_parser().parse_args(argv)
         handler = {"train": _train, "eval": _eval, "list": _list}.get(args.command)
@@ -161,15 +245,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return 2
     except NonFiniteError as e:
-        print(f"rlkit: training failed: {e}", file=sys.stderr)
+        print(f"rlkit: training failed: {_one_line(e)}", file=sys.stderr)
         return 1
-    except (ValueError, SpaceError, FileNotFoundError) as e:  # ConfigError and CheckpointError are ValueErrors
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"rlkit: error: {msg}", file=sys.stderr)
+    except (ValueError, SpaceError, FileNotFoundError) as e:  # ConfigError, CheckpointError, RunDirError too
+        print(f"rlkit: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError as e:  # a buffer that cannot fit, refused before allocating (names the GiB)
+        print(f"rlkit: error: {_one_line(e) if str(e) else 'out of memory'}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only file system, a full disk, ... while writing logs or results
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"rlkit: error: {e.strerror or _one_line(e)}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("rlkit: interrupted", file=sys.stderr)
+        print("rlkit: interrupted (SIGINT) before a checkpoint could be written", file=sys.stderr)
         return 130
+    except _TerminatedError:
+        print("rlkit: terminated (SIGTERM) outside training; nothing to resume", file=sys.stderr)
+        return 143
+    except Exception as e:  # noqa: BLE001 - a bug in rlkit: still one line, the traceback on request
+        if os.environ.get("RLKIT_DEBUG"):
+            raise
+        print(f"rlkit: internal error: {type(e).__name__}: {_one_line(e)} (a bug in rlkit; set RLKIT_DEBUG=1 "
+              "for the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = previous_showwarning
+        if previous_term is not None:
+            try:
+                signal.signal(signal.SIGTERM, previous_term)
+            except ValueError:
+                pass
 
 
 if __name__ == "__main__":

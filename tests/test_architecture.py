@@ -69,7 +69,7 @@ def test_every_core_module_has_a_layer():
 @pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_inheritance_stops_at_nn_module_or_protocol(path):
     allowed = {"nn.Module", "Module", "Protocol", "Exception", "ValueError", "TypeError", "FloatingPointError",
-               "argparse.ArgumentParser", "Enum", "NamedTuple", "RuntimeError",
+               "argparse.ArgumentParser", "Enum", "NamedTuple", "RuntimeError", "KeyboardInterrupt",
                # the one deliberate exception (see rlkit.core.envs.SameStepSyncVectorEnv): it replaces only step()
                "gym.vector.SyncVectorEnv"}
     tree = ast.parse(path.read_text())

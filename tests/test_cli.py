@@ -88,3 +88,69 @@ def test_bench_grid_and_plot(tmp_path):
     p = rlkit("plot", str(out), "--metric", "train/loss_pi")
     assert p.returncode == 0, p.stderr
     assert "| CartPole-v1 | reinforce | 2 |" in p.stdout
+
+
+# ---- reliability: one line, exit 2 (in-process through main(): no interpreter start per case) -------------
+def run_main(argv, capsys):
+    from rlkit.cli import main
+
+    rc = main(argv)
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "reinforce", "CartPole-v1", "--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
+    (["train", "a2c", "CartPole-v1", "--set", "hidden_sizes=[]"], "hidden_sizes must name at least one hidden layer"),
+    (["train", "a2c", "CartPole-v1", "--set", "log_std_init=NaN"], "log_std_init must be a finite number"),
+    (["train", "a2c", "CartPole-v1", "--set", "n_steps=1000000000"], "GiB on cpu but only"),
+    (["train", "ddpg", "Pendulum-v1", "--set", "buffer_size=100000000000"], "GiB on cpu (36 bytes"),
+    (["train", "a2c", "CartPole-v1", "--n-envs", "10000000"], "n_envs must be at most"),
+    (["eval", "/nonexistent.pt", "--episodes", "0"], "--episodes must be >= 1"),
+    (["bench", "--algos", "a2c", "--envs", "CartPole-v1", "--jobs", "0"], "--jobs must be >= 1"),
+    (["bench", "--algos", "a2c", "--envs", "CartPole-v1", "--seeds", "0"], "is a count of seeds and must be >= 1"),
+])
+def test_bad_values_are_one_line_exit_2(args, needle, capsys):
+    rc, err = run_main(args, capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_config_with_undecodable_bytes_names_the_file(tmp_path, capsys):
+    p = tmp_path / "c.json"
+    p.write_bytes(b"\xff\xfe{}")
+    rc, err = run_main(["train", "reinforce", "CartPole-v1", "--config", str(p)], capsys)
+    assert rc == 2 and f"config file {p} is not UTF-8" in err
+
+
+def test_eval_on_a_missing_gpu_names_the_device(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    from rlkit.agents import get_agent_class
+
+    a = get_agent_class("reinforce")("CartPole-v1", seed=0, device="cpu", n_envs=2, n_steps=8)
+    a.save(tmp_path / "a.pt")
+    rc, err = run_main(["eval", str(tmp_path / "a.pt"), "--device", "cuda"], capsys)
+    assert rc == 2 and "CUDA is not available" in err and "rebuild" not in err
+
+
+def test_run_dir_file_under_file_and_reuse_are_refused(tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("x")
+    assert "is a file" in run_main(["train", "a2c", "CartPole-v1", "--run-dir", str(f)], capsys)[1]
+    assert "lies under" in run_main(["train", "a2c", "CartPole-v1", "--run-dir", str(f / "d")], capsys)[1]
+    run = tmp_path / "run"
+    small = ["train", "reinforce", "CartPole-v1", "--steps", "32", "--set", "n_steps=16", "--n-envs", "2",
+             "--no-progress", "--eval-episodes", "0", "--run-dir", str(run)]
+    assert run_main(small, capsys)[0] == 0
+    rc, err = run_main(small, capsys)
+    assert rc == 2 and "already holds a run" in err and f"--resume {run / 'checkpoints' / 'final.pt'}" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bench_names_failing_runs_and_exits_2(tmp_path):
+    out = tmp_path / "grid"
+    r = rlkit("bench", "--algos", "reinforce", "--envs", "CartPole-v1", "--seeds", "3,", "--steps", "64",
+              "--out", str(out), "--eval-episodes", "0", "--set", "n_steps=0")
+    assert r.returncode == 2
+    assert "1 of 1 runs failed: reinforce/CartPole-v1/seed3 (rc 2)" in r.stderr.strip().splitlines()[-1]

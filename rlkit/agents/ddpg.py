@@ -236,12 +236,14 @@ class DDPG:
 
     def value(self, obs: Any, action: Any) -> np.ndarray:
         """Q(s, a) for one (observation, env action) pair or a batch."""
-        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
-        single = o.shape == torch.Size(self.observation_space.shape or ())
-        unit = (np.asarray(action, dtype=np.float64).reshape(-1, self.act_dim) - self._bias) / self._scale
+        o, single = agent_io.obs_batch(obs, self.observation_space, self.device)
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != ((self.act_dim,) if single else (o.shape[0], self.act_dim)):
+            raise ValueError(f"action of shape {a.shape} does not fit {o.shape[0]} observation(s) of "
+                             f"{self.action_space}: expected ({'' if single else f'{o.shape[0]}, '}{self.act_dim},)")
+        unit = (a.reshape(-1, self.act_dim) - self._bias) / self._scale  # the Box -> [-1, 1], as the critic reads it
         with torch.no_grad():
-            q = self.critic(o.reshape(-1, *(self.observation_space.shape or ())),
-                            torch.as_tensor(unit, dtype=torch.float32, device=self.device)).cpu().numpy()
+            q = self.critic(o, torch.as_tensor(unit, dtype=torch.float32, device=self.device)).cpu().numpy()
         return q[0] if single else q
 
     # ---- one gradient step ----------------------------------------------------------------------------------

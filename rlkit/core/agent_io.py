@@ -14,14 +14,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlkit.core.checkpoint import CheckpointError, load_checkpoint, rotate_checkpoints, save_checkpoint
-from rlkit.core.config import config_to_dict
-from rlkit.core.device import rng_state, set_rng_state
+from rlkit.core.checkpoint import (CheckpointError, check_agent_payload, load_checkpoint, rotate_checkpoints,
+                                   save_checkpoint)
+from rlkit.core.config import ConfigError, config_to_dict
+from rlkit.core.device import resolve_device, rng_state, set_rng_state
 from rlkit.core.envs import (EnvLike, Spaces, check_spaces, env_factory, make_vec_env, space_from_dict,
                              space_signature, space_to_dict, sub_env_seeds, to_env_actions)
+from rlkit.core.errors import NonFiniteError, first_non_finite
 from rlkit.core.logger import Logger
 from rlkit.core.networks import load_network_factory
 from rlkit.core.rollout import check_finite_metrics, evaluate_policy
+from rlkit.core.rundir import RunDirLock, StopSignals, TrainingInterrupted, open_run_dir
 
 
 @dataclass
@@ -77,14 +80,40 @@ def require_env(agent: Any, what: str) -> None:
 
 
 def obs_batch(obs: Any, obs_space: gym.Space, device: torch.device) -> tuple[torch.Tensor, bool]:
-    """One observation or a batch as a float tensor [B, *obs_shape] on `device`, and whether it was one."""
-    arr = np.asarray(obs)
-    single_shape = tuple(obs_space.shape) if isinstance(obs_space, gym.spaces.Box) else ()
-    single = arr.shape == single_shape
-    if not single and arr.shape[1:] != single_shape:
-        raise ValueError(f"observation of shape {arr.shape} does not match the space {obs_space} (or a batch of it)")
-    x = torch.as_tensor(arr[None] if single else arr, dtype=torch.float32, device=device)
-    return x, single
+    """One observation or a batch of them -> (float32 tensor [B, *obs_shape] on `device`, was it a single one).
+
+    Raises ValueError naming the expected shape instead of letting a raw torch error surface. For a Discrete(n)
+    space observations are integer indices in [start, start + n): a scalar is one observation, a 1-D integer
+    array a batch; a float array (e.g. a one-hot vector) is refused, never silently read as a batch."""
+    try:
+        arr = np.asarray(obs)
+    except Exception as e:  # noqa: BLE001 - ragged lists and the like: say what was expected
+        raise ValueError(f"observation {obs!r:.80} is not an array ({e})") from None
+    if isinstance(obs_space, gym.spaces.Discrete):
+        n, start = int(obs_space.n), int(obs_space.start)
+        if arr.ndim > 1 or arr.dtype.kind not in "iub" and not (arr.ndim == 0 and arr.dtype.kind == "f"):
+            raise ValueError(f"a {obs_space} observation is an integer index in [{start}, {start + n}), given as a "
+                             f"scalar or a 1-D integer array (a batch), got a {arr.dtype} array of shape {arr.shape}"
+                             + (" (a one-hot vector? pass its index)" if arr.ndim == 1 else ""))
+        if arr.ndim == 0 and arr.dtype.kind == "f" and not (np.isfinite(arr) and float(arr).is_integer()):
+            raise ValueError(f"a {obs_space} observation is an integer index, got {arr.item()!r}")
+        if arr.size and (arr.min() < start or arr.max() >= start + n):
+            raise ValueError(f"a {obs_space} observation must lie in [{start}, {start + n}), got "
+                             f"{arr.min() if arr.min() < start else arr.max()}")
+        single = arr.ndim == 0
+        arr = arr.astype(np.int64) - start
+    else:
+        shape = tuple(obs_space.shape or ())
+        single = arr.shape == shape
+        if not single and (arr.ndim != len(shape) + 1 or arr.shape[1:] != shape):
+            batch = f"(batch, {', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
+            raise ValueError(f"observation of shape {arr.shape} does not fit {obs_space}: expected shape {shape} "
+                             f"(one observation) or {batch} "
+                             "(a batch)")
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"observation must be numeric, got dtype {arr.dtype}")
+    batch = arr[None] if single else arr
+    return torch.as_tensor(batch, dtype=torch.float32, device=device), single
 
 
 def numpy_act(
@@ -126,6 +155,9 @@ def evaluate_agent(
         eval_env = factory()
     else:
         eval_env = env
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+        raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
+    n_episodes = int(n_episodes)  # NumPy integers are accepted as learn() accepts them
     eval_seed = None if seed is None else sub_env_seeds(seed, 1, stream=1)[0]
     try:
         return evaluate_policy(act, eval_env, n_episodes, seed=eval_seed)
@@ -160,8 +192,11 @@ def save_agent(agent: Any, path: str | os.PathLike) -> Path:
 def _networks_for_load(path: Any, payload: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """The policy=/critic= arguments that rebuild the checkpoint's networks: what the caller passed, else the
     recorded factory; a custom network that cannot be rebuilt by name must be passed."""
+    recorded = payload.get("networks", {})
+    if not isinstance(recorded, dict) or not all(isinstance(v, (str, type(None))) for v in recorded.values()):
+        raise CheckpointError(f"checkpoint {path} has a malformed 'networks' record: {recorded!r:.120}")
     out = {}
-    for role, source in payload.get("networks", {}).items():
+    for role, source in recorded.items():
         if given.get(role) is not None:
             out[role] = given[role]
         elif source is None:
@@ -185,25 +220,39 @@ def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, d
 
     The live objects are built first and the state is loaded into them; a checkpoint for other spaces is
     refused with both signatures in the message. `networks` (policy=, critic=) rebuild custom networks."""
+    device = resolve_device(device)  # a missing GPU is named as such, not blamed on rebuilding the env
     payload = load_checkpoint(path, algo=cls.algo)
-    target_env = env if env is not None else Spaces(space_from_dict(payload["observation_space"]),
-                                                    space_from_dict(payload["action_space"]), payload["env_id"])
+    check_agent_payload(payload, path)
+    if env is None:
+        try:
+            env = Spaces(space_from_dict(payload["observation_space"]), space_from_dict(payload["action_space"]),
+                         payload["env_id"])
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path} records no usable spaces ({type(e).__name__}: {e}); "
+                                  "pass env= to load() it") from None
     cfg = dict(payload["config"])
     if n_envs is not None:
         cfg["n_envs"] = n_envs
     nets = _networks_for_load(path, payload, networks)
-    agent = cls(target_env, config=cfg, seed=payload["seed"], device=device, **nets)
+    try:
+        agent = cls(env, config=cfg, seed=payload["seed"], device=device, **nets)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint {path} holds an invalid config: {e}") from None
     sig = space_signature(agent.observation_space, agent.action_space)
     if sig != payload["spaces"]:
         raise CheckpointError(f"checkpoint {path} was trained on spaces {payload['spaces']}, "
                               f"the given env has {sig}")
     try:
         load_state_or_rollback(agent, payload["state"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} does not fit a {cls.__name__} with this config: {e}") from None
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit a {cls.__name__} with this config: "
+                              f"{type(e).__name__}: {e}") from None
     agent.num_timesteps = int(payload["num_timesteps"])
     if restore_rng:
-        set_rng_state(payload["rng"])
+        try:
+            set_rng_state(payload["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
+            raise CheckpointError(f"checkpoint {path} has an unusable rng state: {type(e).__name__}: {e}") from None
     return agent
 
 
@@ -220,9 +269,21 @@ def load_state_or_rollback(agent: Any, state: dict[str, Any]) -> None:
         raise
 
 
+def check_finite_state(agent: Any, where: str, state: dict[str, Any] | None = None) -> None:
+    """NonFiniteError naming the agent, the step and the first tensor holding NaN/inf in its state (the
+    parameters, optimiser moments, normaliser statistics...)."""
+    bad = first_non_finite(agent.state_dict() if state is None else state)
+    if bad is not None:
+        raise NonFiniteError(f"{agent.algo}: {bad} holds NaN/inf at environment step {agent.num_timesteps:,}; "
+                             f"training stopped before {where} (earlier checkpoints are untouched)")
+
+
 def periodic_checkpoint(agent: Any, directory: Path, keep: int) -> Path:
     """Save checkpoints/step_<N>.pt and prune older ones (pruning only after the save succeeded)."""
-    path = save_agent(agent, directory / f"step_{agent.num_timesteps}.pt")
+    path = directory / f"step_{agent.num_timesteps}.pt"
+    payload = checkpoint_payload(agent)
+    check_finite_state(agent, f"writing {path}", payload["state"])
+    save_checkpoint(path, payload)
     rotate_checkpoints(directory, keep)
     return path
 
@@ -232,7 +293,8 @@ class LearnRun:
     """The edges of one learn() call, the same for every agent: metrics are logged every `log_interval`
     environment steps and after the last update (time/sps = environment steps of this call per second of it,
     episode statistics from the agent's collector), then `callback(agent, metrics)` runs (False stops
-    training), then a checkpoint is written when one is due. When to collect and update stays in each agent."""
+    training), then a checkpoint is written when one is due; the run directory's lock and the stop signals.
+    When to collect and update stays in each agent."""
 
     logger: Logger
     start: int
@@ -245,9 +307,14 @@ class LearnRun:
     keep: int
     next_log: int = 0
     t0: float = 0.0
+    run_dir: Path | None = None
+    lock: RunDirLock | None = None
+    signals: StopSignals | None = None
 
     def log_due(self, agent: Any) -> bool:
-        return agent.num_timesteps >= self.next_log or agent.num_timesteps >= self.target
+        """Every log_interval environment steps, after the last update, and when a stop signal arrived."""
+        return (agent.num_timesteps >= self.next_log or agent.num_timesteps >= self.target
+                or (self.signals is not None and self.signals.received is not None))
 
     def end_of_iteration(self, agent: Any, metrics: dict[str, Any]) -> bool:
         """After an update: log (and call back) when due, then checkpoint when due. False means stop."""
@@ -269,22 +336,43 @@ class LearnRun:
         return not (self.callback is not None and self.callback(agent, values) is False)
 
     def checkpoint_if_due(self, agent: Any) -> None:
-        if self.ckpt_dir is not None and self.next_ckpt is not None and agent.num_timesteps >= self.next_ckpt:
-            periodic_checkpoint(agent, self.ckpt_dir, self.keep)
-            self.next_ckpt += self.ckpt_interval
+        """Called once per iteration: a periodic checkpoint when due; after SIGINT/SIGTERM a checkpoint now, the
+        logs flushed, then TrainingInterrupted (the iteration that was running has finished)."""
+        stop = self.signals.received if self.signals is not None else None
+        due = self.ckpt_dir is not None and self.next_ckpt is not None and agent.num_timesteps >= self.next_ckpt
+        path = None
+        if self.ckpt_dir is not None and (due or stop is not None):
+            path = periodic_checkpoint(agent, self.ckpt_dir, self.keep)
+        if due:
+            while self.next_ckpt <= agent.num_timesteps:  # type: ignore[operator]
+                self.next_ckpt += self.ckpt_interval  # type: ignore[operator]
+        if stop is not None:
+            self.logger.flush()
+            raise TrainingInterrupted(stop, agent.num_timesteps, path, self.run_dir)
 
     def finish(self, agent: Any) -> None:
         """The final checkpoint (when there is a run directory)."""
         if self.ckpt_dir is not None:
+            check_finite_state(agent, f"writing {self.ckpt_dir / 'final.pt'}")
             agent.save(self.ckpt_dir / "final.pt")
 
     def close(self) -> None:
-        self.logger.close()
+        """Flush and close the logs, put the previous signal handlers back, release the run directory."""
+        try:
+            self.logger.close()
+        finally:
+            if self.signals is not None:
+                self.signals.uninstall()
+            if self.lock is not None:
+                self.lock.release()
 
 
 def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progress: bool, log_interval: int,
                 callback: Callable[[Any, dict[str, float]], Any] | None = None) -> LearnRun:
-    """Check learn()'s arguments and open its run: TensorBoard/CSV/console only with a run directory."""
+    """Check learn()'s arguments and open its run: TensorBoard/CSV/console only with a run directory, which is
+    locked for this run (RunDirError if another run holds it, or if a new agent would write into a directory
+    that holds an earlier run) and cleaned of temp files a killed save left. SIGINT/SIGTERM then stop the
+    run at the next checkpoint_if_due() with a checkpoint (TrainingInterrupted)."""
     require_env(agent, "learn()")
     if not isinstance(total_steps, (int, np.integer)) or isinstance(total_steps, bool) or total_steps < 0:
         raise ValueError(f"total_steps must be a non-negative integer, got {total_steps!r}")
@@ -296,10 +384,20 @@ def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progre
     start = agent.num_timesteps
     target = start + int(total_steps)
     rd = Path(run_dir) if run_dir is not None else None
-    logger = Logger(rd, cfg, total_steps=target, start_step=start, progress=progress,
-                    console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
-                    hparams={"algo": agent.algo, "env_id": agent.env_id, "seed": agent.seed})
+    # An agent that has trained (or was loaded from a checkpoint) continues its run; a new one starts a run.
+    lock = open_run_dir(rd, resuming=start > 0) if rd is not None else None
+    signals = None
+    try:
+        logger = Logger(rd, cfg, total_steps=target, start_step=start, progress=progress,
+                        console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
+                        hparams={"algo": agent.algo, "env_id": agent.env_id, "seed": agent.seed})
+        signals = StopSignals().install()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     interval = cfg.checkpoint_interval
     return LearnRun(logger, start, target, int(log_interval), callback, rd / "checkpoints" if rd is not None else None,
                     start + interval if interval else None, interval, cfg.keep_checkpoints,
-                    next_log=(start // int(log_interval) + 1) * int(log_interval), t0=time.perf_counter())
+                    next_log=(start // int(log_interval) + 1) * int(log_interval), t0=time.perf_counter(),
+                    run_dir=rd, lock=lock, signals=signals)

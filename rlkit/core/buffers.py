@@ -31,10 +31,19 @@ class RolloutBuffer:
         action_dtype: torch.dtype,
         device: torch.device,
         obs_dtype: torch.dtype = torch.float32,
+        check_memory: bool = True,
     ) -> None:
         if n_steps < 1 or n_envs < 1:
             raise ValueError(f"RolloutBuffer needs n_steps >= 1 and n_envs >= 1, got {n_steps}, {n_envs}")
         T, N = n_steps, n_envs
+        # Check before allocating: torch.zeros of an absurd n_steps would try to take the whole machine.
+        self.nbytes = rollout_buffer_nbytes(T, N, obs_shape, action_shape, action_dtype, obs_dtype)
+        if check_memory:
+            free = free_memory_bytes(device)
+            if self.nbytes > free:
+                raise MemoryError(
+                    f"RolloutBuffer of n_steps={T:,} x n_envs={N:,} needs {self.nbytes / GiB:.2f} GiB on {device} "
+                    f"but only {free / GiB:.2f} GiB is free; lower n_steps or n_envs")
         self.n_steps, self.n_envs, self.device = T, N, device
         self.obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype, device=device)
         self.actions = torch.zeros((T, N, *action_shape), dtype=action_dtype, device=device)
@@ -48,6 +57,24 @@ class RolloutBuffer:
     def flat(self, x: torch.Tensor) -> torch.Tensor:
         """[T, N, ...] -> [T * N, ...]."""
         return x.reshape(self.n_steps * self.n_envs, *x.shape[2:])
+
+
+def rollout_buffer_nbytes(n_steps: int, n_envs: int, obs_shape: Sequence[int], action_shape: Sequence[int],
+                          action_dtype: torch.dtype, obs_dtype: torch.dtype = torch.float32) -> int:
+    """Bytes a RolloutBuffer of these sizes allocates (Python ints: no overflow for absurd sizes)."""
+    def numel(shape: Sequence[int]) -> int:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return n
+
+    def itemsize(dtype: torch.dtype) -> int:
+        return torch.empty((), dtype=dtype).element_size()
+
+    T, N, o = int(n_steps), int(n_envs), numel(obs_shape)
+    per_step = (2 * o * itemsize(obs_dtype) + numel(action_shape) * itemsize(action_dtype)
+                + 2 * 4 + 2 * 1)  # obs + final_obs, actions, log_probs + rewards (float32), two bool flags
+    return T * N * per_step + N * o * itemsize(obs_dtype)
 
 
 # ---- ReplayBuffer (off-policy agents) -----------------------------------------------------------------------

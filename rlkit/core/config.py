@@ -69,14 +69,23 @@ def _coerce(owner: str, name: str, value: Any, hint: Any) -> Any:
             return value
         raise ConfigError(f"{owner}.{name} must be true or false, got {value!r}")
     if hint is int:
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                or float(value) != int(value)):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if not isinstance(value, float) or not math.isfinite(value) or not value.is_integer():
             raise ConfigError(f"{owner}.{name} must be an integer, got {value!r}")
         return int(value)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{owner}.{name} must be a number, got {value!r}")
-        return float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # a JSON integer too large for a float
+            raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}") from None
+        # NaN/inf would surface much later as a "non-finite" failure blamed on the environment. No config
+        # field uses inf as a sentinel (optional features use None), so every float field refuses them.
+        if not math.isfinite(out):
+            raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}")
+        return out
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{owner}.{name} must be a string, got {value!r}")
@@ -120,10 +129,22 @@ def check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{type(cfg).__name__}.{name} must be one of {list(choices)}, got {v!r}")
 
 
+MAX_LAYER_WIDTH = 65_536  # wider hidden layers of an RL MLP are typos that would try to allocate gigabytes
+MAX_HIDDEN_LAYERS = 64
+
+
 def check_hidden_sizes(cfg: Any, name: str = "hidden_sizes") -> None:
+    """At least one hidden layer: an empty tuple would give a linear policy in some agents and an IndexError
+    in others, so it is refused for all of them (a linear model is not what any agent is documented as)."""
     v = getattr(cfg, name)
-    if not isinstance(v, tuple) or not all(isinstance(h, int) and h > 0 for h in v):
-        raise ConfigError(f"{type(cfg).__name__}.{name} must be a tuple of positive layer widths, got {v!r}")
+    owner = type(cfg).__name__
+    if not isinstance(v, tuple) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in v):
+        raise ConfigError(f"{owner}.{name} must be a tuple of positive layer widths, got {v!r}")
+    if not v:
+        raise ConfigError(f"{owner}.{name} must name at least one hidden layer, e.g. [64, 64]; got []")
+    if len(v) > MAX_HIDDEN_LAYERS or max(v) > MAX_LAYER_WIDTH:
+        raise ConfigError(f"{owner}.{name} allows at most {MAX_HIDDEN_LAYERS} layers of at most "
+                          f"{MAX_LAYER_WIDTH:,} units, got {list(v)}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -134,9 +155,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON (or TOML) file of config overrides; errors name the file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p} is not UTF-8 text (undecodable byte at offset {e.start})") from None
     except OSError as e:
-        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
     try:
         if p.suffix == ".toml":
             import tomllib
@@ -145,7 +168,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse error becomes a ConfigError naming the file
-        raise ConfigError(f"config file {p} is malformed: {e}") from None
+        raise ConfigError(f"config file {p} is malformed: {str(e).splitlines()[0] if str(e) else e!r}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of config keys, got {type(data).__name__}")
     return data
@@ -159,6 +182,6 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     key = key.strip()
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON (or absurdly nested): keep the text, the field's type decides
         value = raw
     return key, value

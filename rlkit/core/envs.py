@@ -18,6 +18,9 @@ from gymnasium.vector.utils import concatenate, iterate
 EnvLike = Union[str, Callable[[], gym.Env], gym.Env, VectorEnv, "Spaces"]
 
 
+MAX_N_ENVS = 65_536
+
+
 class SpaceError(TypeError):
     """An observation or action space an algorithm cannot use (names the algorithm, the space, what works)."""
 
@@ -30,7 +33,14 @@ def check_spaces(algo: str, obs_space: gym.Space, action_space: gym.Space, suppo
                  require_bounded_actions: bool = False) -> None:
     """Raise SpaceError (never assert: asserts vanish under python -O) if `algo` cannot use these spaces."""
     if not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise SpaceError(f"{algo} cannot use observation space {obs_space}; supported observation spaces: Box, Discrete")
+        raise SpaceError(f"{algo} cannot use observation space {obs_space}; "
+                         "supported observation spaces: Box, Discrete")
+    if isinstance(obs_space, gym.spaces.Discrete) and int(obs_space.start) != 0:
+        # observations are one-hot encoded by index; an offset start would index past the end
+        raise SpaceError(f"{algo} cannot use observation space {obs_space}: Discrete observations must start at 0 "
+                         f"(start={int(obs_space.start)}); wrap the env to subtract the offset")
+    if isinstance(obs_space, gym.spaces.Box) and any(int(d) == 0 for d in obs_space.shape):
+        raise SpaceError(f"{algo} cannot use observation space {obs_space}: it has a zero-sized dimension")
     kind = type(action_space).__name__
     if kind not in supported_actions:
         raise SpaceError(
@@ -38,6 +48,11 @@ def check_spaces(algo: str, obs_space: gym.Space, action_space: gym.Space, suppo
             f"supported action spaces: {', '.join(supported_actions)}"
         )
     if isinstance(action_space, gym.spaces.Box):
+        if len(action_space.shape) != 1 or int(action_space.shape[0]) < 1:
+            # policies output a flat action vector; anything else breaks broadcasting after the run started
+            raise SpaceError(f"{algo} cannot use action space {action_space}: Box actions must be one-dimensional "
+                             f"(shape (k,)), got shape {tuple(action_space.shape)}; wrap the env with a "
+                             "gymnasium.ActionWrapper that reshapes a flat action")
         low, high = action_space.low, action_space.high
         if np.any(np.isnan(low)) or np.any(np.isnan(high)):
             raise SpaceError(f"{algo}: action space {action_space} has a NaN bound")
@@ -162,6 +177,8 @@ def make_vec_env(
     """
     if not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
+    if n_envs > MAX_N_ENVS:  # a typo like n_envs=1e9 would otherwise build envs until memory runs out
+        raise ValueError(f"n_envs must be at most {MAX_N_ENVS:,} (sub-environments in one process), got {n_envs:,}")
     if isinstance(env, VectorEnv):
         mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if mode != AutoresetMode.SAME_STEP:

@@ -39,6 +39,41 @@ def _to_float(v: Any) -> float:
     return float(v)
 
 
+def _rewrite_csv(path: Path, keys: list[str], rows: list[dict[str, str]]) -> None:
+    """Replace `path` atomically (temp file + os.replace); the temp file never survives a failed write."""
+    tmp = path.with_suffix(".csv.tmp")
+    try:
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def truncate_progress_csv(path: str | os.PathLike, last_step: int) -> list[str]:
+    """Drop the rows of progress.csv logged after `last_step` (a run resumed from an older checkpoint repeats
+    those steps) and return the header. Rewrites the file only when something is dropped."""
+    p = Path(path)
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        keys = list(reader.fieldnames or [])
+        rows = list(reader)
+
+    def step_of(row: dict[str, str]) -> float:
+        try:
+            return float(row.get("step") or "nan")
+        except ValueError:
+            return math.nan
+
+    kept = [r for r in rows if step_of(r) <= last_step]  # a row without a readable step is dropped too
+    if len(kept) != len(rows):
+        _rewrite_csv(p, keys, kept)
+    return keys
+
+
 class Logger:
     """Write metrics for one run to `run_dir` (created). Switch parts off with tensorboard=False, csv=False,
     console=False, progress=False. `record(metrics, step)` is the only call in a training loop."""
@@ -71,13 +106,19 @@ class Logger:
             (self.run_dir / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
             if csv_file:
                 self._csv_path = self.run_dir / "progress.csv"
-                if self._csv_path.exists():  # resuming: keep the rows already written, append after them
-                    with self._csv_path.open(newline="") as f:
-                        self._csv_keys = next(csv.reader(f), [])
+                if self._csv_path.exists():  # resuming from start_step: keep the rows up to it, append after them
+                    if start_step > 0:  # (a new run into a used directory is refused by rundir.open_run_dir)
+                        self._csv_keys = truncate_progress_csv(self._csv_path, start_step)
+                    else:
+                        with self._csv_path.open(newline="") as f:
+                            self._csv_keys = next(csv.reader(f), [])
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(log_dir=str(self.run_dir))
+                # Resuming from step S: events after S (logged past the checkpoint before the run stopped)
+                # are purged, so no step appears twice in TensorBoard.
+                purge = start_step + 1 if start_step > 0 else None
+                self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
                 self._write_hparams(meta)
         self._bar = None
         if progress and total_steps:
@@ -135,14 +176,14 @@ class Logger:
                 with self._csv_path.open(newline="") as f:
                     old_rows = list(csv.DictReader(f))
             self._csv_keys = self._csv_keys + new_keys
-            tmp = self._csv_path.with_suffix(".csv.tmp")
-            with tmp.open("w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=self._csv_keys)
-                w.writeheader()
-                w.writerows(old_rows)
-            os.replace(tmp, self._csv_path)
+            _rewrite_csv(self._csv_path, self._csv_keys, old_rows)
         with self._csv_path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self._csv_keys).writerow(row)
+
+    def flush(self) -> None:
+        """Push TensorBoard events to disk (CSV rows are written as they come)."""
+        if self._writer is not None:
+            self._writer.flush()
 
     def _print_summary(self, step: int) -> None:
         lines = [f"step {step:,}"] + [f"  {k:<32} {v:.5g}" for k, v in sorted(self.latest.items())]

@@ -9,6 +9,7 @@ V(final_obs)); after termination nothing is bootstrapped, so nothing is stored.
 """
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from typing import Any, Callable, NamedTuple
 
@@ -18,25 +19,39 @@ import torch
 
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.envs import to_env_actions
+from rlkit.core.errors import NonFiniteError  # noqa: F401  (defined in layer 0 for checkpoint.py; public here)
 
 Policy = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
+# Per-episode step cap of evaluate_policy for an env without a TimeLimit (an episode that never ends would
+# otherwise hang the final evaluation).
+DEFAULT_EVAL_MAX_EPISODE_STEPS = 100_000
 
-class NonFiniteError(FloatingPointError):
-    """An environment or a network produced NaN/inf; the message names where and when."""
 
-
-def check_finite_env(obs: np.ndarray, rewards: np.ndarray, step: int, what: str = "observation") -> None:
-    """NonFiniteError naming the sub-env and the step when a reward or an observation (`what`: "observation",
-    "final observation") is NaN/inf."""
+def check_finite_env(obs: np.ndarray, rewards: np.ndarray, step: int, final_obs: Any = None,
+                     done: np.ndarray | None = None) -> None:
+    """Raise NonFiniteError if the env handed over NaN/inf: rewards, observations, and (SAME_STEP autoreset) the
+    true final observations info["final_obs"][i] of the sub-envs i that ended (`done`), which are bootstrapped
+    from on truncation and would otherwise reach the critic unchecked."""
     if not np.isfinite(rewards).all():
         bad = np.flatnonzero(~np.isfinite(rewards))
         raise NonFiniteError(f"environment returned a non-finite reward {rewards[bad[0]]} "
                              f"(sub-env {bad[0]}) at environment step {step}")
     if obs.dtype.kind == "f" and not np.isfinite(obs).all():
         env_i = int(np.argwhere(~np.isfinite(obs.reshape(obs.shape[0], -1)))[0, 0])
-        raise NonFiniteError(f"environment returned a non-finite {what} (sub-env {env_i}) "
+        raise NonFiniteError(f"environment returned a non-finite observation (sub-env {env_i}) "
                              f"at environment step {step}")
+    if final_obs is None:
+        return
+    ended = range(len(final_obs)) if done is None else np.flatnonzero(done)
+    for i in ended:
+        fo = final_obs[i]
+        if fo is None:
+            continue
+        fo = np.asarray(fo)
+        if fo.dtype.kind in "fc" and not np.isfinite(fo).all():
+            raise NonFiniteError(f"environment returned a non-finite final observation (info['final_obs'], "
+                                 f"sub-env {int(i)}) at environment step {step}")
 
 
 def check_finite_metrics(algo: str, values: dict[str, float], step: int) -> None:
@@ -96,20 +111,18 @@ class RolloutCollector:
         """Step every sub-env once with actions the env accepts; check what came back; keep episode statistics."""
         next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
         next_obs = np.asarray(next_obs, dtype=np.float32)
-        if self.check_finite:
-            check_finite_env(next_obs, rewards, self.steps_done)
-        true_next = next_obs
         done = terminated | truncated
+        final_obs = info.get("final_obs")
+        if self.check_finite:
+            check_finite_env(next_obs, rewards, self.steps_done, final_obs, done)
+        true_next = next_obs
         if done.any():
-            final_obs = info.get("final_obs")
             if final_obs is None:
                 raise RuntimeError("vector env ended an episode without info['final_obs']; "
                                    "it must use AutoresetMode.SAME_STEP")
             true_next = next_obs.copy()
             for i in np.flatnonzero(done):
                 true_next[i] = final_obs[i]
-            if self.check_finite:
-                check_finite_env(true_next, rewards, self.steps_done, what="final observation")
         self.steps_done += self.n_envs
         self._ep_return += rewards
         self._ep_length += 1
@@ -192,16 +205,26 @@ def evaluate_policy(
     env: gym.Env,
     n_episodes: int,
     seed: int | None = None,
-    max_steps_per_episode: int = 1_000_000,
+    max_steps_per_episode: int | None = None,
 ) -> dict[str, float]:
     """Run `n_episodes` full episodes of a single env with `act` (numpy obs -> env action).
 
     Episode k is reset with seed + k, so evaluating the same policy twice gives identical returns.
-    Returns {"mean_return", "std_return", "mean_length", "n_episodes"}.
+    Each episode is cut after `max_steps_per_episode` steps: by default the env's TimeLimit
+    (env.spec.max_episode_steps), else DEFAULT_EVAL_MAX_EPISODE_STEPS; a cut episode counts with its partial
+    return and a RuntimeWarning says so (an env that never ends would otherwise hang here).
+    Returns {"mean_return", "std_return", "mean_length", "n_episodes", "capped_episodes"}.
     """
-    if not isinstance(n_episodes, int) or n_episodes < 1:
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
         raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
-    returns, lengths = [], []
+    n_episodes = int(n_episodes)
+    if max_steps_per_episode is None:
+        spec_cap = getattr(getattr(env, "spec", None), "max_episode_steps", None)
+        max_steps_per_episode = int(spec_cap) if spec_cap else DEFAULT_EVAL_MAX_EPISODE_STEPS
+    if isinstance(max_steps_per_episode, bool) or not isinstance(max_steps_per_episode, (int, np.integer)) \
+            or max_steps_per_episode < 1:
+        raise ValueError(f"max_steps_per_episode must be a positive integer, got {max_steps_per_episode!r}")
+    returns, lengths, capped = [], [], 0
     for k in range(n_episodes):
         obs, _ = env.reset(seed=None if seed is None else seed + k)
         total, length = 0.0, 0
@@ -209,9 +232,18 @@ def evaluate_policy(
             obs, r, term, trunc, _ = env.step(act(obs))
             total += float(r)
             length += 1
-            if term or trunc or length >= max_steps_per_episode:
+            if term or trunc:
+                break
+            if length >= max_steps_per_episode:
+                capped += 1
                 break
         returns.append(total)
         lengths.append(length)
+    if capped:
+        warnings.warn(f"{capped} of {n_episodes} evaluation episodes did not end within {max_steps_per_episode:,} "
+                      "steps and were cut (their returns are partial); the env has no TimeLimit shorter than that "
+                      "(wrap it in gymnasium.wrappers.TimeLimit or pass max_steps_per_episode)",
+                      RuntimeWarning, stacklevel=2)
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "mean_length": float(np.mean(lengths)), "n_episodes": float(n_episodes)}
+            "mean_length": float(np.mean(lengths)), "n_episodes": float(n_episodes),
+            "capped_episodes": float(capped)}

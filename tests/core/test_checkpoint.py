@@ -28,7 +28,7 @@ def test_failed_save_leaves_previous_file_identical_and_no_temp(tmp_path, monkey
         raise OSError("disk full (simulated crash mid-save)")
 
     monkeypatch.setattr(ck.os, "fsync", boom)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(ck.CheckpointWriteError, match="cannot write checkpoint .*a.pt: disk full .simulated"):
         save_checkpoint(p, {**PAYLOAD, "n": 4})
     assert p.read_bytes() == before
     assert sorted(x.name for x in tmp_path.iterdir()) == ["a.pt"]

@@ -70,7 +70,7 @@ def test_build_config_overrides_and_unknown_keys_list_valid_ones():
     ("hidden_sizes", [64, -1], "hidden_sizes must be a tuple of positive"),
     ("activation", "sigmoid", "activation must be one of"),
     ("use_baseline", "yes", "use_baseline must be true or false"),
-    ("learning_rate", float("nan"), "learning_rate must be > 0"),
+    ("learning_rate", float("nan"), "learning_rate must be a finite number"),
 ])
 def test_invalid_values_name_the_field(field, value, msg):
     with pytest.raises(ConfigError, match=msg):
