@@ -25,10 +25,6 @@ class SpaceError(TypeError):
     """An observation or action space an algorithm cannot use (names the algorithm, the space, what works)."""
 
 
-def _describe(space: gym.Space) -> str:
-    return f"{type(space).__name__}{'' if not hasattr(space, 'shape') or space.shape is None else tuple(space.shape)}"
-
-
 def check_spaces(algo: str, obs_space: gym.Space, action_space: gym.Space, supported_actions: tuple[str, ...],
                  require_bounded_actions: bool = False) -> None:
     """Raise SpaceError (never assert: asserts vanish under python -O) if `algo` cannot use these spaces."""

@@ -149,8 +149,8 @@ class RolloutCollector:
 
     def collect(self, buffer: RolloutBuffer, policy: Policy,
                 before_step: Callable[[int], None] | None = None) -> RolloutBuffer:
-        """Fill `buffer` with buffer.n_steps vector steps of `policy` (called under torch.no_grad() on the device's
-        observation batch). Observations, actions, log-probs, rewards and flags are written to NumPy arrays
+        """Fill `buffer` with buffer.n_steps vector steps of `policy` (called under torch.inference_mode() on the
+        device's observation batch). Observations, actions, log-probs, rewards and flags are written to NumPy arrays
         (views of a CPU buffer; on another device, host arrays moved once at the end: one transfer per tensor
         instead of one per step); where an episode was truncated, final_obs[t] holds the true final observation.
         `before_step(t)`, when given, runs before the policy acts at step t (gSDE redraws its noise there)."""
@@ -162,7 +162,7 @@ class RolloutCollector:
         for t in range(T):
             if before_step is not None:
                 before_step(t)
-            with torch.no_grad():
+            with torch.inference_mode():  # lighter than no_grad: the outputs only go to NumPy and the buffer
                 actions, log_probs = policy(self.obs)
             actions_np = actions.cpu().numpy()
             act_stage[t] = actions_np
