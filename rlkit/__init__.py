@@ -25,7 +25,7 @@ _LAZY.update({cls + "Config": module for module, cls in REGISTRY.values()})
 
 __all__ = [
     "REINFORCE", "REINFORCEConfig", "QAC", "QACConfig", "A2C", "A2CConfig", "TRPO", "TRPOConfig",
-    "DDPG", "DDPGConfig", "load_agent", "make_env", "make_vec_env", "resolve_device", "seed_everything",
+    "DDPG", "DDPGConfig", "load_agent", "make_agent", "make_env", "make_vec_env", "resolve_device", "seed_everything",
     "CheckpointError", "ConfigError", "SpaceError",
 ]
 
@@ -46,3 +46,15 @@ def make_env(env_id: str, **kwargs: Any) -> Any:
 def load_agent(path: str, env: Any = None, device: str = "auto", **kwargs: Any) -> Any:
     """Load any rlkit checkpoint: the algorithm is read from the file."""
     return get_agent_class(peek_algo(path)).load(path, env=env, device=device, **kwargs)
+
+
+def make_agent(algo: str, env: Any, *, preset: bool | None = None, **kwargs: Any) -> Any:
+    """Build the agent named `algo` ("a2c", "trpo", ...) on `env`, starting from the tuned preset for this env id
+    when one exists (as `rlkit train` does; preset=False ignores it, preset=True requires one). Keywords are the
+    agent's constructor arguments and Config fields, and override the preset's values."""
+    from rlkit.core.config import preset_for
+
+    cls = get_agent_class(algo)
+    if preset is None:
+        preset = isinstance(env, str) and preset_for(cls.algo, env) is not None
+    return cls(env, preset=preset, **kwargs)

@@ -76,7 +76,8 @@ def _build_parser() -> _Parser:
     e.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic mode")
     e.add_argument("--env", default=None, help="evaluate on this env id instead of the one trained on")
 
-    sub.add_parser("list", help="algorithms and the spaces each supports")
+    ls = sub.add_parser("list", help="algorithms and the spaces each supports (--presets: the tuned presets)")
+    ls.add_argument("--presets", action="store_true", help="list every tuned preset with its budget and source")
 
     b = sub.add_parser("bench", help="run a grid of algorithms x environments x seeds")
     b.add_argument("--algos", required=True, help="comma-separated, e.g. a2c,trpo")
@@ -194,10 +195,18 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(_: argparse.Namespace) -> int:
+def _list(args: argparse.Namespace) -> int:
     from rlkit.agents import REGISTRY, available, get_agent_class
 
     present = set(available())
+    if args.presets:
+        from rlkit.core.config import load_presets
+
+        for name in REGISTRY:
+            for env_id, p in sorted(load_presets(name).items()):
+                fields = ", ".join(f"{k}={v}" for k, v in p["config"].items())
+                print(f"{name:<10} {env_id:<16} {int(p['steps']):>9,} steps  {fields}\n{'':<11}source: {p['source']}")
+        return 0
     for name in REGISTRY:
         if name in present:
             cls = get_agent_class(name)

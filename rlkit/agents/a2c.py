@@ -31,7 +31,7 @@ from torch import nn
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_sample_freq, check_unit_interval)
+                               check_sample_freq, check_unit_interval, preset_config)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.losses import policy_gradient_loss
@@ -39,7 +39,6 @@ from rlkit.core.networks import (ACTIVATIONS, MLP, NetworkSpec, ObsEncoder, acti
                                  network_source)
 from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop
 from rlkit.core.returns import explained_variance, gae, normalize
-from rlkit.core.rollout import RolloutCollector
 
 
 @dataclass
@@ -50,7 +49,15 @@ class A2CConfig:
     n_steps: int = 5
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
-    """Normalise observations by a running mean/std (saved in checkpoints, frozen during evaluation)."""
+    """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
+    evaluation)."""
+    normalize_reward: bool = False
+    """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
+    VecNormalize); the logged episode returns stay raw."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to [-clip_obs, clip_obs]."""
+    clip_reward: float = 10.0
+    """Clip normalised rewards to [-clip_reward, clip_reward]."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -103,7 +110,7 @@ class A2CConfig:
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
 
     def __post_init__(self) -> None:
-        check_positive(self, "n_envs", "n_steps", "learning_rate", "rms_eps", "reward_scale")
+        check_positive(self, "n_envs", "n_steps", "learning_rate", "rms_eps", "reward_scale", "clip_obs", "clip_reward")
         check_unit_interval(self, "gamma", "gae_lambda", "rms_alpha")
         check_nonnegative(self, "ent_coef", "vf_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
@@ -140,10 +147,11 @@ class A2C:
 
     def __init__(self, env: EnvLike, config: A2CConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 **overrides: Any) -> None:
+                 preset: bool = False, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
-        rlkit.core.networks); default: MLPs of hidden_sizes. Other keywords are A2CConfig fields."""
-        self.config = cfg = build_config(A2CConfig, config, **overrides)
+        rlkit.core.networks); default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env
+        id (rlkit list --presets). Other keywords are A2CConfig fields."""
+        self.config = cfg = build_config(A2CConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
@@ -158,7 +166,7 @@ class A2C:
         if cfg.shared_trunk and (policy is not None or critic is not None):
             raise ValueError("A2C: shared_trunk builds both networks itself; pass policy=/critic= without it")
 
-        encoder = ObsEncoder(es.obs_space, normalize=cfg.normalize_obs)  # one normaliser for actor and critic
+        encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
         if cfg.shared_trunk:  # one trunk, two heads (gains 0.01 and 1, as Stable-Baselines3)
             hs, n_out = cfg.hidden_sizes, action_dim(es.action_space)
             trunk = MLP(encoder.dim, hs[:-1], hs[-1], cfg.activation, math.sqrt(2), cfg.ortho_init)
@@ -184,7 +192,7 @@ class A2C:
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
                                         () if discrete else es.action_space.shape,
                                         torch.int64 if discrete else torch.float32, self.device)
-            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+            self.collector = agent_io.make_collector(es, self.device, cfg)
         self.actor.reset_noise(es.n_envs)  # gSDE only
         self.num_timesteps = 0
         self.n_updates = 0

@@ -37,13 +37,12 @@ import torch.nn.functional as F
 from rlkit.core import agent_io
 from rlkit.core.buffers import ReplayBatch, ReplayBuffer
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_unit_interval)
+                               check_unit_interval, preset_config)
 from rlkit.core.device import HostStager, capture_cuda_graph, configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
 from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, NetworkSpec, ObsEncoder, QCritic, build_network,
                                  make_q_critic, network_source)
 from rlkit.core.optim import polyak_update
-from rlkit.core.rollout import RolloutCollector
 
 
 @dataclass
@@ -73,6 +72,16 @@ class DDPGConfig:
     """Ornstein-Uhlenbeck mean reversion rate."""
     ou_dt: float = 1e-2
     """Ornstein-Uhlenbeck time step."""
+    normalize_obs: bool = False
+    """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
+    evaluation)."""
+    normalize_reward: bool = False
+    """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
+    VecNormalize); the logged episode returns stay raw."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to [-clip_obs, clip_obs]."""
+    clip_reward: float = 10.0
+    """Clip normalised rewards to [-clip_reward, clip_reward]."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -101,7 +110,7 @@ class DDPGConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "n_envs", "buffer_size", "train_freq", "gradient_steps", "policy_delay",
-                       "learning_rate", "batch_size", "ou_dt")
+                       "learning_rate", "batch_size", "ou_dt", "clip_obs", "clip_reward")
         check_unit_interval(self, "gamma", "tau")
         check_nonnegative(self, "learning_starts", "noise_std", "ou_theta", "checkpoint_interval",
                           "keep_checkpoints", "torch_threads")
@@ -136,11 +145,12 @@ class DDPG:
 
     def __init__(self, env: EnvLike, config: DDPGConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 **overrides: Any) -> None:
+                 preset: bool = False, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks: the policy's output goes through tanh, the critic reads [features, unit action]);
-        default: MLPs of hidden_sizes. Other keywords are DDPGConfig fields."""
-        self.config = cfg = build_config(DDPGConfig, config, **overrides)
+        default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env id (rlkit list
+        --presets). Other keywords are DDPGConfig fields."""
+        self.config = cfg = build_config(DDPGConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
@@ -161,14 +171,15 @@ class DDPG:
                 raise
 
         self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
-        enc = ObsEncoder(es.obs_space)
+        enc = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # shared by actor, critic and targets
         net = build_network(policy, enc.dim, self.act_dim, lambda: MLP(enc.dim, cfg.hidden_sizes, self.act_dim,
                                                                         cfg.activation, orthogonal=False), "policy")
         self.actor = DeterministicActor(enc, net, es.action_space).to(self.device)
-        self.critic = make_q_critic(ObsEncoder(es.obs_space), es.action_space, cfg.hidden_sizes, cfg.activation,
+        self.critic = make_q_critic(enc, es.action_space, cfg.hidden_sizes, cfg.activation,
                                     net=critic, orthogonal=False).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_target.encoder = self.critic_target.encoder = enc  # one set of observation statistics
         cuda = self.device.type == "cuda"
         # capturable=True keeps Adam's step count on the device, which a CUDA graph needs; fused: one kernel.
         opt_kw: dict[str, Any] = {"lr": cfg.learning_rate, "capturable": cuda, "fused": True if cuda else None}
@@ -183,7 +194,7 @@ class DDPG:
         self._scale = (es.action_space.high.astype(np.float64).reshape(-1) - es.action_space.low.reshape(-1)) / 2
         self._bias = (es.action_space.high.astype(np.float64).reshape(-1) + es.action_space.low.reshape(-1)) / 2
         if self.env is not None:
-            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+            self.collector = agent_io.make_collector(es, self.device, cfg)
             self._obs_stage = HostStager((self.n_envs, obs_width), self.device)
             self._obs_t = self._obs_stage(self.collector.obs_np)
         self._ou = torch.zeros(self.n_envs, self.act_dim, device=self.device)  # OU state per env
@@ -315,7 +326,9 @@ class DDPG:
                     for _ in range(cfg.gradient_steps):  # runs on the GPU while the CPU steps the envs
                         info = self.update()
                 step = self.collector.step(self._to_env(unit))  # step.next_obs: the TRUE next observation
-                self.buffer.add(step.obs, unit, step.rewards, step.next_obs, step.terminated)
+                self.buffer.add(step.obs, unit, step.train_rewards, step.next_obs, step.terminated)
+                if cfg.normalize_obs:  # the buffer keeps raw observations; the networks normalise when they read
+                    self.actor.encoder.update_stats(torch.from_numpy(step.obs).to(self.device))
                 done = step.terminated | step.truncated
                 if done.any():
                     self._ou[torch.from_numpy(done).to(self.device)] = 0.0  # OU state restarts with each episode

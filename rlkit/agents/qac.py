@@ -28,13 +28,12 @@ import torch
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_unit_interval)
+                               check_unit_interval, preset_config)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
 from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_q_critic, network_source
 from rlkit.core.returns import explained_variance, normalize
-from rlkit.core.rollout import RolloutCollector
 
 
 @dataclass
@@ -44,6 +43,16 @@ class QACConfig:
     """Number of parallel environments."""
     n_steps: int = 8
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
+    normalize_obs: bool = False
+    """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
+    evaluation)."""
+    normalize_reward: bool = False
+    """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
+    VecNormalize); the logged episode returns stay raw."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to [-clip_obs, clip_obs]."""
+    clip_reward: float = 10.0
+    """Clip normalised rewards to [-clip_reward, clip_reward]."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -79,7 +88,7 @@ class QACConfig:
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
 
     def __post_init__(self) -> None:
-        check_positive(self, "n_envs", "n_steps", "learning_rate", "q_learning_rate")
+        check_positive(self, "n_envs", "n_steps", "learning_rate", "q_learning_rate", "clip_obs", "clip_reward")
         check_unit_interval(self, "gamma")
         check_nonnegative(self, "ent_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
@@ -97,11 +106,12 @@ class QAC:
 
     def __init__(self, env: EnvLike, config: QACConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 **overrides: Any) -> None:
+                 preset: bool = False, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks: the critic is Q(s, .) [B, n] for Discrete(n), Q on [features, action] for a Box);
-        default: MLPs of hidden_sizes. Other keywords are QACConfig fields."""
-        self.config = cfg = build_config(QACConfig, config, **overrides)
+        default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env id (rlkit list
+        --presets). Other keywords are QACConfig fields."""
+        self.config = cfg = build_config(QACConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
@@ -113,10 +123,11 @@ class QAC:
         self.discrete = es.action_space.__class__.__name__ == "Discrete"
 
         self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
+        encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
-                                cfg.log_std_init, net=policy).to(self.device)
+                                cfg.log_std_init, encoder=encoder, net=policy).to(self.device)
         # Discrete: one Q output per action; Box: Q(s, a) on [features, action], the action clipped to the Box
-        self.critic = make_q_critic(ObsEncoder(es.obs_space), es.action_space, cfg.hidden_sizes, cfg.activation,
+        self.critic = make_q_critic(encoder, es.action_space, cfg.hidden_sizes, cfg.activation,
                                     net=critic).to(self.device)
         if not self.discrete:
             self._low = torch.as_tensor(es.action_space.low, dtype=torch.float32, device=self.device)
@@ -128,7 +139,7 @@ class QAC:
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
                                         () if self.discrete else es.action_space.shape,
                                         torch.int64 if self.discrete else torch.float32, self.device)
-            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+            self.collector = agent_io.make_collector(es, self.device, cfg)
         self._next = None  # (a_T, log pi(a_T|s_T)) chosen in update(), executed first in the next rollout
         self.num_timesteps = 0
         self.n_updates = 0
@@ -227,6 +238,7 @@ class QAC:
                 self.collector.collect(self.buffer, self._rollout_policy)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)
+                self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
                 if not run.end_of_iteration(self, info):
                     break
             run.finish(self)

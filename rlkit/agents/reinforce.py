@@ -26,13 +26,12 @@ import torch
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_unit_interval)
+                               check_unit_interval, preset_config)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
 from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_v_critic, network_source
 from rlkit.core.returns import explained_variance, normalize, reward_to_go
-from rlkit.core.rollout import RolloutCollector
 
 
 @dataclass
@@ -42,6 +41,16 @@ class REINFORCEConfig:
     """Number of parallel environments."""
     n_steps: int = 128
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
+    normalize_obs: bool = False
+    """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
+    evaluation)."""
+    normalize_reward: bool = False
+    """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
+    VecNormalize); the logged episode returns stay raw."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to [-clip_obs, clip_obs]."""
+    clip_reward: float = 10.0
+    """Clip normalised rewards to [-clip_reward, clip_reward]."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -75,7 +84,8 @@ class REINFORCEConfig:
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
 
     def __post_init__(self) -> None:
-        check_positive(self, "n_envs", "n_steps", "learning_rate", "vf_learning_rate", "vf_iters")
+        check_positive(self, "n_envs", "n_steps", "learning_rate", "vf_learning_rate", "vf_iters", "clip_obs",
+                       "clip_reward")
         check_unit_interval(self, "gamma")
         check_nonnegative(self, "ent_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
@@ -91,10 +101,12 @@ class REINFORCE:
 
     def __init__(self, env: EnvLike, config: REINFORCEConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 **overrides: Any) -> None:
+                 preset: bool = False, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
-        rlkit.core.networks); default: MLPs of hidden_sizes. Other keywords are REINFORCEConfig fields."""
-        self.config = cfg = build_config(REINFORCEConfig, config, **overrides)
+        rlkit.core.networks); default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env
+        id (rlkit list --presets). Other keywords are REINFORCEConfig fields."""
+        self.config = cfg = build_config(REINFORCEConfig, config, preset=preset_config(self.algo, env, preset),
+                                         **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
@@ -105,10 +117,10 @@ class REINFORCE:
         self.observation_space, self.action_space = es.obs_space, es.action_space
 
         self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
+        encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
-                                cfg.log_std_init, net=policy).to(self.device)
-        self.critic = make_v_critic(ObsEncoder(es.obs_space), cfg.hidden_sizes, cfg.activation,
-                                    net=critic).to(self.device)
+                                cfg.log_std_init, encoder=encoder, net=policy).to(self.device)
+        self.critic = make_v_critic(encoder, cfg.hidden_sizes, cfg.activation, net=critic).to(self.device)
         self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
         self.vf_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.vf_learning_rate)
 
@@ -117,7 +129,7 @@ class REINFORCE:
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
                                         () if discrete else es.action_space.shape,
                                         torch.int64 if discrete else torch.float32, self.device)
-            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+            self.collector = agent_io.make_collector(es, self.device, cfg)
         self.num_timesteps = 0
         self.n_updates = 0
 
@@ -183,6 +195,7 @@ class REINFORCE:
                 self.collector.collect(self.buffer, self.actor.sample)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)
+                self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
                 if not run.end_of_iteration(self, info):
                     break
             run.finish(self)

@@ -33,14 +33,13 @@ import torch
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
-from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
-                               check_positive, check_sample_freq, check_unit_interval)
+from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
+                               check_sample_freq, check_unit_interval, ConfigError, preset_config)
 from rlkit.core.device import configure_threads, resolve_device, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_v_critic, network_source
 from rlkit.core.optim import FlatAdam, FlatParameters, conjugate_gradient, flat_grad
 from rlkit.core.returns import explained_variance, gae, normalize
-from rlkit.core.rollout import RolloutCollector
 
 
 @dataclass
@@ -51,7 +50,15 @@ class TRPOConfig:
     n_steps: int = 1024
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
-    """Normalise observations by a running mean/std (saved in checkpoints, frozen during evaluation)."""
+    """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
+    evaluation)."""
+    normalize_reward: bool = False
+    """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
+    VecNormalize); the logged episode returns stay raw."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to [-clip_obs, clip_obs]."""
+    clip_reward: float = 10.0
+    """Clip normalised rewards to [-clip_reward, clip_reward]."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -103,7 +110,7 @@ class TRPOConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "n_envs", "n_steps", "max_kl", "cg_max_steps", "line_search_max_iter",
-                       "learning_rate", "n_critic_updates", "batch_size", "fvp_subsample")
+                       "learning_rate", "n_critic_updates", "batch_size", "fvp_subsample", "clip_obs", "clip_reward")
         check_unit_interval(self, "gamma", "gae_lambda", "fvp_subsample")
         check_nonnegative(self, "cg_damping", "cg_residual_tol", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
@@ -178,10 +185,11 @@ class TRPO:
 
     def __init__(self, env: EnvLike, config: TRPOConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 **overrides: Any) -> None:
+                 preset: bool = False, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
-        rlkit.core.networks); default: MLPs of hidden_sizes. Other keywords are TRPOConfig fields."""
-        self.config = cfg = build_config(TRPOConfig, config, **overrides)
+        rlkit.core.networks); default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env
+        id (rlkit list --presets). Other keywords are TRPOConfig fields."""
+        self.config = cfg = build_config(TRPOConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
@@ -192,7 +200,7 @@ class TRPO:
         self.observation_space, self.action_space = es.obs_space, es.action_space
         self.discrete = es.action_space.__class__.__name__ == "Discrete"
 
-        encoder = ObsEncoder(es.obs_space, normalize=cfg.normalize_obs)  # one normaliser for actor and critic
+        encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
         if cfg.use_sde and self.discrete:
             raise SpaceError(f"TRPO: use_sde needs a Box action space, not {es.action_space}")
         self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
@@ -208,7 +216,7 @@ class TRPO:
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
                                         () if self.discrete else es.action_space.shape,
                                         torch.int64 if self.discrete else torch.float32, self.device)
-            self.collector = RolloutCollector(self.env, self.device, es.initial_obs)
+            self.collector = agent_io.make_collector(es, self.device, cfg)
         self.actor.reset_noise(es.n_envs)  # gSDE only
         self.num_timesteps = 0
         self.n_updates = 0

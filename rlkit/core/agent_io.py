@@ -23,7 +23,8 @@ from rlkit.core.envs import (EnvLike, Spaces, check_spaces, env_factory, make_ve
 from rlkit.core.errors import NonFiniteError, first_non_finite
 from rlkit.core.logger import Logger
 from rlkit.core.networks import load_network_factory
-from rlkit.core.rollout import check_finite_metrics, evaluate_policy
+from rlkit.core.normalize import ReturnNormalizer
+from rlkit.core.rollout import RolloutCollector, check_finite_metrics, evaluate_policy
 from rlkit.core.rundir import RunDirLock, StopSignals, TrainingInterrupted, open_run_dir
 
 
@@ -70,6 +71,13 @@ def setup_env(
     # make_vec_env reset it already; reset once more with the same seeds to fetch the observation.
     initial_obs, _ = venv.reset(seed=sub_env_seeds(seed, venv.num_envs))
     return EnvSetup(venv, np.asarray(initial_obs), factory, env_id, obs_space, act_space, venv.num_envs)
+
+
+def make_collector(es: EnvSetup, device: torch.device, cfg: Any) -> RolloutCollector:
+    """The agent's collector on its vector env, normalising rewards when cfg.normalize_reward (running std of the
+    discounted return with cfg.gamma, clipped to cfg.clip_reward)."""
+    normalizer = ReturnNormalizer(es.n_envs, cfg.gamma, cfg.clip_reward) if cfg.normalize_reward else None
+    return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer)
 
 
 def require_env(agent: Any, what: str) -> None:

@@ -22,14 +22,17 @@ def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def build_config(cls: type[C], config: C | dict[str, Any] | None = None, **overrides: Any) -> C:
-    """Return a validated instance of the dataclass `cls` from a base config (instance or dict) and overrides."""
+def build_config(cls: type[C], config: C | dict[str, Any] | None = None, *, preset: dict[str, Any] | None = None,
+                 **overrides: Any) -> C:
+    """Return a validated instance of the dataclass `cls`: the preset's values (a dict of fields, or None), then a
+    config (an instance replaces them all; a dict updates them), then keyword overrides."""
+    base: dict[str, Any] = dict(preset or {})
     if config is None:
-        base: dict[str, Any] = {}
+        pass
     elif isinstance(config, cls):
         base = dataclasses.asdict(config)
     elif isinstance(config, dict):
-        base = dict(config)
+        base.update(config)
     else:
         raise ConfigError(f"config must be a {cls.__name__} or a dict, got {type(config).__name__}")
     base.update(overrides)
@@ -185,3 +188,32 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     except (ValueError, RecursionError):  # not JSON (or absurdly nested): keep the text, the field's type decides
         value = raw
     return key, value
+
+
+# ---- presets: tuned settings per (algorithm, environment), shipped as data in rlkit/presets/<algo>.json -------------
+def load_presets(algo: str) -> dict[str, dict[str, Any]]:
+    """{env_id: {"steps": default training steps, "config": {field: value}, "source": where the figures come from}}
+    for one algorithm ({} when it has none)."""
+    from importlib import resources
+
+    try:
+        text = resources.files("rlkit").joinpath("presets", f"{algo.lower()}.json").read_text()
+    except FileNotFoundError:
+        return {}
+    return json.loads(text)
+
+
+def preset_for(algo: str, env_id: str) -> dict[str, Any] | None:
+    """The preset for this (algo, env id), or None."""
+    return load_presets(algo).get(env_id)
+
+
+def preset_config(algo: str, env: Any, wanted: bool) -> dict[str, Any] | None:
+    """The config fields of the preset for (algo, env) when `wanted` (an agent built with preset=True), else None.
+    ConfigError when asked for one that does not exist, naming the environments that have one."""
+    if not wanted:
+        return None
+    presets = load_presets(algo)
+    if not isinstance(env, str) or env not in presets:
+        raise ConfigError(f"no {algo} preset for {env!r}; presets exist for: {', '.join(sorted(presets)) or 'none'}")
+    return dict(presets[env]["config"])

@@ -19,6 +19,7 @@ import torch
 
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.envs import to_env_actions
+from rlkit.core.normalize import ReturnNormalizer
 from rlkit.core.errors import NonFiniteError  # noqa: F401  (defined in layer 0 for checkpoint.py; public here)
 
 Policy = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -69,9 +70,10 @@ class StepResult(NamedTuple):
     not the reset observation the SAME_STEP vector env returned (that one becomes the collector's `obs_np`)."""
     obs: np.ndarray
     next_obs: np.ndarray
-    rewards: np.ndarray
+    rewards: np.ndarray  # as the env returned them (what episode statistics add up)
     terminated: np.ndarray
     truncated: np.ndarray
+    train_rewards: np.ndarray  # what the agent trains on: the rewards, or their running normalisation
 
 
 class RolloutCollector:
@@ -84,8 +86,9 @@ class RolloutCollector:
     """
 
     def __init__(self, env: gym.vector.VectorEnv, device: torch.device, initial_obs: np.ndarray,
-                 check_finite: bool = True) -> None:
+                 check_finite: bool = True, reward_normalizer: ReturnNormalizer | None = None) -> None:
         self.env = env
+        self.reward_normalizer = reward_normalizer
         self.device = device
         self.action_space = env.single_action_space
         self.n_envs = env.num_envs
@@ -134,7 +137,8 @@ class RolloutCollector:
             self._ep_return[done] = 0.0
             self._ep_length[done] = 0
         obs, self.obs_np = self.obs_np, next_obs
-        return StepResult(obs, true_next, rewards, terminated, truncated)
+        train_rewards = rewards if self.reward_normalizer is None else self.reward_normalizer(rewards, done)
+        return StepResult(obs, true_next, rewards, terminated, truncated, train_rewards)
 
     def _staging(self, buffer: RolloutBuffer) -> tuple[np.ndarray, ...]:
         """NumPy arrays for obs, actions, log_probs, rewards, terminated, truncated: zero-copy views of a CPU
@@ -169,7 +173,7 @@ class RolloutCollector:
             logp_stage[t] = log_probs.cpu().numpy()
             res = self.step(actions_np if self._actions_as_is else to_env_actions(actions_np, self.action_space))
             obs_stage[t] = res.obs
-            rewards[t], terminated[t], truncated[t] = res.rewards, res.terminated, res.truncated
+            rewards[t], terminated[t], truncated[t] = res.train_rewards, res.terminated, res.truncated
             if res.truncated.any():
                 idx = np.flatnonzero(res.truncated)
                 buffer.final_obs[t, idx] = torch.from_numpy(res.next_obs[idx]).to(buffer.device)
@@ -188,8 +192,11 @@ class RolloutCollector:
                 "rollout/episode_length": float(np.mean(self.episode_lengths))}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
-                "episodes_done": self.episodes_done, "steps_done": self.steps_done}
+        state = {"episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
+                 "episodes_done": self.episodes_done, "steps_done": self.steps_done}
+        if self.reward_normalizer is not None:
+            state["reward_normalizer"] = self.reward_normalizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.episode_returns.clear()
@@ -198,6 +205,10 @@ class RolloutCollector:
         self.episode_lengths.extend(state["episode_lengths"])
         self.episodes_done = int(state["episodes_done"])
         self.steps_done = int(state["steps_done"])
+        if self.reward_normalizer is not None:
+            if "reward_normalizer" not in state:
+                raise ValueError("the checkpoint has no reward normaliser state, this agent normalises rewards")
+            self.reward_normalizer.load_state_dict(state["reward_normalizer"])
 
 
 def evaluate_policy(

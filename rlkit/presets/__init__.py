@@ -1,22 +1,12 @@
 """Tuned settings per (algorithm, environment), shipped as data: presets/<algo>.json maps an env id to
 {"steps": default training steps, "config": {Config overrides}, "source": where the figures come from}.
-`rlkit train` applies the preset for its (algo, env) unless --no-preset; --config and --set override it.
+
+The same presets reach the CLI (`rlkit train` applies the one for its (algo, env) unless --no-preset) and the
+Python API (`rlkit.A2C("CartPole-v1", preset=True)`, `rlkit.make_agent("a2c", "CartPole-v1")`); an explicit
+keyword, --config or --set overrides a preset value. `rlkit list --presets` lists them with their sources.
 """
 from __future__ import annotations
 
-import json
-from importlib import resources
-from typing import Any
+from rlkit.core.config import load_presets, preset_for
 
-
-def load_presets(algo: str) -> dict[str, dict[str, Any]]:
-    try:
-        text = resources.files(__name__).joinpath(f"{algo.lower()}.json").read_text()
-    except FileNotFoundError:
-        return {}
-    return json.loads(text)
-
-
-def preset_for(algo: str, env_id: str) -> dict[str, Any] | None:
-    """{"steps": int, "config": dict} for this (algo, env), or None when there is no tuned preset."""
-    return load_presets(algo).get(env_id)
+__all__ = ["load_presets", "preset_for"]
