@@ -157,7 +157,7 @@ class A2C:
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions)
+        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
         discrete = es.action_space.__class__.__name__ == "Discrete"

@@ -156,7 +156,7 @@ class DDPG:
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions,
+        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions,
                                 require_bounded_actions=True)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space

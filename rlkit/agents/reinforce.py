@@ -112,7 +112,7 @@ class REINFORCE:
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions)
+        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
 

@@ -43,7 +43,7 @@ class EnvSetup:
 def setup_env(
     algo: str,
     env: EnvLike | Spaces,
-    n_envs: int,
+    cfg: Any,
     seed: int | None,
     supported_actions: tuple[str, ...],
     require_bounded_actions: bool = False,
@@ -53,7 +53,9 @@ def setup_env(
     """Build (or adopt) the vector env, check its spaces for `algo` BEFORE anything else is allocated.
 
     `Spaces` (what a checkpoint records) gives an agent without an env: act() and value() work; evaluate() builds
-    an env from the recorded id when Gymnasium knows it; learn() asks for an env."""
+    an env from the recorded id when Gymnasium knows it; learn() asks for an env. A ready VectorEnv sets
+    cfg.n_envs to its own number of envs, so the recorded config describes the run."""
+    n_envs = cfg.n_envs
     if isinstance(env, Spaces):
         check_spaces(algo, env.observation_space, env.action_space, supported_actions, require_bounded_actions)
         factory = env_factory(env.env_id)[0] if env.env_id in gym.registry else None
@@ -70,6 +72,7 @@ def setup_env(
     venv = make_vec_env(env, n_envs=n_envs, seed=seed, vectorization=vectorization, env_kwargs=env_kwargs)
     # make_vec_env reset it already; reset once more with the same seeds to fetch the observation.
     initial_obs, _ = venv.reset(seed=sub_env_seeds(seed, venv.num_envs))
+    cfg.n_envs = venv.num_envs
     return EnvSetup(venv, np.asarray(initial_obs), factory, env_id, obs_space, act_space, venv.num_envs)
 
 
