@@ -119,6 +119,9 @@ class RolloutCollector:
         if self.check_finite:
             check_finite_env(next_obs, rewards, self.steps_done, final_obs, done)
         true_next = next_obs
+        self.steps_done += self.n_envs
+        self._ep_return += rewards
+        self._ep_length += 1
         if done.any():
             if final_obs is None:
                 raise RuntimeError("vector env ended an episode without info['final_obs']; "
@@ -126,11 +129,6 @@ class RolloutCollector:
             true_next = next_obs.copy()
             for i in np.flatnonzero(done):
                 true_next[i] = final_obs[i]
-        self.steps_done += self.n_envs
-        self._ep_return += rewards
-        self._ep_length += 1
-        if done.any():
-            for i in np.flatnonzero(done):
                 self.episode_returns.append(float(self._ep_return[i]))
                 self.episode_lengths.append(int(self._ep_length[i]))
             self.episodes_done += int(done.sum())
