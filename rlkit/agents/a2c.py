@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
@@ -251,7 +252,7 @@ class A2C:
         logp = self.actor.log_prob_from_params(params, actions)
         entropy = self.actor.entropy_from_params(params) if cfg.ent_coef > 0 or diagnostics else None
         loss_pi, info = policy_gradient_loss(logp, entropy, adv, cfg.ent_coef)  # -E[log pi * A] - c_H E[H]
-        loss_v = (values - returns).pow(2).mean()  # E[(V(s_t) - R_t)^2]
+        loss_v = F.mse_loss(values, returns)  # E[(V(s_t) - R_t)^2]
         loss = loss_pi + cfg.vf_coef * loss_v
         self.flat.zero_grad()
         loss.backward()

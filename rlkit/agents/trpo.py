@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
@@ -303,12 +304,12 @@ class TRPO:
             perm = torch.randperm(n, device=obs.device)
             x_all, y_all = obs[perm], returns[perm]
             for start in range(0, n, bs):
-                err = self.critic(x_all[start:start + bs]) - y_all[start:start + bs]
+                loss = F.mse_loss(self.critic(x_all[start:start + bs]), y_all[start:start + bs])  # mean (V - R)^2
                 self.vf_flat.zero_grad()
-                err.pow(2).mean().backward()
+                loss.backward()
                 self.vf_optimizer.step()
                 if epoch == cfg.n_critic_updates - 1:  # the loss is only logged for the last epoch
-                    total = total + err.detach().pow(2).sum()
+                    total = total + loss.detach() * min(bs, n - start)
         return total / n
 
     # ---- the loop -------------------------------------------------------------------------------------------
