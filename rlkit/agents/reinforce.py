@@ -91,16 +91,19 @@ class REINFORCE:
 
     def __init__(self, env: EnvLike, config: REINFORCEConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 **overrides: Any) -> None:
+                 env_backend: str = "gymnasium", **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
-        rlkit.core.networks); default: MLPs of hidden_sizes. Other keywords are REINFORCEConfig fields."""
+        rlkit.core.networks); default: MLPs of hidden_sizes.
+        env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation stays
+        on Gymnasium's env). Other keywords are REINFORCEConfig fields."""
         self.config = cfg = build_config(REINFORCEConfig, config, **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions)
+        es = agent_io.setup_env(self.algo, env, cfg.n_envs, seed, self.supported_actions, env_backend=env_backend,
+                                device=self.device)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
 
