@@ -75,7 +75,7 @@ class CartPole:
         return nxt, torch.ones_like(x), terminated
 
     def observe(self, state: torch.Tensor) -> torch.Tensor:
-        return state.to(torch.float32)
+        return state.to(torch.float32, copy=True)  # never an alias of the state, which step() updates in place
 
 
 class Pendulum:
@@ -119,7 +119,7 @@ class MountainCar:
         return torch.stack((position, velocity), dim=1), torch.full_like(position, -1.0), terminated
 
     def observe(self, state: torch.Tensor) -> torch.Tensor:
-        return state.to(torch.float32)
+        return state.to(torch.float32, copy=True)  # never an alias of the state, which step() updates in place
 
 
 class MountainCarContinuous:
@@ -160,7 +160,7 @@ class MountainCarContinuous:
         return nxt, reward, terminated
 
     def observe(self, state: torch.Tensor) -> torch.Tensor:
-        return state.to(torch.float32)
+        return state.to(torch.float32, copy=True)  # never an alias of the state, which step() updates in place
 
 
 PHYSICS: dict[str, type] = {p.env_id: p for p in (CartPole, Pendulum, MountainCar, MountainCarContinuous)}
@@ -201,7 +201,7 @@ class TorchVecEnv:
         """Reset every sub-env (reseeding the generator when `seed` is given); the float32 observations [N, d]."""
         if seed is not None:
             self._gen.manual_seed(generator_seed(seed))
-        self.state = self._draw()
+        self.state.copy_(self._draw())
         self.elapsed.zero_()
         return self.physics.observe(self.state)
 
@@ -212,8 +212,9 @@ class TorchVecEnv:
         truncated = elapsed >= self.max_episode_steps  # gymnasium.wrappers.TimeLimit: also when terminated
         done = terminated | truncated
         final_obs = self.physics.observe(nxt)
-        self.state = torch.where(done[:, None], self._draw(), nxt)
-        self.elapsed = elapsed.masked_fill(done, 0)
+        # in place: the state tensors stay put, so a CUDA graph captured around step() stays valid
+        self.state.copy_(torch.where(done[:, None], self._draw(), nxt))
+        self.elapsed.copy_(elapsed.masked_fill(done, 0))
         return TorchStep(self.physics.observe(self.state), reward, terminated, truncated, final_obs)
 
     def close(self) -> None:
