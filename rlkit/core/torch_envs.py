@@ -49,7 +49,7 @@ class Physics(Protocol):
 
 
 class CartPole:
-    """gymnasium/envs/classic_control/cartpole.py (euler integrator; reward 1 every step, including the
+    """Gymnasium 1.x's CartPoleEnv (euler integrator; reward 1 every step, including the
     terminating one, as with sutton_barto_reward=False, Gymnasium 1.x's default)."""
     env_id, max_episode_steps = "CartPole-v1", 500
     reset_low, reset_high = (-0.05,) * 4, (0.05,) * 4
@@ -79,7 +79,7 @@ class CartPole:
 
 
 class Pendulum:
-    """gymnasium/envs/classic_control/pendulum.py (g = 10). The torque is clipped in float32 and enters the
+    """Gymnasium 1.x's PendulumEnv (g = 10). The torque is clipped in float32 and enters the
     cost and the update through float32 products, as NumPy computes them from the float32 action."""
     env_id, max_episode_steps = "Pendulum-v1", 200
     reset_low, reset_high = (-math.pi, -1.0), (math.pi, 1.0)
@@ -103,7 +103,7 @@ class Pendulum:
 
 
 class MountainCar:
-    """gymnasium/envs/classic_control/mountain_car.py (goal_velocity 0; reward -1 every step)."""
+    """Gymnasium 1.x's MountainCarEnv (goal_velocity 0; reward -1 every step)."""
     env_id, max_episode_steps = "MountainCar-v0", 200
     reset_low, reset_high = (-0.6, 0.0), (-0.4, 0.0)
     min_position, max_position, max_speed, goal_position, force, gravity = -1.2, 0.6, 0.07, 0.5, 0.001, 0.0025
@@ -123,7 +123,7 @@ class MountainCar:
 
 
 class MountainCarContinuous:
-    """gymnasium/envs/classic_control/continuous_mountain_car.py (goal 0.45; reward 100 on reaching it minus
+    """Gymnasium 1.x's Continuous_MountainCarEnv (goal 0.45; reward 100 on reaching it minus
     0.1 * action^2 of the action as given, unclipped). Gymnasium stores the state as float32 after every step;
     so does this (a rounding that is part of the dynamics, also in a float64 env)."""
     env_id, max_episode_steps = "MountainCarContinuous-v0", 999
