@@ -20,11 +20,10 @@ from typing import Any, Callable
 
 import torch
 
-from rlkit.core.envs import TORCH_ENV_IDS, make_vec_env
-from rlkit.core.torch_envs import TorchVecEnv
+from rlkit import TORCH_ENV_IDS, make_vec_env
 
 
-def _actions(env: TorchVecEnv, n: int, device: torch.device) -> torch.Tensor:
+def _actions(env: Any, n: int, device: torch.device) -> torch.Tensor:
     space = env.single_action_space
     g = torch.Generator(device="cpu").manual_seed(0)
     if hasattr(space, "n"):
@@ -52,7 +51,7 @@ def _timed(call: Callable[[], Any], steps_per_call: int, n: int, device: torch.d
         block = min(block * 2, 1024)
 
 
-def _graph_call(env: TorchVecEnv, actions: torch.Tensor, k: int) -> Callable[[], Any]:
+def _graph_call(env: Any, actions: torch.Tensor, k: int) -> Callable[[], Any]:
     """Capture k env steps as one CUDA graph; replaying it advances every sub-env by k steps."""
     graph = torch.cuda.CUDAGraph()
     if hasattr(graph, "register_generator_state"):

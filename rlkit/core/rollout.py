@@ -101,7 +101,8 @@ class RolloutCollector:
         self.check_finite = check_finite
         # Discrete(n) starting at 0: the policy's int64 actions are already what the env takes
         self._actions_as_is = isinstance(self.action_space, gym.spaces.Discrete) and int(self.action_space.start) == 0
-        self.obs_np = np.asarray(initial_obs, dtype=np.float32)
+        self.tensor_env = isinstance(env, TorchVecEnv)  # a torch env: the tensor path below, no NumPy arrays
+        self.obs_np = None if self.tensor_env else np.asarray(initial_obs, dtype=np.float32)
         self._stage_for: RolloutBuffer | None = None  # the buffer self._stage (host arrays) was made for
         self._stage: tuple[np.ndarray, ...] = ()
         self._ep_return = np.zeros(self.n_envs, dtype=np.float64)
@@ -110,7 +111,6 @@ class RolloutCollector:
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.episodes_done = 0
         self.steps_done = 0  # environment steps, summed over sub-envs
-        self.tensor_env = isinstance(env, TorchVecEnv)
         if self.tensor_env:
             self._init_tensor_path(initial_obs)
 
