@@ -93,11 +93,15 @@ def main() -> None:
                         continue
                     env = make_vec_env(env_id, n, seed=0, backend="torch", device=device, dtype=dtype)
                     actions = _actions(env, n, device)
-                    if mode == "eager":
-                        rate = _timed(lambda e=env, a=actions: e.step(a), 1, n, device, args.seconds)
-                    else:
-                        rate = _timed(_graph_call(env, actions, args.graph_steps), args.graph_steps, n, device,
-                                      args.seconds)
+                    try:
+                        if mode == "eager":
+                            rate = _timed(lambda e=env, a=actions: e.step(a), 1, n, device, args.seconds)
+                        else:
+                            rate = _timed(_graph_call(env, actions, args.graph_steps), args.graph_steps, n, device,
+                                          args.seconds)
+                    except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # one failed capture: say so, go on
+                        print(f"{str(device):<7} {env_id:<26} N={n:>9,} {mode:<6} failed: {str(e).splitlines()[0]}")
+                        continue
                     row = {"device": str(device), "env_id": env_id, "n_envs": n, "mode": mode,
                            "dtype": args.dtype, "steps_per_s": rate}
                     results.append(row)
