@@ -68,6 +68,9 @@ def _build_parser() -> _Parser:
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--eval-episodes", type=int, default=10, help="final deterministic evaluation (0: skip)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue from a checkpoint")
+    t.add_argument("--env-backend", default="gymnasium", choices=("gymnasium", "torch"),
+                   help="torch: batched classic-control envs on --device (docs/performance.md); evaluation still "
+                        "uses Gymnasium's env")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     e.add_argument("path")
@@ -146,10 +149,10 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"run directory {run_dir} already holds a run ({', '.join(previous_run_files(run_dir)[:3])})"
                          f"; {hint}, or choose another --run-dir")
     if resume is not None:
-        agent = cls.load(resume, env=args.env_id, device=args.device)
+        agent = cls.load(resume, env=args.env_id, device=args.device, env_backend=args.env_backend)
         remaining = max(0, steps - agent.num_timesteps)
     else:
-        agent = cls(args.env_id, config=overrides, seed=args.seed, device=args.device)
+        agent = cls(args.env_id, config=overrides, seed=args.seed, device=args.device, env_backend=args.env_backend)
         remaining = steps
     print(f"rlkit: training {algo} on {args.env_id} for {remaining:,} steps (seed {args.seed}, "
           f"device {agent.device}) -> {run_dir}" + (f" (resuming from {resume})" if resume else ""), file=sys.stderr)
@@ -166,6 +169,8 @@ def _train(args: argparse.Namespace) -> int:
                 cmd += ["--device", args.device]
             if args.no_progress:
                 cmd.append("--no-progress")
+            if args.env_backend != "gymnasium":
+                cmd += ["--env-backend", args.env_backend]
             if args.eval_episodes != 10:
                 cmd += ["--eval-episodes", str(args.eval_episodes)]
             print(f"rlkit: resume with: {shlex.join(cmd)}", file=sys.stderr)

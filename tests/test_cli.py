@@ -108,6 +108,9 @@ def run_main(argv, capsys):
     (["eval", "/nonexistent.pt", "--episodes", "0"], "--episodes must be >= 1"),
     (["bench", "--algos", "a2c", "--envs", "CartPole-v1", "--jobs", "0"], "--jobs must be >= 1"),
     (["bench", "--algos", "a2c", "--envs", "CartPole-v1", "--seeds", "0"], "is a count of seeds and must be >= 1"),
+    (["train", "a2c", "Acrobot-v1", "--env-backend", "torch"], "env backend 'torch' supports CartPole-v1"),
+    (["train", "ddpg", "Pendulum-v1", "--env-backend", "torch"], "ddpg does not support env_backend='torch'"),
+    (["train", "a2c", "CartPole-v1", "--env-backend", "jax"], "invalid choice: 'jax'"),
 ])
 def test_bad_values_are_one_line_exit_2(args, needle, capsys):
     rc, err = run_main(args, capsys)
@@ -154,3 +157,11 @@ def test_bench_names_failing_runs_and_exits_2(tmp_path):
               "--out", str(out), "--eval-episodes", "0", "--set", "n_steps=0")
     assert r.returncode == 2
     assert "1 of 1 runs failed: reinforce/CartPole-v1/seed3 (rc 2)" in r.stderr.strip().splitlines()[-1]
+
+
+def test_train_on_the_torch_env_backend(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc, err = run_main(["train", "a2c", "Pendulum-v1", "--env-backend", "torch", "--device", "cpu", "--steps", "128",
+                        "--n-envs", "4", "--run-dir", str(run), "--no-progress", "--eval-episodes", "1"], capsys)
+    assert rc == 0, err
+    assert json.loads((run / "result.json").read_text())["steps"] == 128 and (run / "checkpoints/final.pt").exists()

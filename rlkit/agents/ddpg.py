@@ -145,11 +145,12 @@ class DDPG:
 
     def __init__(self, env: EnvLike, config: DDPGConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, **overrides: Any) -> None:
+                 preset: bool = False, env_backend: str = "gymnasium", **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks: the policy's output goes through tanh, the critic reads [features, unit action]);
         default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env id (rlkit list
-        --presets). Other keywords are DDPGConfig fields."""
+        --presets). env_backend="torch" is refused (DDPG steps its envs
+        with NumPy actions). Other keywords are DDPGConfig fields."""
         self.config = cfg = build_config(DDPGConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
@@ -157,7 +158,7 @@ class DDPG:
         if seed is not None:
             seed_everything(seed)
         es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions,
-                                require_bounded_actions=True)
+                                require_bounded_actions=True, env_backend=env_backend, tensor_steps=False)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
         self.n_envs = es.n_envs

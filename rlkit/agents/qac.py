@@ -106,18 +106,21 @@ class QAC:
 
     def __init__(self, env: EnvLike, config: QACConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, **overrides: Any) -> None:
+                 preset: bool = False, env_backend: str = "gymnasium", **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks: the critic is Q(s, .) [B, n] for Discrete(n), Q on [features, action] for a Box);
         default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env id (rlkit list
-        --presets). Other keywords are QACConfig fields."""
+        --presets).
+        env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
+        stays on Gymnasium's env). Other keywords are QACConfig fields."""
         self.config = cfg = build_config(QACConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions)
+        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions, env_backend=env_backend,
+                                device=self.device)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
         self.discrete = es.action_space.__class__.__name__ == "Discrete"

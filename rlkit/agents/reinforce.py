@@ -101,10 +101,12 @@ class REINFORCE:
 
     def __init__(self, env: EnvLike, config: REINFORCEConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, **overrides: Any) -> None:
+                 preset: bool = False, env_backend: str = "gymnasium", **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks); default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env
-        id (rlkit list --presets). Other keywords are REINFORCEConfig fields."""
+        id (rlkit list --presets).
+        env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
+        stays on Gymnasium's env). Other keywords are REINFORCEConfig fields."""
         self.config = cfg = build_config(REINFORCEConfig, config, preset=preset_config(self.algo, env, preset),
                                          **overrides)
         self.device = resolve_device(device)
@@ -112,7 +114,8 @@ class REINFORCE:
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions)
+        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions, env_backend=env_backend,
+                                device=self.device)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
 

@@ -18,8 +18,8 @@ from rlkit.core.checkpoint import (CheckpointError, check_agent_payload, load_ch
                                    save_checkpoint)
 from rlkit.core.config import ConfigError, config_to_dict
 from rlkit.core.device import resolve_device, rng_state, set_rng_state
-from rlkit.core.envs import (EnvLike, Spaces, check_spaces, env_factory, make_vec_env, space_from_dict,
-                             space_signature, space_to_dict, sub_env_seeds, to_env_actions)
+from rlkit.core.envs import (ENV_BACKENDS, EnvLike, Spaces, TorchVecEnv, check_spaces, env_factory, make_vec_env,
+                             space_from_dict, space_signature, space_to_dict, sub_env_seeds, to_env_actions)
 from rlkit.core.errors import NonFiniteError, first_non_finite
 from rlkit.core.logger import Logger
 from rlkit.core.networks import load_network_factory
@@ -30,9 +30,10 @@ from rlkit.core.rundir import RunDirLock, StopSignals, TrainingInterrupted, open
 
 @dataclass
 class EnvSetup:
-    """What an agent keeps about its environment (venv is None for an agent loaded without one)."""
-    venv: gym.vector.VectorEnv | None
-    initial_obs: np.ndarray | None
+    """What an agent keeps about its environment (venv is None for an agent loaded without one; a TorchVecEnv
+    for env_backend="torch", whose initial_obs is then a tensor on its device)."""
+    venv: gym.vector.VectorEnv | TorchVecEnv | None
+    initial_obs: np.ndarray | torch.Tensor | None
     factory: Callable[[], gym.Env] | None  # builds one env for evaluation (None when nothing can rebuild it)
     env_id: str
     obs_space: gym.Space
@@ -49,17 +50,37 @@ def setup_env(
     require_bounded_actions: bool = False,
     vectorization: str = "sync",
     env_kwargs: dict[str, Any] | None = None,
+    env_backend: str = "gymnasium",
+    device: torch.device | str = "auto",
+    tensor_steps: bool = True,
 ) -> EnvSetup:
     """Build (or adopt) the vector env, check its spaces for `algo` BEFORE anything else is allocated.
 
     `Spaces` (what a checkpoint records) gives an agent without an env: act() and value() work; evaluate() builds
     an env from the recorded id when Gymnasium knows it; learn() asks for an env. A ready VectorEnv sets
-    cfg.n_envs to its own number of envs, so the recorded config describes the run."""
+    cfg.n_envs to its own number of envs, so the recorded config describes the run.
+
+    env_backend="torch" (or a ready TorchVecEnv as `env`) trains on rlkit/core/torch_envs.py's batched envs on
+    `device` (the agent's); evaluation still runs Gymnasium's env of the same id (the factory). An agent that
+    cannot step tensors (tensor_steps=False) refuses them with one line."""
     n_envs = cfg.n_envs
+    if env_backend not in ENV_BACKENDS:
+        raise ValueError(f"{algo}: env_backend must be one of {', '.join(ENV_BACKENDS)}, got {env_backend!r}")
     if isinstance(env, Spaces):
         check_spaces(algo, env.observation_space, env.action_space, supported_actions, require_bounded_actions)
         factory = env_factory(env.env_id)[0] if env.env_id in gym.registry else None
         return EnvSetup(None, None, factory, env.env_id, env.observation_space, env.action_space, n_envs)
+    if env_backend == "torch" or isinstance(env, TorchVecEnv):
+        if not tensor_steps:
+            raise ValueError(f"{algo} does not support env_backend='torch' (it steps the env with NumPy actions); "
+                             "use the Gymnasium backend")
+        tenv = env if isinstance(env, TorchVecEnv) else make_vec_env(env, n_envs, seed, backend="torch", device=device)
+        check_spaces(algo, tenv.single_observation_space, tenv.single_action_space, supported_actions,
+                     require_bounded_actions)
+        initial_obs = tenv.reset(seed)  # the agent's seed, as a ready Gymnasium VectorEnv is reseeded
+        cfg.n_envs = tenv.num_envs
+        return EnvSetup(tenv, initial_obs, env_factory(tenv.env_id)[0], tenv.env_id, tenv.single_observation_space,
+                        tenv.single_action_space, tenv.num_envs)
     factory, env_id = env_factory(env, env_kwargs) if not isinstance(env, gym.vector.VectorEnv) else env_factory(env)
     if isinstance(env, gym.vector.VectorEnv):
         obs_space, act_space = env.single_observation_space, env.single_action_space
@@ -80,6 +101,9 @@ def make_collector(es: EnvSetup, device: torch.device, cfg: Any) -> RolloutColle
     """The agent's collector on its vector env, normalising rewards when cfg.normalize_reward (running std of the
     discounted return with cfg.gamma, clipped to cfg.clip_reward)."""
     normalizer = ReturnNormalizer(es.n_envs, cfg.gamma, cfg.clip_reward) if cfg.normalize_reward else None
+    if normalizer is not None and isinstance(es.venv, TorchVecEnv):
+        raise ValueError("normalize_reward is not available with env_backend='torch' yet (the normaliser works on "
+                         "the NumPy rewards of Gymnasium's envs); use the Gymnasium backend or scale rewards")
     return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer)
 
 
@@ -225,12 +249,14 @@ def _networks_for_load(path: Any, payload: dict[str, Any], given: dict[str, Any]
 
 
 def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, device: str | torch.device,
-                       n_envs: int | None = None, restore_rng: bool = True, **networks: Any) -> Any:
+                       n_envs: int | None = None, restore_rng: bool = True, env_backend: str | None = None,
+                       **networks: Any) -> Any:
     """Rebuild an agent of class `cls` from a checkpoint, on `env`, or without an env when env is None (then
     act() and value() work, learn() asks for an env, evaluate() uses the recorded env id if Gymnasium knows it).
 
     The live objects are built first and the state is loaded into them; a checkpoint for other spaces is
-    refused with both signatures in the message. `networks` (policy=, critic=) rebuild custom networks."""
+    refused with both signatures in the message. `networks` (policy=, critic=) rebuild custom networks;
+    `env_backend` ("gymnasium" or "torch") is passed to the agent's constructor when given."""
     device = resolve_device(device)  # a missing GPU is named as such, not blamed on rebuilding the env
     payload = load_checkpoint(path, algo=cls.algo)
     check_agent_payload(payload, path)
@@ -246,7 +272,8 @@ def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, d
         cfg["n_envs"] = n_envs
     nets = _networks_for_load(path, payload, networks)
     try:
-        agent = cls(env, config=cfg, seed=payload["seed"], device=device, **nets)
+        backend = {} if env_backend is None else {"env_backend": env_backend}
+        agent = cls(env, config=cfg, seed=payload["seed"], device=device, **backend, **nets)
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {path} holds an invalid config: {e}") from None
     sig = space_signature(agent.observation_space, agent.action_space)

@@ -15,10 +15,16 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import concatenate, iterate
 
-EnvLike = Union[str, Callable[[], gym.Env], gym.Env, VectorEnv, "Spaces"]
+from rlkit.core.device import resolve_device
+from rlkit.core.torch_envs import PHYSICS, TorchVecEnv
+
+EnvLike = Union[str, Callable[[], gym.Env], gym.Env, VectorEnv, TorchVecEnv, "Spaces"]
 
 
 MAX_N_ENVS = 65_536
+# A torch vector env is a few tensors of [N, d]: millions of sub-envs fit (the GPU benchmarks use 1M).
+MAX_TORCH_N_ENVS = 1 << 26
+ENV_BACKENDS = ("gymnasium", "torch")
 
 
 class SpaceError(TypeError):
@@ -164,13 +170,23 @@ def make_vec_env(
     env_kwargs: dict[str, Any] | None = None,
     algo: str | None = None,
     supported_actions: tuple[str, ...] = ("Discrete", "Box"),
-) -> VectorEnv:
+    backend: str = "gymnasium",
+    device: torch.device | str = "auto",
+    dtype: torch.dtype = torch.float32,
+) -> VectorEnv | TorchVecEnv:
     """A SAME_STEP-autoreset vector env of `n_envs` copies (sync or async), reset and seeded.
 
     `env` may be a Gymnasium id, a callable returning an Env, an Env instance (n_envs must be 1 unless it has a
     registered spec) or a ready VectorEnv (which must already use AutoresetMode.SAME_STEP). With `algo`, its
     spaces are checked against `supported_actions` first (SpaceError naming the algorithm and the space).
+
+    backend="torch" builds a TorchVecEnv instead (rlkit/core/torch_envs.py: the classic-control ids in
+    TORCH_ENV_IDS, all tensors on `device`, the state in `dtype`); `vectorization` and `env_kwargs` do not apply.
     """
+    if backend not in ENV_BACKENDS:
+        raise ValueError(f"env backend must be one of {', '.join(ENV_BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return make_torch_vec_env(env, n_envs, seed, device, dtype, algo, supported_actions)
     if not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
     if n_envs > MAX_N_ENVS:  # a typo like n_envs=1e9 would otherwise build envs until memory runs out
@@ -210,6 +226,30 @@ def make_vec_env(
             raise
     seed_vec_env(venv, seed)
     return venv
+
+
+TORCH_ENV_IDS = tuple(PHYSICS)
+
+
+def make_torch_vec_env(env: Any, n_envs: int, seed: int | None, device: torch.device | str = "auto",
+                       dtype: torch.dtype = torch.float32, algo: str | None = None,
+                       supported_actions: tuple[str, ...] = ("Discrete", "Box")) -> TorchVecEnv:
+    """A TorchVecEnv of `n_envs` copies of a classic-control id, reset with `seed`, with Gymnasium's own spaces."""
+    if isinstance(env, TorchVecEnv):
+        return env
+    if not isinstance(env, str) or env not in PHYSICS:
+        raise ValueError(f"env backend 'torch' supports {', '.join(TORCH_ENV_IDS)}; got {env!r}")
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or not 1 <= n_envs <= MAX_TORCH_N_ENVS:
+        raise ValueError(f"n_envs must be an integer in [1, {MAX_TORCH_N_ENVS:,}] for env backend 'torch', "
+                         f"got {n_envs!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"a torch env's state dtype must be torch.float32 or torch.float64, got {dtype}")
+    probe = gym.make(env)  # the spaces are Gymnasium's own objects, so checkpoints and checks see no difference
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    if algo is not None:
+        check_spaces(algo, obs_space, act_space, supported_actions)
+    return TorchVecEnv(PHYSICS[env](), n_envs, seed, resolve_device(device), dtype, obs_space, act_space)
 
 
 def seed_vec_env(venv: VectorEnv, seed: int | None) -> Any:

@@ -6,6 +6,11 @@ The vector env uses AutoresetMode.SAME_STEP (see rlkit.core.envs): when sub-env 
 the returned observation is already the reset one and the true final observation is info["final_obs"][i].
 We store it in buffer.final_obs[t, i] when the episode was truncated (a time limit: the agent bootstraps from
 V(final_obs)); after termination nothing is bootstrapped, so nothing is stored.
+
+A TorchVecEnv (rlkit/core/torch_envs.py, env backend "torch") takes the collector's tensor path with the same
+semantics: observations, actions, rewards and flags stay tensors on the device, final observations are written
+into buffer.final_obs by masking, and episode statistics live in device tensors that are read only when
+episode_stats() or state_dict() is called (when logging or checkpointing), so no step waits for the host.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.envs import to_env_actions
 from rlkit.core.normalize import ReturnNormalizer
 from rlkit.core.errors import NonFiniteError  # noqa: F401  (defined in layer 0 for checkpoint.py; public here)
+from rlkit.core.torch_envs import TorchVecEnv
 
 Policy = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -64,7 +70,8 @@ def check_finite_metrics(algo: str, values: dict[str, float], step: int) -> None
 
 
 class StepResult(NamedTuple):
-    """One vector step as the collector saw it; arrays with a leading env dimension [N, ...].
+    """One vector step as the collector saw it; arrays with a leading env dimension [N, ...] (tensors on the
+    device for a TorchVecEnv).
 
     next_obs is the TRUE next observation: where an episode ended it is the final one from info["final_obs"],
     not the reset observation the SAME_STEP vector env returned (that one becomes the collector's `obs_np`)."""
@@ -85,7 +92,9 @@ class RolloutCollector:
     are kept in `episode_returns` / `episode_lengths` (the last 100).
     """
 
-    def __init__(self, env: gym.vector.VectorEnv, device: torch.device, initial_obs: np.ndarray,
+    EPISODE_WINDOW = 100  # episode_stats() averages the last this many finished episodes
+
+    def __init__(self, env: gym.vector.VectorEnv | TorchVecEnv, device: torch.device, initial_obs: Any,
                  check_finite: bool = True, reward_normalizer: ReturnNormalizer | None = None) -> None:
         self.env = env
         self.reward_normalizer = reward_normalizer
@@ -95,7 +104,8 @@ class RolloutCollector:
         self.check_finite = check_finite
         # Discrete(n) starting at 0: the policy's int64 actions are already what the env takes
         self._actions_as_is = isinstance(self.action_space, gym.spaces.Discrete) and int(self.action_space.start) == 0
-        self.obs_np = np.asarray(initial_obs, dtype=np.float32)
+        self.tensor_env = isinstance(env, TorchVecEnv)  # a torch env: the tensor path below, no NumPy arrays
+        self.obs_np = None if self.tensor_env else np.asarray(initial_obs, dtype=np.float32)
         self._stage_for: RolloutBuffer | None = None  # the buffer self._stage (host arrays) was made for
         self._stage: tuple[np.ndarray, ...] = ()
         self._ep_return = np.zeros(self.n_envs, dtype=np.float64)
@@ -104,14 +114,20 @@ class RolloutCollector:
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.episodes_done = 0
         self.steps_done = 0  # environment steps, summed over sub-envs
+        if self.tensor_env:
+            self._init_tensor_path(initial_obs)
 
     @property
     def obs(self) -> torch.Tensor:
         """The current observation batch on the device."""
+        if self.tensor_env:
+            return self._obs_t
         return torch.from_numpy(self.obs_np).to(self.device, non_blocking=True)
 
-    def step(self, env_actions: np.ndarray) -> StepResult:
+    def step(self, env_actions: Any) -> StepResult:
         """Step every sub-env once with actions the env accepts; check what came back; keep episode statistics."""
+        if self.tensor_env:
+            return self._step_tensor(env_actions)
         next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
         next_obs = np.asarray(next_obs, dtype=np.float32)
         done = terminated | truncated
@@ -159,6 +175,8 @@ class RolloutCollector:
         T, N = buffer.n_steps, buffer.n_envs
         if N != self.n_envs:
             raise ValueError(f"buffer has {N} envs, the vector env has {self.n_envs}")
+        if self.tensor_env:
+            return self._collect_tensor(buffer, policy, before_step)
         obs_stage, act_stage, logp_stage, rewards, terminated, truncated = stage = self._staging(buffer)
         buffer.final_obs.zero_()
         for t in range(T):
@@ -182,14 +200,113 @@ class RolloutCollector:
         buffer.last_obs.copy_(torch.from_numpy(self.obs_np))
         return buffer
 
+    # ---- the tensor path (a TorchVecEnv: everything stays on the device) --------------------------------------
+    def _init_tensor_path(self, initial_obs: Any) -> None:
+        env, dev, K = self.env, self.device, self.EPISODE_WINDOW
+        self._obs_t = torch.as_tensor(initial_obs, dtype=torch.float32).to(dev)
+        self._low = self._high = None  # Box bounds as tensors on the env's device (the clip of to_env_actions)
+        if isinstance(self.action_space, gym.spaces.Box):
+            self._low = torch.as_tensor(self.action_space.low, device=env.device)
+            self._high = torch.as_tensor(self.action_space.high, device=env.device)
+        # Running episodes, and a ring of the last K finished ones (slot K takes the writes to drop): fixed
+        # shapes, filled by scatter, read only by episode_stats()/state_dict().
+        self._ep_return_t = torch.zeros(self.n_envs, dtype=torch.float64, device=dev)
+        self._ep_length_t = torch.zeros(self.n_envs, dtype=torch.int64, device=dev)
+        self._ring_return = torch.zeros(K + 1, dtype=torch.float64, device=dev)
+        self._ring_length = torch.zeros(K + 1, dtype=torch.int64, device=dev)
+        self._episodes_t = torch.zeros((), dtype=torch.int64, device=dev)  # finished episodes, ever
+        self._bad_t = torch.zeros((), dtype=torch.bool, device=dev)  # a non-finite reward/observation was seen
+        self._bad_step = torch.full((), -1, dtype=torch.int64, device=dev)
+        self._episodes_base = 0  # episodes finished before load_state_dict() refilled the ring
+
+    def _env_actions_tensor(self, actions: torch.Tensor) -> torch.Tensor:
+        """Policy output -> what the env takes, on the env's device (the tensor twin of to_env_actions)."""
+        a = actions.to(self.env.device)
+        if self._low is not None:
+            return torch.clamp(a, self._low, self._high)
+        start = int(self.action_space.start)
+        return a.long() if start == 0 else a.long() + start
+
+    def _step_tensor(self, env_actions: torch.Tensor) -> StepResult:
+        """step() for a TorchVecEnv: the same bookkeeping as tensor ops, no host sync."""
+        K = self.EPISODE_WINDOW
+        out = self.env.step(env_actions)
+        dev = self.device
+        rewards, terminated, truncated = out.reward.to(dev), out.terminated.to(dev), out.truncated.to(dev)
+        next_obs, true_next = out.obs.to(dev), out.final_obs.to(dev)
+        done = terminated | truncated
+        if self.check_finite:  # remembered on the device; raised by check_finite_tensor() (collect() ends with it)
+            ok = torch.isfinite(rewards).all() & torch.isfinite(true_next).all()
+            self._bad_step = torch.where(~ok & ~self._bad_t, self.steps_done, self._bad_step)
+            self._bad_t |= ~ok
+        self._ep_return_t += rewards
+        self._ep_length_t += 1
+        # Episodes ending now go to the ring in sub-env order (as the NumPy path appends them); when more than K
+        # end at once only the last K are kept, the others write to the spare slot K.
+        d = done.long()
+        rank = d.cumsum(0) - 1
+        count = rank[-1] + 1
+        keep = done & (rank >= count - K)
+        slot = torch.where(keep, (self._episodes_t + rank) % K, K)
+        self._ring_return.scatter_(0, slot, self._ep_return_t)
+        self._ring_length.scatter_(0, slot, self._ep_length_t)
+        self._episodes_t += count
+        self._ep_return_t.masked_fill_(done, 0.0)
+        self._ep_length_t.masked_fill_(done, 0)
+        self.steps_done += self.n_envs
+        obs, self._obs_t = self._obs_t, next_obs
+        return StepResult(obs, true_next, rewards, terminated, truncated, rewards)
+
+    def check_finite_tensor(self) -> None:
+        """Raise NonFiniteError if a step of the tensor path saw a NaN/inf reward or observation (one host read)."""
+        if self.tensor_env and self.check_finite and bool(self._bad_t):
+            raise NonFiniteError(f"environment returned a non-finite reward or observation at environment step "
+                                 f"{int(self._bad_step)}")
+
+    def _collect_tensor(self, buffer: RolloutBuffer, policy: Policy,
+                        before_step: Callable[[int], None] | None) -> RolloutBuffer:
+        """collect() for a TorchVecEnv: every write is a device tensor copy; final_obs by masking."""
+        shape = (self.n_envs,) + (1,) * (buffer.final_obs.dim() - 2)
+        for t in range(buffer.n_steps):
+            if before_step is not None:
+                before_step(t)
+            with torch.no_grad():
+                actions, log_probs = policy(self._obs_t)
+            buffer.actions[t] = actions
+            buffer.log_probs[t] = log_probs
+            res = self._step_tensor(self._env_actions_tensor(actions))
+            buffer.obs[t] = res.obs
+            buffer.rewards[t], buffer.terminated[t], buffer.truncated[t] = res.rewards, res.terminated, res.truncated
+            buffer.final_obs[t] = torch.where(res.truncated.view(shape), res.next_obs, 0.0)
+        buffer.last_obs.copy_(self._obs_t)
+        self.check_finite_tensor()  # the one host read of a rollout
+        return buffer
+
+    def _sync_episodes(self) -> None:
+        """Copy the device ring into episode_returns / episode_lengths / episodes_done (oldest first)."""
+        K = self.EPISODE_WINDOW
+        total = int(self._episodes_t)
+        n = min(total, K)
+        order = [(total - n + j) % K for j in range(n)]
+        rets, lens = self._ring_return.cpu().tolist(), self._ring_length.cpu().tolist()
+        self.episode_returns.clear()
+        self.episode_returns.extend(rets[i] for i in order)
+        self.episode_lengths.clear()
+        self.episode_lengths.extend(int(lens[i]) for i in order)
+        self.episodes_done = self._episodes_base + total
+
     def episode_stats(self) -> dict[str, float]:
         """Mean return/length over the last (up to) 100 finished episodes; empty before the first one ends."""
+        if self.tensor_env:
+            self._sync_episodes()
         if not self.episode_returns:
             return {}
         return {"rollout/episode_return": float(np.mean(self.episode_returns)),
                 "rollout/episode_length": float(np.mean(self.episode_lengths))}
 
     def state_dict(self) -> dict[str, Any]:
+        if self.tensor_env:
+            self._sync_episodes()
         state = {"episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
                  "episodes_done": self.episodes_done, "steps_done": self.steps_done}
         if self.reward_normalizer is not None:
@@ -207,6 +324,14 @@ class RolloutCollector:
             if "reward_normalizer" not in state:
                 raise ValueError("the checkpoint has no reward normaliser state, this agent normalises rewards")
             self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+        if self.tensor_env:  # the ring restarts from the saved episodes (oldest first, as the deque holds them)
+            n = len(self.episode_returns)
+            self._ring_return.zero_()
+            self._ring_length.zero_()
+            self._ring_return[:n] = torch.tensor(list(self.episode_returns), dtype=torch.float64)
+            self._ring_length[:n] = torch.tensor(list(self.episode_lengths), dtype=torch.int64)
+            self._episodes_t.fill_(n)
+            self._episodes_base = self.episodes_done - n
 
 
 def evaluate_policy(
