@@ -144,7 +144,7 @@ def test_run_dir_file_under_file_and_reuse_are_refused(tmp_path, capsys):
              "--no-progress", "--eval-episodes", "0", "--run-dir", str(run)]
     assert run_main(small, capsys)[0] == 0
     rc, err = run_main(small, capsys)
-    assert rc == 2 and "already holds a run" in err and f"--resume {run / 'checkpoints' / 'final.pt'}" in err
+    assert rc == 2 and "already holds a run" in err and f"--resume {run}," in err
     assert len(err.strip().splitlines()) == 1
 
 

@@ -4,6 +4,7 @@ learn() (LearnRun: logging, callback, checkpoints). When to collect and update s
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import sys
@@ -260,9 +261,7 @@ def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, d
     if n_envs is not None:
         cfg["n_envs"] = n_envs
     nets = _networks_for_load(path, payload, networks)
-    env_kwargs = payload.get("env_kwargs") or {}
-    if not isinstance(env_kwargs, dict):
-        raise CheckpointError(f"checkpoint {path}: env_kwargs must be a dict, got {type(env_kwargs).__name__}")
+    budget, env_kwargs, best = _run_record(payload, path)
     if env_kwargs and isinstance(env, Spaces):
         env = Spaces(*env[:2], env.env_id)
     try:
@@ -282,9 +281,7 @@ def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, d
         raise CheckpointError(f"checkpoint {path} does not fit a {cls.__name__} with this config: "
                               f"{type(e).__name__}: {e}") from None
     agent.num_timesteps = int(payload["num_timesteps"])
-    agent.total_budget = int(payload.get("total_budget") or 0) or None
-    best = payload.get("best_eval") or {}
-    agent.best_eval = {"return": float(best["return"]), "step": int(best["step"])} if best else None
+    agent.total_budget, agent.best_eval = budget, best
     if restore_rng:
         try:
             set_rng_state(payload["rng"])
@@ -350,6 +347,21 @@ def restore_env_state(agent: Any, checkpoint: Path, payload: dict[str, Any]) -> 
     except Exception as e:  # noqa: BLE001 - checked before anything changed: the fresh envs stay as they are
         return False, f"the envs start fresh episodes: env state {f} is unusable ({type(e).__name__}: {e})"
     return True, f"the envs continue their episodes from {f.name}"
+
+
+def _run_record(payload: dict[str, Any], path: Any) -> tuple[int | None, dict[str, Any], dict[str, Any] | None]:
+    """(total_budget, env_kwargs, best_eval) of a checkpoint, checked (older checkpoints lack them: defaults)."""
+    budget, env_kwargs = payload.get("total_budget", 0), payload.get("env_kwargs", {})
+    best = payload.get("best_eval", {})
+    if type(budget) is not int or budget < 0:
+        raise CheckpointError(f"checkpoint {path}: total_budget must be a non-negative int, got {budget!r:.60}")
+    if not isinstance(env_kwargs, dict) or not all(isinstance(k, str) for k in env_kwargs):
+        raise CheckpointError(f"checkpoint {path}: env_kwargs must be a dict with string keys")
+    if not isinstance(best, dict) or (best and not (
+            set(best) == {"return", "step"} and type(best["step"]) is int and isinstance(best["return"], float)
+            and math.isfinite(best["return"]))):
+        raise CheckpointError(f"checkpoint {path}: best_eval must be {{'return': float, 'step': int}} or empty")
+    return budget or None, env_kwargs, (dict(best) if best else None)
 
 
 def load_state_or_rollback(agent: Any, state: dict[str, Any]) -> None:
