@@ -54,9 +54,10 @@ def test_auto_device_rule():
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert auto_device("a2c", False, 64, cuda_available=False)[0] == cpu
     assert auto_device("ddpg", True, 10**6, True, cuda_available=False) == (cpu, "no CUDA GPU here")
-    small = auto_device("trpo", False, 2048, cuda_available=True)
+    small = auto_device("a2c", False, 2048, cuda_available=True)
     assert small[0] == cpu and "CPU-stepped envs" in small[1]
-    assert auto_device("trpo", False, AUTO_GPU_MIN_BATCH, cuda_available=True)[0] == gpu
+    assert auto_device("a2c", False, AUTO_GPU_MIN_BATCH, cuda_available=True)[0] == gpu
+    assert auto_device("trpo", False, 4 * AUTO_GPU_MIN_BATCH, cuda_available=True)[0] == cpu
     assert auto_device("a2c", True, 40, cuda_available=True) == (gpu, "image observations (convolutions run faster "
                                                                       "on the GPU)")
     assert auto_device("ddpg", False, 256, cuda_available=True)[0] == gpu
@@ -66,3 +67,13 @@ def test_auto_device_rule():
     agent = REINFORCE("CartPole-v1", n_envs=2, n_steps=8, seed=0)  # device="auto"
     expected = auto_device("reinforce", False, 16)
     assert (agent.device, agent.device_reason) == expected
+
+
+@pytest.mark.cuda
+def test_auto_device_on_a_gpu_machine_keeps_small_mlp_runs_on_the_cpu():
+    from rlkit import A2C, DDPG
+
+    a2c = A2C("CartPole-v1", n_envs=2, n_steps=8, seed=0)
+    assert a2c.device.type == "cpu" and "CPU-stepped envs" in a2c.device_reason
+    ddpg = DDPG("Pendulum-v1", seed=0, learning_starts=10)
+    assert ddpg.device.type == "cuda" and "CUDA graphs" in ddpg.device_reason
