@@ -19,7 +19,7 @@ DEFAULT = ["a2c:Pendulum-v1:8:5", "a2c:Pendulum-v1:64:32", "trpo:Pendulum-v1:1:2
 
 
 def steps_per_second(algo: str, env: str, n_envs: int, n_steps: int, device: str, updates: int) -> float:
-    from rlkit.agents import get_agent_class
+    from rlkit import get_agent_class
 
     cfg = {"n_envs": n_envs} if algo == "ddpg" else {"n_envs": n_envs, "n_steps": n_steps}
     if algo == "ddpg":
@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("cases", nargs="*", default=DEFAULT)
     p.add_argument("--updates", type=int, default=3)
     args = p.parse_args()
-    from rlkit.core.device import auto_device
+    from rlkit import auto_device
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"{'case':<28} {'batch':>7} " + " ".join(f"{d + ' sps':>10}" for d in devices) + "  auto picks")

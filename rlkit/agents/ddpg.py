@@ -367,11 +367,8 @@ class DDPG:
         self._graphs.clear()  # loading replaced Adam's state tensors: recapture on the next update
 
     def envs_restored(self, restored: bool) -> None:
-        """Called after loading: act from the collector's (restored or fresh) observations; fresh episodes also
-        restart the OU noise, as every episode does."""
+        """Called after loading: act from the collector's (restored or fresh) observations."""
         self._obs_t = self._obs_stage(self.collector.obs_np)
-        if not restored:
-            self._ou.zero_()
 
     def save(self, path: str | Path) -> Path:
         return agent_io.save_agent(self, path)

@@ -8,7 +8,6 @@ import math
 import os
 import pickle
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from rlkit.core.checkpoint import (CheckpointError, check_agent_payload, load_checkpoint, rotate_checkpoints,
-                                   save_checkpoint)
+                                   save_checkpoint, write_file_atomic)
 from rlkit.core.config import ConfigError, config_to_dict
 from rlkit.core.device import auto_device, resolve_device, rng_state, set_rng_state
 from rlkit.core.envs import (EnvLike, Spaces, check_spaces, env_factory, is_known_env_id, load_vec_env_state,
@@ -303,29 +302,14 @@ def env_state_path(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).with_suffix(".envstate")
 
 
-def save_env_state(agent: Any, checkpoint: Path) -> str:
-    """Write the vector env's state (pickled sub-envs with their simulator state and RNGs, the collector's current
-    observations and episode counters) atomically beside `checkpoint`; "" on success, else why it cannot be saved
-    (then any stale file is removed and a resume starts fresh episodes). Written before the checkpoint, so a
-    checkpoint never meets an env state newer than itself; the step inside is checked on load."""
-    target = env_state_path(checkpoint)
+def env_state_blob(agent: Any) -> tuple[bytes | None, str]:
+    """(the pickled env state, "") or (None, why the envs cannot be saved): the sub-envs with their simulator
+    state and RNGs, the collector's current observations and episode counters, and the step they belong to."""
     data, why = vec_env_state(agent.env) if agent.env is not None else (None, "no env")
     if data is None:
-        target.unlink(missing_ok=True)
-        return why
-    blob = pickle.dumps({"num_timesteps": int(agent.num_timesteps), "venv": data,
-                         "collector": agent.collector.episode_state()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return ""
+        return None, why
+    return pickle.dumps({"num_timesteps": int(agent.num_timesteps), "venv": data,
+                         "collector": agent.collector.episode_state()}), ""
 
 
 def restore_env_state(agent: Any, checkpoint: Path, payload: dict[str, Any]) -> tuple[bool, str]:
@@ -396,13 +380,19 @@ def periodic_checkpoint(agent: Any, directory: Path, keep: int) -> Path:
 
 
 def save_run_checkpoint(agent: Any, path: Path) -> Path:
-    """A run's checkpoint: the env state file beside it first (when the envs can be saved), then the checkpoint,
-    which records why there is no env state when there is none."""
+    """A run's checkpoint, then the env state file beside it (`<name>.envstate`, when the envs can be saved;
+    else any stale one is removed and the checkpoint records why). The env state holds its step, so one left
+    from an earlier checkpoint of the same name, or missing after a crash between the two writes, is detected
+    on resume and the envs start fresh episodes."""
     payload = checkpoint_payload(agent)
     check_finite_state(agent, f"writing {path}", payload["state"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload["env_state_note"] = save_env_state(agent, path)
-    return save_checkpoint(path, payload)
+    blob, payload["env_state_note"] = env_state_blob(agent)
+    save_checkpoint(path, payload)
+    if blob is None:
+        env_state_path(path).unlink(missing_ok=True)
+    else:
+        write_file_atomic(env_state_path(path), blob)
+    return path
 
 
 @dataclass
