@@ -111,28 +111,31 @@ def _build_parser() -> _Parser:
     return p
 
 
-def _newest_valid_checkpoint(resume: Path, algo: str) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint to resume and its payload: the file given, or the newest valid one of a run directory
-    (final.pt, then step_N.pt by N), skipping corrupt ones with a message."""
+def _newest_valid_checkpoint(resume: Path, algo: str) -> tuple[Path, dict[str, Any], list[str]]:
+    """The checkpoint to resume, its payload and the corrupt ones skipped (named with why): the file given, or
+    the newest valid one of a run directory (final.pt, then step_N.pt by N)."""
     from rlkit.core.checkpoint import CheckpointError, check_agent_payload, load_checkpoint
 
     if not resume.is_dir():
         payload = load_checkpoint(resume, algo=algo)
         check_agent_payload(payload, resume)
-        return resume, payload
+        return resume, payload, []
     ck = resume / "checkpoints"
     steps = sorted(((int(x.stem[5:]), x) for x in ck.glob("step_*.pt") if x.stem[5:].isdigit()), reverse=True)
     candidates = ([ck / "final.pt"] if (ck / "final.pt").is_file() else []) + [x for _, x in steps]
+    skipped = []
     for path in candidates:
         try:
             payload = load_checkpoint(path, algo=algo)
             check_agent_payload(payload, path)
-            return path, payload
         except CheckpointError as e:
             if "was written by" in str(e):  # another algorithm's run: refused, not skipped as corrupt
                 raise
-            print(f"rlkit: skipping {path}: {_one_line(e)}", file=sys.stderr)
-    raise ValueError(f"--resume {resume}: no valid checkpoint in {ck}")
+            skipped.append(f"{path.name} ({_one_line(e).replace(str(path), '').strip(': ')})")
+            continue
+        return path, payload, skipped
+    raise ValueError(f"--resume {resume}: no valid checkpoint in {ck}"
+                     + (f" (skipped: {'; '.join(skipped)})" if skipped else ""))
 
 
 def _parse_env_kwargs(items: list[str]) -> dict[str, Any]:
@@ -205,7 +208,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides["n_envs"] = args.n_envs
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
-        ckpt, payload = _newest_valid_checkpoint(resume, algo)
+        ckpt, payload, skipped = _newest_valid_checkpoint(resume, algo)
         changed, never = _resume_conflicts(cls, payload, overrides, args, env_kwargs)
         if never:
             raise ValueError(f"--resume {resume}: cannot change the run's environment: {'; '.join(never)}")
@@ -215,7 +218,7 @@ def _train(args: argparse.Namespace) -> int:
         seed = args.seed if args.seed is not None and args.override else payload["seed"]
         steps = args.steps or int(payload.get("total_budget") or 0) or 100_000
     else:
-        ckpt, seed, steps = None, 0 if args.seed is None else args.seed, args.steps
+        ckpt, seed, steps, skipped = None, 0 if args.seed is None else args.seed, args.steps, []
         preset = None if args.no_preset else preset_for(algo, args.env_id)
         if preset:
             overrides = {**preset.get("config", {}), **overrides}
@@ -242,7 +245,7 @@ def _train(args: argparse.Namespace) -> int:
         agent.seed = seed
         remaining = steps - agent.num_timesteps
         what = (f"resuming {ckpt} at step {agent.num_timesteps:,} to {steps:,} ({remaining:,} more; "
-                f"{agent.resume_note})")
+                f"{agent.resume_note}" + (f"; skipped corrupt {', '.join(skipped)}" if skipped else "") + ")")
     else:
         agent = cls(args.env_id, config=overrides, seed=seed, device=args.device, env_kwargs=env_kwargs)
         remaining = steps

@@ -180,8 +180,8 @@ def test_resume_run_dir_refuses_changes_skips_corrupt_checkpoints_and_continues(
     (run / "checkpoints" / "final.pt").write_bytes(b"torn")
     rc, err = run_main([*base, "--resume", str(run), "--steps", "64", "--set", "n_steps=8"], capsys)  # same value
     assert rc == 0, err
-    assert "skipping" in err and "final.pt" in err
-    first = next(x for x in err.splitlines() if x.startswith("rlkit: training"))
+    first = err.splitlines()[0]  # what resumed from where, the corrupt checkpoint it skipped, the env state
+    assert "skipped corrupt final.pt (" in first
     assert "resuming" in first and "step_32.pt at step 32 to 64" in first and "seed 3" in first
     assert "continue their episodes" in first
     steps = [int(float(r["step"])) for r in _csv(run / "progress.csv")]

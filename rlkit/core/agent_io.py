@@ -261,8 +261,6 @@ def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, d
         cfg["n_envs"] = n_envs
     nets = _networks_for_load(path, payload, networks)
     budget, env_kwargs, best = _run_record(payload, path)
-    if env_kwargs and isinstance(env, Spaces):
-        env = Spaces(*env[:2], env.env_id)
     try:
         # the recorded env's keyword arguments apply when it is rebuilt from its recorded id
         kw = {"env_kwargs": env_kwargs} if env_kwargs and (env == payload["env_id"] or isinstance(env, Spaces)) \
@@ -536,6 +534,9 @@ def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progre
         _check_count("total_budget", total_budget, 1, " (environment steps of the whole run)")
     _check_count("eval_freq", eval_freq, 0, " (environment steps; 0: no evaluation during training)")
     _check_count("n_eval_episodes", n_eval_episodes, 1, "")
+    if eval_freq and getattr(agent, "_env_factory", None) is None:
+        raise ValueError(f"eval_freq needs an env to evaluate on, and this {agent.algo} agent cannot build one (it was "
+                         "built from an unregistered VectorEnv or Env instance); pass an env id or a callable")
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable as callback(agent, metrics), got {type(callback).__name__}")
     cfg = agent.config
