@@ -55,9 +55,12 @@ def _build_parser() -> _Parser:
 
     t = sub.add_parser("train", help="train one agent")
     t.add_argument("algo", help=f"one of: {', '.join(REGISTRY)}")
-    t.add_argument("env_id", help="a Gymnasium environment id, e.g. CartPole-v1")
-    t.add_argument("--steps", type=int, default=None, help="environment steps (default: the preset's, else 100000)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("env_id", help="a Gymnasium environment id, e.g. CartPole-v1, or module:EnvId (the module is "
+                                  "imported first, as gymnasium.make does, so it can register EnvId)")
+    t.add_argument("--steps", type=int, default=None,
+                   help="the run's total environment steps, also when resuming (default: the preset's, else 100000; "
+                        "with --resume: the run's budget)")
+    t.add_argument("--seed", type=int, default=None, help="default 0 (with --resume: the run's)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--n-envs", type=int, default=None)
     t.add_argument("--config", default=None, help="JSON or TOML file of config overrides")
@@ -66,8 +69,20 @@ def _build_parser() -> _Parser:
     t.add_argument("--runs-root", default="runs", help="root of the default run directory")
     t.add_argument("--no-preset", action="store_true", help="ignore the tuned preset for this (algo, env)")
     t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--eval-episodes", type=int, default=10, help="final deterministic evaluation (0: skip)")
-    t.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue from a checkpoint")
+    t.add_argument("--eval-episodes", type=int, default=10,
+                   help="episodes of each deterministic evaluation, during training and at the end (0: skip both)")
+    t.add_argument("--eval-freq", type=int, default=0,
+                   help="evaluate every this many environment steps during training (0: never); logs eval/*, "
+                        "keeps checkpoints/best.pt")
+    t.add_argument("--log-interval", type=int, default=1000, help="log metrics every this many environment steps")
+    t.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="keyword arguments for gymnasium.make (values read as JSON when they parse)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR|CHECKPOINT",
+                   help="continue a run in its own directory, from its newest valid checkpoint (or the one given), "
+                        "with its seed, config and n_envs, and the envs' saved state (a pickle: resume only run "
+                        "directories you trust)")
+    t.add_argument("--override", action="store_true",
+                   help="with --resume: apply --set/--config/--n-envs/--seed although they differ from the run's")
     t.add_argument("--env-backend", default="gymnasium", choices=("gymnasium", "torch"),
                    help="torch: batched classic-control envs on --device (docs/performance.md); evaluation still "
                         "uses Gymnasium's env")
@@ -100,32 +115,94 @@ def _build_parser() -> _Parser:
     return p
 
 
+def _newest_valid_checkpoint(resume: Path, algo: str) -> tuple[Path, dict[str, Any], list[str]]:
+    """The checkpoint to resume, its payload and the corrupt ones skipped (named with why): the file given, or
+    the newest valid one of a run directory (final.pt, then step_N.pt by N)."""
+    from rlkit.core.checkpoint import CheckpointError, check_agent_payload, load_checkpoint
+
+    if not resume.is_dir():
+        payload = load_checkpoint(resume, algo=algo)
+        check_agent_payload(payload, resume)
+        return resume, payload, []
+    ck = resume / "checkpoints"
+    steps = sorted(((int(x.stem[5:]), x) for x in ck.glob("step_*.pt") if x.stem[5:].isdigit()), reverse=True)
+    candidates = ([ck / "final.pt"] if (ck / "final.pt").is_file() else []) + [x for _, x in steps]
+    skipped = []
+    for path in candidates:
+        try:
+            payload = load_checkpoint(path, algo=algo)
+            check_agent_payload(payload, path)
+        except CheckpointError as e:
+            if "was written by" in str(e):  # another algorithm's run: refused, not skipped as corrupt
+                raise
+            skipped.append(f"{path.name} ({_one_line(e).replace(str(path), '').strip(': ')})")
+            continue
+        return path, payload, skipped
+    raise ValueError(f"--resume {resume}: no valid checkpoint in {ck}"
+                     + (f" (skipped: {'; '.join(skipped)})" if skipped else ""))
+
+
+def _parse_env_kwargs(items: list[str]) -> dict[str, Any]:
+    from rlkit.core.config import parse_set_option
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise _UsageError(f"rlkit: error: --env-kwargs expects key=value, got {item!r}")
+        k, v = parse_set_option(item)
+        out[k] = v
+    return out
+
+
+def _resume_conflicts(cls: Any, payload: dict[str, Any], overrides: dict[str, Any], args: argparse.Namespace,
+                      env_kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(flags that would change the run, allowed with --override; ones that never can), each naming the value."""
+    import importlib
+
+    from rlkit.core.config import build_config, config_to_dict
+
+    cfg_cls = getattr(importlib.import_module(cls.__module__), cls.__name__ + "Config")
+    saved = config_to_dict(build_config(cfg_cls, dict(payload["config"])))
+    new = config_to_dict(build_config(cfg_cls, dict(payload["config"]), **overrides))
+    changed = [f"{'--n-envs' if k == 'n_envs' and args.n_envs is not None else k}={new[k]!r} (the run's: {saved[k]!r})"
+               for k in overrides if new.get(k) != saved.get(k)]
+    if args.seed is not None and args.seed != payload["seed"]:
+        changed.append(f"--seed {args.seed} (the run's: {payload['seed']})")
+    never = []
+    if args.env_id != payload["env_id"]:
+        never.append(f"env {args.env_id!r} (the run's: {payload['env_id']!r})")
+    if env_kwargs and env_kwargs != (payload.get("env_kwargs") or {}):
+        never.append(f"--env-kwargs {env_kwargs} (the run's: {payload.get('env_kwargs') or {}})")
+    return changed, never
+
+
 def _train(args: argparse.Namespace) -> int:
     from rlkit.agents import get_agent_class
     from rlkit.core.config import load_config_file, parse_set_option
+    from rlkit.core.envs import is_known_env_id
     from rlkit.core.logger import default_run_dir
-    from rlkit.presets import preset_for
-
     from rlkit.core.rundir import check_run_dir_path, latest_checkpoint, previous_run_files
+    from rlkit.presets import preset_for
 
     _check_int("--seed", args.seed, 0, MAX_SEED)
     _check_int("--steps", args.steps, 1)
     _check_int("--n-envs", args.n_envs, 1)
     _check_int("--eval-episodes", args.eval_episodes, 0)
+    _check_int("--eval-freq", args.eval_freq, 0)
+    _check_int("--log-interval", args.log_interval, 1)
+    if args.eval_freq and not args.eval_episodes:
+        raise _UsageError("rlkit: error: --eval-freq needs --eval-episodes >= 1")
     cls = get_agent_class(args.algo)
     algo = cls.algo
+    env_kwargs = _parse_env_kwargs(args.env_kwargs)
+
     import gymnasium as gym
 
-    if args.env_id not in gym.registry:
-        close = [k for k in gym.registry if args.env_id.lower().split("-")[0] in k.lower()][:5]
+    if not is_known_env_id(args.env_id):
+        close = [k for k in gym.registry if args.env_id.split(":")[-1].lower().split("-")[0] in k.lower()][:5]
         raise ValueError(f"unknown Gymnasium environment id {args.env_id!r}"
                          + (f"; did you mean one of {close}?" if close else ""))
     overrides: dict[str, Any] = {}
-    steps = args.steps
-    preset = None if args.no_preset else preset_for(algo, args.env_id)
-    if preset:
-        overrides.update(preset.get("config", {}))
-        steps = steps if steps is not None else int(preset.get("steps", 100_000))
     if args.config:
         overrides.update(load_config_file(args.config))
     for item in args.set:
@@ -133,56 +210,87 @@ def _train(args: argparse.Namespace) -> int:
         overrides[k] = v
     if args.n_envs is not None:
         overrides["n_envs"] = args.n_envs
-    steps = steps if steps is not None else 100_000
-    if steps <= 0:
-        raise ValueError(f"--steps must be positive, got {steps}")
     resume = Path(args.resume) if args.resume else None
+    if resume is not None:
+        ckpt, payload, skipped = _newest_valid_checkpoint(resume, algo)
+        changed, never = _resume_conflicts(cls, payload, overrides, args, env_kwargs)
+        if never:
+            raise ValueError(f"--resume {resume}: cannot change the run's environment: {'; '.join(never)}")
+        if changed and not args.override:
+            raise ValueError(f"--resume {resume}: these would change the run: {'; '.join(changed)}; "
+                             "drop them, or pass --override to apply them")
+        seed = args.seed if args.seed is not None and args.override else payload["seed"]
+        steps = args.steps or int(payload.get("total_budget") or 0) or 100_000
+    else:
+        ckpt, seed, steps, skipped = None, 0 if args.seed is None else args.seed, args.steps, []
+        preset = None if args.no_preset else preset_for(algo, args.env_id)
+        if preset:
+            overrides = {**preset.get("config", {}), **overrides}
+            steps = steps if steps is not None else int(preset.get("steps", 100_000))
+        steps = steps if steps is not None else 100_000
     if args.run_dir:
         run_dir = check_run_dir_path(args.run_dir)
-    elif resume is not None and resume.parent.name == "checkpoints":
-        run_dir = resume.parent.parent  # continue the run the checkpoint belongs to
+    elif resume is not None and resume.is_dir():
+        run_dir = resume
+    elif ckpt is not None and ckpt.parent.name == "checkpoints":
+        run_dir = ckpt.parent.parent  # continue the run the checkpoint belongs to
     else:
-        run_dir = default_run_dir(args.env_id, algo, args.seed, args.runs_root)
+        run_dir = default_run_dir(args.env_id, algo, seed, args.runs_root)
     if resume is None and previous_run_files(run_dir):  # fail before building anything (learn() checks too)
         latest = latest_checkpoint(run_dir)
-        hint = f"resume it with --resume {latest}" if latest is not None else "remove it"
+        hint = f"resume it with --resume {run_dir}" if latest is not None else "remove it"
         raise ValueError(f"run directory {run_dir} already holds a run ({', '.join(previous_run_files(run_dir)[:3])})"
                          f"; {hint}, or choose another --run-dir")
-    if resume is not None:
-        agent = cls.load(resume, env=args.env_id, device=args.device, env_backend=args.env_backend)
-        remaining = max(0, steps - agent.num_timesteps)
+    if ckpt is not None:
+        agent = cls.load(ckpt, env=args.env_id, device=args.device, restore_env=True,
+                         config_overrides=overrides if args.override else None, env_backend=args.env_backend)
+        if steps < agent.num_timesteps:
+            raise ValueError(f"--steps {steps:,} is below the run's {agent.num_timesteps:,} steps in {ckpt}")
+        agent.seed = seed
+        remaining = steps - agent.num_timesteps
+        what = (f"resuming {ckpt} at step {agent.num_timesteps:,} to {steps:,} ({remaining:,} more; "
+                f"{agent.resume_note}" + (f"; skipped corrupt {', '.join(skipped)}" if skipped else "") + ")")
     else:
-        agent = cls(args.env_id, config=overrides, seed=args.seed, device=args.device, env_backend=args.env_backend)
+        agent = cls(args.env_id, config=overrides, seed=seed, device=args.device, env_kwargs=env_kwargs,
+                    env_backend=args.env_backend)
         remaining = steps
-    print(f"rlkit: training {algo} on {args.env_id} for {remaining:,} steps (seed {args.seed}, "
-          f"device {agent.device}) -> {run_dir}" + (f" (resuming from {resume})" if resume else ""), file=sys.stderr)
+        what = f"{remaining:,} steps"
+    print(f"rlkit: training {algo} on {args.env_id}: {what}; seed {seed}; device {agent.device} "
+          f"({agent.device_reason}) -> {run_dir}", file=sys.stderr)
     from rlkit.core.rundir import TrainingInterrupted
 
     try:
-        agent.learn(remaining, run_dir=run_dir, progress=not args.no_progress)
+        agent.learn(remaining, run_dir=run_dir, progress=not args.no_progress, log_interval=args.log_interval,
+                    total_budget=steps, eval_freq=args.eval_freq, n_eval_episodes=max(args.eval_episodes, 1))
     except TrainingInterrupted as e:
         print(f"rlkit: {e}; run directory {run_dir}", file=sys.stderr)
         if e.checkpoint is not None:
-            cmd = ["rlkit", "train", algo, args.env_id, "--steps", str(steps), "--seed", str(args.seed),
-                   "--run-dir", str(run_dir), "--resume", str(e.checkpoint)]
+            cmd = ["rlkit", "train", algo, args.env_id, "--steps", str(steps), "--run-dir", str(run_dir),
+                   "--resume", str(e.checkpoint)]
             if args.device != "auto":
                 cmd += ["--device", args.device]
             if args.no_progress:
                 cmd.append("--no-progress")
             if args.env_backend != "gymnasium":
                 cmd += ["--env-backend", args.env_backend]
-            if args.eval_episodes != 10:
-                cmd += ["--eval-episodes", str(args.eval_episodes)]
+            kept = (("--eval-episodes", args.eval_episodes, 10), ("--eval-freq", args.eval_freq, 0),
+                    ("--log-interval", args.log_interval, 1000))
+            for flag, value, default in kept:
+                if value != default:
+                    cmd += [flag, str(value)]
             print(f"rlkit: resume with: {shlex.join(cmd)}", file=sys.stderr)
         sys.stderr.flush()
         return e.exit_code
-    result: dict[str, Any] = {"algo": algo, "env_id": args.env_id, "seed": args.seed, "steps": agent.num_timesteps,
+    result: dict[str, Any] = {"algo": algo, "env_id": args.env_id, "seed": seed, "steps": agent.num_timesteps,
                               "run_dir": str(run_dir)}
     if args.eval_episodes > 0:
         stats = agent.evaluate(n_episodes=args.eval_episodes, deterministic=True)
-        result.update(stats)
+        result.update(stats)  # mean_return, std_return, mean_length: the final evaluation
         print(f"eval: mean return {stats['mean_return']:.2f} +/- {stats['std_return']:.2f} "
               f"over {args.eval_episodes} episodes")
+    best = getattr(agent, "best_eval", None)
+    if best is not None:  # evaluation during training ran: its best, kept in checkpoints/best.pt
+        result.update({"best_eval_return": best["return"], "best_eval_step": best["step"]})
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return 0
 

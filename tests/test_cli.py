@@ -147,7 +147,7 @@ def test_run_dir_file_under_file_and_reuse_are_refused(tmp_path, capsys):
              "--no-progress", "--eval-episodes", "0", "--run-dir", str(run)]
     assert run_main(small, capsys)[0] == 0
     rc, err = run_main(small, capsys)
-    assert rc == 2 and "already holds a run" in err and f"--resume {run / 'checkpoints' / 'final.pt'}" in err
+    assert rc == 2 and "already holds a run" in err and f"--resume {run}," in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -165,3 +165,76 @@ def test_train_on_the_torch_env_backend(tmp_path, capsys):
                         "--n-envs", "4", "--run-dir", str(run), "--no-progress", "--eval-episodes", "1"], capsys)
     assert rc == 0, err
     assert json.loads((run / "result.json").read_text())["steps"] == 128 and (run / "checkpoints/final.pt").exists()
+
+
+# ---- issue 13: resume a run directory, evaluation during training, custom envs --------------------------------
+def _csv(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_run_dir_refuses_changes_skips_corrupt_checkpoints_and_continues(tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["train", "a2c", "CartPole-v1", "--no-progress", "--eval-episodes", "0", "--log-interval", "16"]
+    rc, err = run_main([*base, "--steps", "32", "--seed", "3", "--set", "n_steps=8", "--n-envs", "2",
+                        "--set", "checkpoint_interval=16", "--set", "lr_schedule=linear", "--run-dir", str(run)],
+                       capsys)
+    assert rc == 0, err
+    assert "device cpu (" in err.splitlines()[0]  # which device and why, in the first line
+    rc, err = run_main([*base, "--resume", str(run), "--steps", "64", "--set", "n_steps=16", "--seed", "4"], capsys)
+    assert rc == 2 and "would change the run: n_steps=16 (the run's: 8); --seed 4 (the run's: 3)" in err, err
+    assert len(err.strip().splitlines()) == 1
+    rc, err = run_main([*base, "--resume", str(run), "--steps", "64", "--env-kwargs", "render_mode=rgb_array"], capsys)
+    assert rc == 2 and "cannot change the run's environment" in err, err
+    (run / "checkpoints" / "final.pt").write_bytes(b"torn")
+    rc, err = run_main([*base, "--resume", str(run), "--steps", "64", "--set", "n_steps=8"], capsys)  # same value
+    assert rc == 0, err
+    first = err.splitlines()[0]  # what resumed from where, the corrupt checkpoint it skipped, the env state
+    assert "skipped corrupt final.pt (" in first
+    assert "resuming" in first and "step_32.pt at step 32 to 64" in first and "seed 3" in first
+    assert "continue their episodes" in first
+    steps = [int(float(r["step"])) for r in _csv(run / "progress.csv")]
+    assert steps == [16, 32, 48, 64], steps  # one run, appended, strictly increasing
+    assert json.loads((run / "result.json").read_text())["seed"] == 3
+
+
+def test_eval_during_training_logs_eval_metrics_keeps_best_and_reports_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc, err = run_main(["train", "reinforce", "CartPole-v1", "--steps", "64", "--set", "n_steps=16", "--n-envs", "2",
+                        "--no-progress", "--eval-freq", "32", "--eval-episodes", "2", "--run-dir", str(run)], capsys)
+    assert rc == 0, err
+    rows = [r for r in _csv(run / "progress.csv") if r.get("eval/mean_return")]
+    assert [int(float(r["step"])) for r in rows] == [32, 64]
+    assert all(r["eval/std_return"] and r["eval/mean_length"] for r in rows)
+    assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "final.pt").is_file()
+    res = json.loads((run / "result.json").read_text())
+    best = max(float(r["eval/mean_return"]) for r in rows)
+    assert res["best_eval_return"] == best and res["best_eval_step"] in (32, 64) and "mean_return" in res
+
+
+def test_custom_env_module_env_kwargs_and_log_interval(tmp_path, capsys, monkeypatch):
+    (tmp_path / "rlkit_test_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('RlkitTestPole-v0', entry_point='gymnasium.envs.classic_control.cartpole:CartPoleEnv',\n"
+        "             max_episode_steps=50)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    rc, err = run_main(["train", "reinforce", "rlkit_test_envs:RlkitTestPole-v0", "--steps", "64", "--set",
+                        "n_steps=16", "--n-envs", "2", "--no-progress", "--eval-episodes", "1", "--log-interval", "32",
+                        "--env-kwargs", "sutton_barto_reward=true", "--run-dir", str(run)], capsys)
+    assert rc == 0, err
+    assert [int(float(r["step"])) for r in _csv(run / "progress.csv")] == [32, 64]
+    from rlkit.core.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(run / "checkpoints" / "final.pt")
+    assert ck["env_id"] == "rlkit_test_envs:RlkitTestPole-v0" and ck["env_kwargs"] == {"sutton_barto_reward": True}
+    from rlkit import load_agent
+
+    agent = load_agent(run / "checkpoints" / "final.pt", env="rlkit_test_envs:RlkitTestPole-v0", device="cpu")
+    assert agent.env.envs[0].unwrapped._sutton_barto_reward is True  # the run's kwargs rebuild its env
+    rc, err = run_main(["train", "reinforce", "no_such_module_xyz:Env-v0", "--steps", "8"], capsys)
+    assert rc == 2 and "cannot import module 'no_such_module_xyz'" in err
+    rc, err = run_main(["train", "reinforce", "CartPole-v1", "--env-kwargs", "novalue"], capsys)
+    assert rc == 2 and "--env-kwargs expects key=value" in err

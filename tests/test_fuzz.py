@@ -73,8 +73,10 @@ def test_config_files_load_or_raise_config_error_naming_the_file(tmp_path_factor
 def _no_training(monkeypatch):
     """Agents are built for real (env, networks, buffers: where bad values surface) but learn/evaluate are
     stubs that still open and close the run (lock, logger) through begin_learn."""
-    def learn(self, total_steps, callback=None, run_dir=None, progress=True, log_interval=1):
-        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval)
+    def learn(self, total_steps, callback=None, run_dir=None, progress=True, log_interval=1, *, total_budget=None,
+              eval_freq=0, n_eval_episodes=10):
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback, total_budget,
+                                   eval_freq, n_eval_episodes)
         run.close()
         return self
 

@@ -104,7 +104,7 @@ def test_periodic_checkpoint_refuses_non_finite_params_naming_agent_step_tensor(
         agent_io.periodic_checkpoint(a, tmp_path, keep=5)
     with pytest.raises(NonFiniteError, match="refusing to write checkpoint"):
         a.save(tmp_path / "direct.pt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0.envstate", "step_0.pt"]
 
 
 @pytest.mark.parametrize("algo", ALGOS)

@@ -1,6 +1,6 @@
-"""Kill and resume (RELIABILITY.md): a run checkpointed at step k, SIGKILLed later, and resumed in a fresh
-process ends bitwise equal to the same schedule without the crash (learn k, save, load, learn k in one
-process), and differs from a weights-only cold start."""
+"""Kill and resume (docs/reliability.md): a run checkpointed at step k, SIGKILLed later, and resumed from its run
+directory in a fresh process ends bitwise equal to one uninterrupted run, for every agent (the linear lr schedule
+included); envs that cannot be saved resume with fresh episodes, and the run's log says so."""
 from __future__ import annotations
 
 import signal
@@ -38,60 +38,95 @@ def state_tensors(agent):
     return out
 
 
+LINEAR = {"a2c", "qac"}  # the agents with a learning-rate schedule: run it, it must continue, not restart
+
+
+class UnpicklableEnv:
+    """A CartPole factory whose envs hold a lock, so their state cannot be pickled: a resume starts fresh episodes."""
+
+    __name__ = "UnpicklableEnv"
+
+    def __call__(self):
+        import threading
+
+        import gymnasium as gym
+
+        env = gym.make("CartPole-v1")
+        env.unwrapped.lock = threading.Lock()
+        return env
+
+
+def _run_killed_then_resumed(algo, env_expr, cfg, run_dir, n_total, kill_after):
+    """Train to n_total in run_dir, SIGKILLed at the first callback after step kill_after (a checkpoint was
+    written at kill_after), then resume the run directory in a fresh process to n_total."""
+    killed = textwrap.dedent(f"""
+        import os, signal, torch
+        from rlkit.agents import get_agent_class
+        from tests.test_resume import UnpicklableEnv
+        torch.set_num_threads(1)
+        a = get_agent_class({algo!r})({env_expr}, config={cfg!r}, seed=7, device="cpu")
+        die = lambda ag, m: os.kill(os.getpid(), signal.SIGKILL) if ag.num_timesteps > {kill_after} else None
+        a.learn({n_total}, run_dir={str(run_dir)!r}, progress=False, log_interval=1, callback=die)
+    """)
+    r = subprocess.run([sys.executable, "-c", killed], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    resumed = textwrap.dedent(f"""
+        import torch
+        from rlkit.agents import get_agent_class
+        from rlkit.core.rundir import latest_checkpoint
+        from tests.test_resume import UnpicklableEnv
+        torch.set_num_threads(1)
+        ck = latest_checkpoint({str(run_dir)!r})
+        assert ck.name == "step_{kill_after}.pt", ck
+        a = get_agent_class({algo!r}).load(ck, env={env_expr}, device="cpu", restore_env=True)
+        a.learn(a.total_budget - a.num_timesteps, run_dir={str(run_dir)!r}, progress=False, log_interval=1)
+    """)
+    r = subprocess.run([sys.executable, "-c", resumed], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
 @pytest.mark.parametrize("algo", _available())
-def test_sigkill_then_resume_equals_uninterrupted(algo, tmp_path):
+def test_sigkill_at_k_then_resume_to_n_equals_uninterrupted_n(algo, tmp_path):
+    """Killed (SIGKILL) at k and resumed to N from the run directory == one uninterrupted N-step run, bitwise: the
+    env state beside the checkpoint continues the same episodes, the linear lr decay runs over the run's budget."""
     env_id, cfg = CASES[algo]
+    cfg = {**cfg, "checkpoint_interval": K, **({"lr_schedule": "linear"} if algo in LINEAR else {})}
     from rlkit.agents import get_agent_class
 
     cls = get_agent_class(algo)
-    ck = tmp_path / "k.pt"
-    script = textwrap.dedent(f"""
-        import os, signal, torch
-        from rlkit.agents import get_agent_class
-        torch.set_num_threads(1)
-        cls = get_agent_class({algo!r})
-        a = cls({env_id!r}, config={cfg!r}, seed=7, device="cpu")
-        a.learn({K}, progress=False)
-        a.save({str(ck)!r})
-        # keep training, then die without any cleanup in the middle of it
-        a.learn({K} // 2, progress=False, log_interval=1, callback=lambda ag, m: os.kill(os.getpid(), signal.SIGKILL))
-    """)
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert r.returncode == -signal.SIGKILL, r.stderr
-    resumed_script = textwrap.dedent(f"""
-        import torch
-        from rlkit.agents import get_agent_class
-        torch.set_num_threads(1)
-        a = get_agent_class({algo!r}).load({str(ck)!r}, env={env_id!r}, device="cpu")
-        a.learn({K}, progress=False)
-        a.save({str(tmp_path / 'resumed.pt')!r})
-    """)
-    r = subprocess.run([sys.executable, "-c", resumed_script], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    resumed = cls.load(tmp_path / "resumed.pt", env=env_id, device="cpu")
+    rd = tmp_path / "run"
+    _run_killed_then_resumed(algo, repr(env_id), cfg, rd, 2 * K, K)
+    assert (rd / "checkpoints" / f"step_{K}.envstate").is_file()
+    assert "continue their episodes" in (rd / "run.log").read_text()
+    steps = [int(float(row.split(",")[0])) for row in (rd / "progress.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] == 2 * K, steps  # one CSV, strictly increasing steps
+    resumed = cls.load(rd / "checkpoints" / "final.pt", env=env_id, device="cpu")
 
-    a = cls(env_id, config=cfg, seed=7, device="cpu")
-    a.learn(K, progress=False)
-    a.save(tmp_path / "same.pt")
-    b = cls.load(tmp_path / "same.pt", env=env_id, device="cpu")
-    b.learn(K, progress=False)
-
-    sr, sb = state_tensors(resumed), state_tensors(b)
+    ref = cls(env_id, config=cfg, seed=7, device="cpu")
+    ref.learn(2 * K, run_dir=tmp_path / "ref", progress=False, log_interval=1)
+    sr, sb = state_tensors(resumed), state_tensors(ref)
     assert sr.keys() == sb.keys() and sr
     for k in sr:
-        assert torch.equal(sr[k], sb[k]), f"{algo}: {k} differs after kill-and-resume"
-    assert resumed.num_timesteps == b.num_timesteps == 2 * K
+        assert torch.equal(sr[k], sb[k]), f"{algo}: {k} differs between kill-and-resume and one uninterrupted run"
+    assert resumed.num_timesteps == ref.num_timesteps == 2 * K
 
-    # A weights-only cold start (fresh optimiser state) ends elsewhere.
-    cold = cls(env_id, config=cfg, seed=7, device="cpu")
-    loaded = cls.load(tmp_path / "same.pt", device="cpu")
-    for name, mod in vars(loaded).items():
-        if isinstance(mod, torch.nn.Module):
-            getattr(cold, name).load_state_dict(mod.state_dict())
-    cold.num_timesteps = K
-    cold.learn(K, progress=False)
-    sc = state_tensors(cold)
-    assert any(not torch.equal(sc[k], sb[k]) for k in sb if k in sc and sb[k].is_floating_point())
+
+def test_envs_that_cannot_be_saved_resume_with_fresh_episodes_and_the_log_says_so(tmp_path):
+    cfg = {**CASES["a2c"][1], "checkpoint_interval": K}
+    rd = tmp_path / "run"
+    _run_killed_then_resumed("a2c", "UnpicklableEnv()", cfg, rd, 2 * K, K)
+    assert not (rd / "checkpoints" / f"step_{K}.envstate").exists()
+    log = (rd / "run.log").read_text()
+    assert f"step {K}: resumed; the envs start fresh episodes" in log and "cannot be pickled" in log, log
+    from rlkit import A2C
+
+    resumed = A2C.load(rd / "checkpoints" / "final.pt", device="cpu")
+    assert resumed.num_timesteps == 2 * K
+    ref = A2C(UnpicklableEnv(), config=cfg, seed=7, device="cpu")
+    ref.learn(2 * K, progress=False, log_interval=1)
+    # fresh episodes after the resume: the run goes on, but it is not the uninterrupted one
+    assert any(not torch.equal(v, ref.actor.state_dict()[k]) for k, v in resumed.actor.state_dict().items())
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "qac", "a2c", "trpo", "ddpg"])

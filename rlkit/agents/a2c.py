@@ -11,7 +11,7 @@ Termination and truncation, as everywhere in rlkit: nothing is bootstrapped afte
 truncation (time limit) the target continues from V(TRUE final observation); GAE traces are cut on both.
 Choices and deviations (as Stable-Baselines3's A2C unless said):
   * RMSprop (alpha 0.99, eps 1e-5) over one flat parameter vector; gradient clipped to max_grad_norm.
-  * Linear learning-rate decay (lr_schedule="linear") runs over each learn() call.
+  * Linear learning-rate decay (lr_schedule="linear") runs over the run's total budget (agent.total_budget).
   * The observation normaliser is updated from each rollout AFTER the update on it, so a rollout is trained
     with the statistics it was collected with; evaluation never changes the statistics.
   * reward_scale multiplies rewards before GAE (a fixed stand-in for reward normalisation).
@@ -33,7 +33,7 @@ from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
                                check_sample_freq, check_unit_interval, preset_config)
-from rlkit.core.device import configure_threads, resolve_device, seed_everything
+from rlkit.core.device import configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.losses import policy_gradient_loss
 from rlkit.core.networks import (ACTIVATIONS, MLP, NetworkSpec, ObsEncoder, action_dim, make_actor, make_v_critic,
@@ -76,7 +76,7 @@ class A2CConfig:
     learning_rate: float = 7e-4
     """Step size (the initial one under linear decay)."""
     lr_schedule: str = "constant"
-    """constant, or linear (decays to 0 over each learn() call)."""
+    """constant, or linear (decays to 0 over the run's total budget)."""
     optimizer: str = "rmsprop"
     """rmsprop (torch RMSprop with rms_alpha/rms_eps, as Stable-Baselines3) or adam."""
     rms_alpha: float = 0.99
@@ -148,20 +148,24 @@ class A2C:
 
     def __init__(self, env: EnvLike, config: A2CConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, env_backend: str = "gymnasium", **overrides: Any) -> None:
+                 preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
+                 **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks); default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env
         id (rlkit list --presets).
         env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
-        stays on Gymnasium's env). Other keywords are A2CConfig fields."""
+        stays on Gymnasium's env). env_kwargs go to gymnasium.make
+        (and are saved in checkpoints). Other keywords are A2CConfig fields."""
         self.config = cfg = build_config(A2CConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
-        self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions, env_backend=env_backend,
-                                device=self.device)
+        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions, env_kwargs=env_kwargs,
+                                env_backend=env_backend, device=device)
+        self.env_kwargs = dict(env_kwargs or {})
+        # device="auto": the faster device for this work, by the rule in rlkit.core.device.auto_device
+        self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.n_steps * es.n_envs)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
         discrete = es.action_space.__class__.__name__ == "Discrete"
@@ -270,17 +274,19 @@ class A2C:
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
-              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "A2C":
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000, *,
+              total_budget: int | None = None, eval_freq: int = 0, n_eval_episodes: int = 10) -> "A2C":
         """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
         events, progress.csv, config.json and checkpoints/ there. Every `log_interval` environment steps (and
         after the last update) metrics are logged and `callback(agent, metrics)` runs; returning False stops."""
-        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback)
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback, total_budget,
+                                   eval_freq, n_eval_episodes)
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
         try:
             while self.num_timesteps < run.target:
-                if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of this call's steps remaining)
-                    frac = (run.target - self.num_timesteps) / max(run.target - run.start, 1)
+                if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of the run's total budget ahead)
+                    frac = run.schedule_fraction(self)
                     self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
                 self.actor.reset_noise(self.collector.n_envs)  # gSDE: fresh exploration matrices every rollout
                 self.collector.collect(self.buffer, self.actor.sample, self._sde_before_step if cfg.use_sde else None)

@@ -38,7 +38,7 @@ from rlkit.core import agent_io
 from rlkit.core.buffers import ReplayBatch, ReplayBuffer
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
                                check_unit_interval, preset_config)
-from rlkit.core.device import HostStager, capture_cuda_graph, configure_threads, resolve_device, seed_everything
+from rlkit.core.device import HostStager, capture_cuda_graph, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
 from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, NetworkSpec, ObsEncoder, QCritic, build_network,
                                  make_q_critic, network_source)
@@ -145,20 +145,24 @@ class DDPG:
 
     def __init__(self, env: EnvLike, config: DDPGConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, env_backend: str = "gymnasium", **overrides: Any) -> None:
+                 preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
+                 **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks: the policy's output goes through tanh, the critic reads [features, unit action]);
         default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env id (rlkit list
         --presets). env_backend="torch" is refused (DDPG steps its envs
-        with NumPy actions). Other keywords are DDPGConfig fields."""
+        with NumPy actions). env_kwargs go to gymnasium.make
+        (and are saved in checkpoints). Other keywords are DDPGConfig fields."""
         self.config = cfg = build_config(DDPGConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
-        self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions,
-                                require_bounded_actions=True, env_backend=env_backend, tensor_steps=False)
+        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions, require_bounded_actions=True,
+                                env_kwargs=env_kwargs, env_backend=env_backend, device=device, tensor_steps=False)
+        self.env_kwargs = dict(env_kwargs or {})
+        # device="auto": the faster device for this work, by the rule in rlkit.core.device.auto_device
+        self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.batch_size)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
         self.n_envs = es.n_envs
@@ -309,14 +313,16 @@ class DDPG:
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
-              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "DDPG":
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000, *,
+              total_budget: int | None = None, eval_freq: int = 0, n_eval_episodes: int = 10) -> "DDPG":
         """Train for `total_steps` more environment steps. Each vector step: act (the one host sync: actions
         to the CPU env), step the envs through the collector (true final observations, checks, episode
         statistics), store the transitions; every train_freq steps, gradient_steps updates (launched before the
         env step with overlap_env_step, after the store without). Every `log_interval` environment steps (and at
         the end) metrics are logged and `callback(agent, metrics)` runs (False stops); with `run_dir`, TensorBoard
         events, progress.csv, config.json and checkpoints/ go there."""
-        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback)
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback, total_budget,
+                                   eval_freq, n_eval_episodes)
         cfg, N = self.config, self.n_envs
         info: dict[str, Any] = {}
         try:
@@ -375,6 +381,10 @@ class DDPG:
                 self.buffer.load_state_dict(state["replay_buffer"])
         self.n_updates, self._vec_steps = int(state["n_updates"]), int(state["vec_steps"])
         self._graphs.clear()  # loading replaced Adam's state tensors: recapture on the next update
+
+    def envs_restored(self, restored: bool) -> None:
+        """Called after loading: act from the collector's (restored or fresh) observations."""
+        self._obs_t = self._obs_stage(self.collector.obs_np)
 
     def save(self, path: str | Path) -> Path:
         return agent_io.save_agent(self, path)

@@ -14,7 +14,7 @@ it, since that episode takes no further action. Deviations:
   * The last step of a rollout bootstraps from Q_w(s_T, a_T) where a_T ~ pi(s_T) is sampled at update time
     and then really executed as the first action of the next rollout (so the SARSA target stays exact).
   * Psi can be standardised per batch (normalize_q; subtracting the batch mean acts as a baseline).
-  * Linear learning-rate decay (lr_schedule="linear") runs over each learn() call, like SB3.
+  * Linear learning-rate decay (lr_schedule="linear") runs over the run's total budget (agent.total_budget), like SB3.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
                                check_unit_interval, preset_config)
-from rlkit.core.device import configure_threads, resolve_device, seed_everything
+from rlkit.core.device import configure_threads, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
 from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_q_critic, network_source
@@ -70,7 +70,7 @@ class QACConfig:
     q_learning_rate: float = 1e-3
     """Adam step size of the critic Q_w."""
     lr_schedule: str = "constant"
-    """constant, or linear (both step sizes decay to 0 over each learn() call)."""
+    """constant, or linear (both step sizes decay to 0 over the run's total budget)."""
     max_grad_norm: float = 0.5
     """Clip each gradient (actor, critic) to this global norm (0 disables clipping)."""
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -106,21 +106,25 @@ class QAC:
 
     def __init__(self, env: EnvLike, config: QACConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, env_backend: str = "gymnasium", **overrides: Any) -> None:
+                 preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
+                 **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks: the critic is Q(s, .) [B, n] for Discrete(n), Q on [features, action] for a Box);
         default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env id (rlkit list
         --presets).
         env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
-        stays on Gymnasium's env). Other keywords are QACConfig fields."""
+        stays on Gymnasium's env). env_kwargs go to gymnasium.make
+        (and are saved in checkpoints). Other keywords are QACConfig fields."""
         self.config = cfg = build_config(QACConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
-        self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions, env_backend=env_backend,
-                                device=self.device)
+        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions, env_kwargs=env_kwargs,
+                                env_backend=env_backend, device=device)
+        self.env_kwargs = dict(env_kwargs or {})
+        # device="auto": the faster device for this work, by the rule in rlkit.core.device.auto_device
+        self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.n_steps * es.n_envs)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
         self.discrete = es.action_space.__class__.__name__ == "Discrete"
@@ -225,17 +229,19 @@ class QAC:
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
-              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "QAC":
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000, *,
+              total_budget: int | None = None, eval_freq: int = 0, n_eval_episodes: int = 10) -> "QAC":
         """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
         events, progress.csv, config.json and checkpoints/ there. Every `log_interval` environment steps (and
         after the last update) metrics are logged and `callback(agent, metrics)` runs; returning False stops."""
-        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback)
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback, total_budget,
+                                   eval_freq, n_eval_episodes)
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
         try:
             while self.num_timesteps < run.target:
-                if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of this call's steps remaining)
-                    frac = (run.target - self.num_timesteps) / max(run.target - run.start, 1)
+                if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of the run's total budget ahead)
+                    frac = run.schedule_fraction(self)
                     self.pi_optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
                     self.q_optimizer.param_groups[0]["lr"] = cfg.q_learning_rate * frac
                 self.collector.collect(self.buffer, self._rollout_policy)
@@ -257,7 +263,9 @@ class QAC:
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "pi_optimizer": self.pi_optimizer.state_dict(), "q_optimizer": self.q_optimizer.state_dict(),
-                "collector": self.collector.state_dict() if self.env is not None else {}, "n_updates": self.n_updates}
+                "collector": self.collector.state_dict() if self.env is not None else {}, "n_updates": self.n_updates,
+                # the a_T chosen for the envs' current s_T: executed first when a resume restores those envs
+                "next": [t.cpu() for t in self._next] if self._next is not None else []}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
@@ -267,7 +275,13 @@ class QAC:
         if self.env is not None:
             self.collector.load_state_dict(state["collector"])
         self.n_updates = int(state["n_updates"])
-        self._next = None  # the loaded agent's env starts from a fresh reset, not from the saved s_T
+        nxt = state.get("next") or []
+        self._next = (nxt[0].to(self.device), nxt[1].to(self.device)) if len(nxt) == 2 else None
+
+    def envs_restored(self, restored: bool) -> None:
+        """Called after loading: a_T belongs to the saved s_T, so it is dropped when the envs start afresh."""
+        if not restored:
+            self._next = None
 
     def save(self, path: str | Path) -> Path:
         return agent_io.save_agent(self, path)

@@ -27,7 +27,7 @@ from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
                                check_unit_interval, preset_config)
-from rlkit.core.device import configure_threads, resolve_device, seed_everything
+from rlkit.core.device import configure_threads, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
 from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_v_critic, network_source
@@ -101,21 +101,25 @@ class REINFORCE:
 
     def __init__(self, env: EnvLike, config: REINFORCEConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, env_backend: str = "gymnasium", **overrides: Any) -> None:
+                 preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
+                 **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks); default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env
         id (rlkit list --presets).
         env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
-        stays on Gymnasium's env). Other keywords are REINFORCEConfig fields."""
+        stays on Gymnasium's env). env_kwargs go to gymnasium.make
+        (and are saved in checkpoints). Other keywords are REINFORCEConfig fields."""
         self.config = cfg = build_config(REINFORCEConfig, config, preset=preset_config(self.algo, env, preset),
                                          **overrides)
-        self.device = resolve_device(device)
         configure_threads(cfg.torch_threads)
         self.seed = seed
         if seed is not None:
             seed_everything(seed)
-        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions, env_backend=env_backend,
-                                device=self.device)
+        es = agent_io.setup_env(self.algo, env, cfg, seed, self.supported_actions, env_kwargs=env_kwargs,
+                                env_backend=env_backend, device=device)
+        self.env_kwargs = dict(env_kwargs or {})
+        # device="auto": the faster device for this work, by the rule in rlkit.core.device.auto_device
+        self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.n_steps * es.n_envs)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
 
@@ -187,11 +191,13 @@ class REINFORCE:
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
-              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000) -> "REINFORCE":
+              run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000, *,
+              total_budget: int | None = None, eval_freq: int = 0, n_eval_episodes: int = 10) -> "REINFORCE":
         """Train for `total_steps` more environment steps (whole rollouts). With `run_dir`, write TensorBoard
         events, progress.csv, config.json and checkpoints/ there. Every `log_interval` environment steps (and
         after the last update) metrics are logged and `callback(agent, metrics)` runs; returning False stops."""
-        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback)
+        run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback, total_budget,
+                                   eval_freq, n_eval_episodes)
         batch = self.config.n_steps * self.collector.n_envs
         try:
             while self.num_timesteps < run.target:

@@ -4,7 +4,10 @@ learn() (LearnRun: logging, callback, checkpoints). When to collect and update s
 """
 from __future__ import annotations
 
+import math
 import os
+import pickle
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +18,12 @@ import numpy as np
 import torch
 
 from rlkit.core.checkpoint import (CheckpointError, check_agent_payload, load_checkpoint, rotate_checkpoints,
-                                   save_checkpoint)
+                                   save_checkpoint, write_file_atomic)
 from rlkit.core.config import ConfigError, config_to_dict
-from rlkit.core.device import resolve_device, rng_state, set_rng_state
-from rlkit.core.envs import (ENV_BACKENDS, EnvLike, Spaces, TorchVecEnv, check_spaces, env_factory, make_vec_env,
-                             space_from_dict, space_signature, space_to_dict, sub_env_seeds, to_env_actions)
+from rlkit.core.device import auto_device, resolve_device, rng_state, set_rng_state
+from rlkit.core.envs import (ENV_BACKENDS, EnvLike, Spaces, TorchVecEnv, check_spaces, env_factory, is_known_env_id,
+                             load_vec_env_state, make_vec_env, space_from_dict, space_signature, space_to_dict,
+                             sub_env_seeds, to_env_actions, vec_env_state)
 from rlkit.core.errors import NonFiniteError, first_non_finite
 from rlkit.core.logger import Logger
 from rlkit.core.networks import load_network_factory
@@ -68,7 +72,11 @@ def setup_env(
         raise ValueError(f"{algo}: env_backend must be one of {', '.join(ENV_BACKENDS)}, got {env_backend!r}")
     if isinstance(env, Spaces):
         check_spaces(algo, env.observation_space, env.action_space, supported_actions, require_bounded_actions)
-        factory = env_factory(env.env_id)[0] if env.env_id in gym.registry else None
+        try:
+            known = is_known_env_id(env.env_id)
+        except ValueError:  # a module:EnvId whose module is not importable here: act()/value() still work
+            known = False
+        factory = env_factory(env.env_id, env_kwargs)[0] if known else None
         return EnvSetup(None, None, factory, env.env_id, env.observation_space, env.action_space, n_envs)
     if env_backend == "torch" or isinstance(env, TorchVecEnv):
         if not tensor_steps:
@@ -105,6 +113,15 @@ def make_collector(es: EnvSetup, device: torch.device, cfg: Any) -> RolloutColle
         raise ValueError("normalize_reward is not available with env_backend='torch' yet (the normaliser works on "
                          "the NumPy rewards of Gymnasium's envs); use the Gymnasium backend or scale rewards")
     return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer)
+
+
+def choose_device(device: str | torch.device, algo: str, es: EnvSetup, batch_size: int) -> tuple[torch.device, str]:
+    """(the device, why): "auto" by core.device.auto_device's rule from the env's facts, else the one asked for."""
+    if not (isinstance(device, str) and device.strip().lower() == "auto"):
+        return resolve_device(device), "requested"
+    image = isinstance(es.obs_space, gym.spaces.Box) and len(es.obs_space.shape or ()) >= 3
+    env_on_gpu = isinstance(es.venv, TorchVecEnv) and es.venv.device.type == "cuda"
+    return auto_device(algo, image, int(batch_size), env_on_gpu=env_on_gpu)
 
 
 def require_env(agent: Any, what: str) -> None:
@@ -217,6 +234,10 @@ def checkpoint_payload(agent: Any) -> dict[str, Any]:
         "num_timesteps": int(agent.num_timesteps),
         "rng": rng_state(),
         "state": agent.state_dict(),
+        # the run's total environment-step budget: schedules (linear lr decay) run over it, across resumes
+        "total_budget": int(getattr(agent, "total_budget", None) or 0),
+        "env_kwargs": dict(getattr(agent, "env_kwargs", None) or {}),
+        "best_eval": dict(getattr(agent, "best_eval", None) or {}),
     }
 
 
@@ -249,14 +270,19 @@ def _networks_for_load(path: Any, payload: dict[str, Any], given: dict[str, Any]
 
 
 def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, device: str | torch.device,
-                       n_envs: int | None = None, restore_rng: bool = True, env_backend: str | None = None,
+                       n_envs: int | None = None, restore_rng: bool = True, restore_env: bool = False,
+                       config_overrides: dict[str, Any] | None = None, env_backend: str | None = None,
                        **networks: Any) -> Any:
     """Rebuild an agent of class `cls` from a checkpoint, on `env`, or without an env when env is None (then
     act() and value() work, learn() asks for an env, evaluate() uses the recorded env id if Gymnasium knows it).
 
     The live objects are built first and the state is loaded into them; a checkpoint for other spaces is
     refused with both signatures in the message. `networks` (policy=, critic=) rebuild custom networks;
-    `env_backend` ("gymnasium" or "torch") is passed to the agent's constructor when given."""
+    `env_backend` ("gymnasium" or "torch") is passed to the agent's constructor when given.
+    `config_overrides` change config fields (the CLI's --resume --override). With `restore_env=True` the vector
+    env continues the episodes it was in when the checkpoint was written, from the env-state file a run writes
+    beside each checkpoint (a pickle: only pass it for run directories you trust); without it, or when there is
+    none, the envs start fresh episodes. Either way `agent.resume_note` says which."""
     device = resolve_device(device)  # a missing GPU is named as such, not blamed on rebuilding the env
     payload = load_checkpoint(path, algo=cls.algo)
     check_agent_payload(payload, path)
@@ -268,12 +294,17 @@ def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, d
             raise CheckpointError(f"checkpoint {path} records no usable spaces ({type(e).__name__}: {e}); "
                                   "pass env= to load() it") from None
     cfg = dict(payload["config"])
+    cfg.update(config_overrides or {})
     if n_envs is not None:
         cfg["n_envs"] = n_envs
     nets = _networks_for_load(path, payload, networks)
+    budget, env_kwargs, best = _run_record(payload, path)
     try:
         backend = {} if env_backend is None else {"env_backend": env_backend}
-        agent = cls(env, config=cfg, seed=payload["seed"], device=device, **backend, **nets)
+        # the recorded env's keyword arguments apply when it is rebuilt from its recorded id
+        kw = {"env_kwargs": env_kwargs} if env_kwargs and (env == payload["env_id"] or isinstance(env, Spaces)) \
+            else {}
+        agent = cls(env, config=cfg, seed=payload["seed"], device=device, **backend, **nets, **kw)
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {path} holds an invalid config: {e}") from None
     sig = space_signature(agent.observation_space, agent.action_space)
@@ -286,12 +317,72 @@ def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, d
         raise CheckpointError(f"checkpoint {path} does not fit a {cls.__name__} with this config: "
                               f"{type(e).__name__}: {e}") from None
     agent.num_timesteps = int(payload["num_timesteps"])
+    agent.total_budget, agent.best_eval = budget, best
     if restore_rng:
         try:
             set_rng_state(payload["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
             raise CheckpointError(f"checkpoint {path} has an unusable rng state: {type(e).__name__}: {e}") from None
+    agent.resume_note = None
+    if agent.env is not None:
+        restored, agent.resume_note = (restore_env_state(agent, Path(path), payload) if restore_env
+                                       else (False, "the envs start fresh episodes (env state not requested)"))
+        hook = getattr(agent, "envs_restored", None)
+        if hook is not None:
+            hook(restored)
     return agent
+
+
+# ---- env state beside run checkpoints (a pickle, read only on request) ----------------------------------------
+def env_state_path(checkpoint: str | os.PathLike) -> Path:
+    """checkpoints/step_N.pt -> checkpoints/step_N.envstate."""
+    return Path(checkpoint).with_suffix(".envstate")
+
+
+def env_state_blob(agent: Any) -> tuple[bytes | None, str]:
+    """(the pickled env state, "") or (None, why the envs cannot be saved): the sub-envs with their simulator
+    state and RNGs, the collector's current observations and episode counters, and the step they belong to."""
+    data, why = vec_env_state(agent.env) if agent.env is not None else (None, "no env")
+    if data is None:
+        return None, why
+    return pickle.dumps({"num_timesteps": int(agent.num_timesteps), "venv": data,
+                         "collector": agent.collector.episode_state()}), ""
+
+
+def restore_env_state(agent: Any, checkpoint: Path, payload: dict[str, Any]) -> tuple[bool, str]:
+    """(True, what was restored) or (False, why the envs start fresh episodes instead)."""
+    f = env_state_path(checkpoint)
+    why = payload.get("env_state_note") or ""
+    if not f.is_file():
+        return False, (f"the envs start fresh episodes: no saved env state beside {checkpoint}"
+                       + (f" ({why})" if why else ""))
+    try:
+        state = pickle.loads(f.read_bytes())  # noqa: S301 - opted in (restore_env=True / --resume)
+        if state["num_timesteps"] != agent.num_timesteps:
+            raise ValueError(f"it is from step {state['num_timesteps']}, the checkpoint from {agent.num_timesteps}")
+        if np.asarray(state["collector"]["obs"]).shape != agent.collector.obs_np.shape:
+            raise ValueError(f"it holds {len(state['collector']['obs'])} envs, the agent has "
+                             f"{agent.collector.n_envs}")
+        load_vec_env_state(agent.env, state["venv"])
+        agent.collector.load_episode_state(state["collector"])
+    except Exception as e:  # noqa: BLE001 - checked before anything changed: the fresh envs stay as they are
+        return False, f"the envs start fresh episodes: env state {f} is unusable ({type(e).__name__}: {e})"
+    return True, f"the envs continue their episodes from {f.name}"
+
+
+def _run_record(payload: dict[str, Any], path: Any) -> tuple[int | None, dict[str, Any], dict[str, Any] | None]:
+    """(total_budget, env_kwargs, best_eval) of a checkpoint, checked (older checkpoints lack them: defaults)."""
+    budget, env_kwargs = payload.get("total_budget", 0), payload.get("env_kwargs", {})
+    best = payload.get("best_eval", {})
+    if type(budget) is not int or budget < 0:
+        raise CheckpointError(f"checkpoint {path}: total_budget must be a non-negative int, got {budget!r:.60}")
+    if not isinstance(env_kwargs, dict) or not all(isinstance(k, str) for k in env_kwargs):
+        raise CheckpointError(f"checkpoint {path}: env_kwargs must be a dict with string keys")
+    if not isinstance(best, dict) or (best and not (
+            set(best) == {"return", "step"} and type(best["step"]) is int and isinstance(best["return"], float)
+            and math.isfinite(best["return"]))):
+        raise CheckpointError(f"checkpoint {path}: best_eval must be {{'return': float, 'step': int}} or empty")
+    return budget or None, env_kwargs, (dict(best) if best else None)
 
 
 def load_state_or_rollback(agent: Any, state: dict[str, Any]) -> None:
@@ -319,10 +410,25 @@ def check_finite_state(agent: Any, where: str, state: dict[str, Any] | None = No
 def periodic_checkpoint(agent: Any, directory: Path, keep: int) -> Path:
     """Save checkpoints/step_<N>.pt and prune older ones (pruning only after the save succeeded)."""
     path = directory / f"step_{agent.num_timesteps}.pt"
+    save_run_checkpoint(agent, path)
+    rotate_checkpoints(directory, keep)
+    rotate_checkpoints(directory, keep, pattern="step_*.envstate")
+    return path
+
+
+def save_run_checkpoint(agent: Any, path: Path) -> Path:
+    """A run's checkpoint, then the env state file beside it (`<name>.envstate`, when the envs can be saved;
+    else any stale one is removed and the checkpoint records why). The env state holds its step, so one left
+    from an earlier checkpoint of the same name, or missing after a crash between the two writes, is detected
+    on resume and the envs start fresh episodes."""
     payload = checkpoint_payload(agent)
     check_finite_state(agent, f"writing {path}", payload["state"])
+    blob, payload["env_state_note"] = env_state_blob(agent)
     save_checkpoint(path, payload)
-    rotate_checkpoints(directory, keep)
+    if blob is None:
+        env_state_path(path).unlink(missing_ok=True)
+    else:
+        write_file_atomic(env_state_path(path), blob)
     return path
 
 
@@ -348,6 +454,40 @@ class LearnRun:
     run_dir: Path | None = None
     lock: RunDirLock | None = None
     signals: StopSignals | None = None
+    total_budget: int = 0
+    eval_freq: int = 0
+    n_eval_episodes: int = 10
+    next_eval: int | None = None
+
+    def schedule_fraction(self, agent: Any) -> float:
+        """The fraction of the run's total budget still ahead (1 at step 0, 0 at the budget): linear schedules
+        are a function of (num_timesteps, total_budget) only, so a run split over several learn() calls or
+        resumed from a checkpoint follows the same schedule as one learn() call."""
+        return max(self.total_budget - agent.num_timesteps, 0) / max(self.total_budget, 1)
+
+    def eval_due(self, agent: Any) -> bool:
+        return self.next_eval is not None and agent.num_timesteps >= self.next_eval
+
+    def evaluate(self, agent: Any) -> dict[str, float]:
+        """Deterministic evaluation on a separate env (the agent's factory; observation statistics only read),
+        with the global RNG put back afterwards so evaluating never changes the training run; best.pt is
+        written (atomically) when the mean return improves."""
+        saved = rng_state()
+        try:
+            stats = agent.evaluate(n_episodes=self.n_eval_episodes, deterministic=True)
+        finally:
+            set_rng_state(saved)
+        step = agent.num_timesteps
+        while self.next_eval is not None and self.next_eval <= step:
+            self.next_eval += self.eval_freq
+        best = getattr(agent, "best_eval", None)
+        if best is None or stats["mean_return"] > best["return"]:
+            agent.best_eval = {"return": float(stats["mean_return"]), "step": int(step)}
+            if self.ckpt_dir is not None:
+                check_finite_state(agent, f"writing {self.ckpt_dir / 'best.pt'}")
+                save_agent(agent, self.ckpt_dir / "best.pt")
+        return {"eval/mean_return": stats["mean_return"], "eval/std_return": stats["std_return"],
+                "eval/mean_length": stats["mean_length"]}
 
     def log_due(self, agent: Any) -> bool:
         """Every log_interval environment steps, after the last update, and when a stop signal arrived."""
@@ -357,7 +497,10 @@ class LearnRun:
     def end_of_iteration(self, agent: Any, metrics: dict[str, Any]) -> bool:
         """After an update: log (and call back) when due, then checkpoint when due. False means stop."""
         go_on = True
-        if self.log_due(agent):
+        evaluated = self.eval_due(agent)
+        if evaluated:
+            metrics = {**metrics, **self.evaluate(agent)}
+        if evaluated or self.log_due(agent):
             go_on = self.log(agent, metrics)
         self.checkpoint_if_due(agent)
         return go_on
@@ -391,8 +534,7 @@ class LearnRun:
     def finish(self, agent: Any) -> None:
         """The final checkpoint (when there is a run directory)."""
         if self.ckpt_dir is not None:
-            check_finite_state(agent, f"writing {self.ckpt_dir / 'final.pt'}")
-            agent.save(self.ckpt_dir / "final.pt")
+            save_run_checkpoint(agent, self.ckpt_dir / "final.pt")
 
     def close(self) -> None:
         """Flush and close the logs, put the previous signal handlers back, release the run directory."""
@@ -405,22 +547,45 @@ class LearnRun:
                 self.lock.release()
 
 
+def _check_count(name: str, value: Any, low: int, what: str) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be {'a positive' if low else 'a non-negative'} integer{what}, got {value!r}")
+
+
 def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progress: bool, log_interval: int,
-                callback: Callable[[Any, dict[str, float]], Any] | None = None) -> LearnRun:
+                callback: Callable[[Any, dict[str, float]], Any] | None = None, total_budget: int | None = None,
+                eval_freq: int = 0, n_eval_episodes: int = 10) -> LearnRun:
     """Check learn()'s arguments and open its run: TensorBoard/CSV/console only with a run directory, which is
     locked for this run (RunDirError if another run holds it, or if a new agent would write into a directory
     that holds an earlier run) and cleaned of temp files a killed save left. SIGINT/SIGTERM then stop the
-    run at the next checkpoint_if_due() with a checkpoint (TrainingInterrupted)."""
+    run at the next checkpoint_if_due() with a checkpoint (TrainingInterrupted).
+
+    The run's total budget (agent.total_budget, saved in checkpoints; schedules run over it): `total_budget`
+    when given, else the one the agent has, else this call's end (num_timesteps + total_steps); a call that goes
+    past the stored budget extends it to its end. Every `eval_freq` environment steps (0: never) the agent is
+    evaluated for `n_eval_episodes` deterministic episodes (eval/* metrics; checkpoints/best.pt)."""
     require_env(agent, "learn()")
     if not isinstance(total_steps, (int, np.integer)) or isinstance(total_steps, bool) or total_steps < 0:
         raise ValueError(f"total_steps must be a non-negative integer, got {total_steps!r}")
     if not isinstance(log_interval, (int, np.integer)) or isinstance(log_interval, bool) or log_interval < 1:
         raise ValueError(f"log_interval must be a positive integer (environment steps), got {log_interval!r}")
+    if total_budget is not None:
+        _check_count("total_budget", total_budget, 1, " (environment steps of the whole run)")
+    _check_count("eval_freq", eval_freq, 0, " (environment steps; 0: no evaluation during training)")
+    _check_count("n_eval_episodes", n_eval_episodes, 1, "")
+    if eval_freq and getattr(agent, "_env_factory", None) is None:
+        raise ValueError(f"eval_freq needs an env to evaluate on, and this {agent.algo} agent cannot build one (it was "
+                         "built from an unregistered VectorEnv or Env instance); pass an env id or a callable")
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable as callback(agent, metrics), got {type(callback).__name__}")
     cfg = agent.config
     start = agent.num_timesteps
     target = start + int(total_steps)
+    if total_budget is not None and int(total_budget) < target:
+        raise ValueError(f"total_budget {int(total_budget):,} is below the step this call trains to "
+                         f"({start:,} + {int(total_steps):,} = {target:,})")
+    budget = int(total_budget) if total_budget is not None else max(getattr(agent, "total_budget", None) or 0,
+                                                                      target)
     rd = Path(run_dir) if run_dir is not None else None
     # An agent that has trained (or was loaded from a checkpoint) continues its run; a new one starts a run.
     lock = open_run_dir(rd, resuming=start > 0) if rd is not None else None
@@ -430,12 +595,22 @@ def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progre
                         console=rd is not None, tensorboard=rd is not None, csv_file=rd is not None,
                         hparams={"algo": agent.algo, "env_id": agent.env_id, "seed": agent.seed})
         signals = StopSignals().install()
+        note = getattr(agent, "resume_note", None)
+        if rd is not None and start > 0 and note:  # the run's log says how this segment continued
+            with (rd / "run.log").open("a") as f:
+                f.write(f"step {start}: resumed; {note}\n")
+            print(f"rlkit: resumed at step {start:,}; {note}", file=sys.stderr)
+            agent.resume_note = None
     except BaseException:
         if lock is not None:
             lock.release()
         raise
+    agent.total_budget = budget
     interval = cfg.checkpoint_interval
+    # checkpoints and evaluations at multiples of their intervals, so a resumed run keeps the same ones
     return LearnRun(logger, start, target, int(log_interval), callback, rd / "checkpoints" if rd is not None else None,
-                    start + interval if interval else None, interval, cfg.keep_checkpoints,
+                    (start // interval + 1) * interval if interval else None, interval, cfg.keep_checkpoints,
                     next_log=(start // int(log_interval) + 1) * int(log_interval), t0=time.perf_counter(),
-                    run_dir=rd, lock=lock, signals=signals)
+                    run_dir=rd, lock=lock, signals=signals, total_budget=budget, eval_freq=int(eval_freq),
+                    n_eval_episodes=int(n_eval_episodes),
+                    next_eval=(start // int(eval_freq) + 1) * int(eval_freq) if eval_freq else None)

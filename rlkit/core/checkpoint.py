@@ -45,6 +45,28 @@ def _write_error(path: Path, e: OSError, note: str = "") -> CheckpointWriteError
     return err
 
 
+def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically (temp file, fsync, os.replace), as save_checkpoint does: the run's env
+    state beside a checkpoint. CheckpointWriteError naming the path when the file system refuses."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from None
+        raise
+    return path
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write `payload` (tensors, numbers, strings, lists, dicts) to `path` atomically.
 

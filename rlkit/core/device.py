@@ -43,6 +43,39 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
+# device="auto" sends on-policy MLP work to the GPU only from this many transitions per update: below it a small
+# MLP's kernels are launch-bound and every env step pays a host<->device copy, so the CPU is as fast or faster
+# (measured on an H200 machine, one run at a time: docs/guide.md, "Devices"; with several runs sharing a machine
+# the CPU side scales with its cores, so the threshold errs towards the CPU).
+AUTO_GPU_MIN_BATCH = 65_536
+
+
+def auto_device(algo: str, image_obs: bool, batch_size: int, env_on_gpu: bool = False,
+                cuda_available: bool | None = None) -> tuple[torch.device, str]:
+    """The device that is fastest for the work, and why, from simple facts about it (docs/guide.md, "Devices"):
+    the GPU for GPU-native envs, image observations (convolutions), DDPG (its updates run as CUDA graphs: 18-26x
+    the CPU's steps/s) and first-order on-policy agents with batches of >= AUTO_GPU_MIN_BATCH transitions; the
+    CPU for MLP policies on CPU-stepped envs with smaller batches, for TRPO (its conjugate-gradient and
+    line-search steps are many small ops: the CPU was as fast or faster up to 131,072 transitions per update),
+    and whenever there is no GPU."""
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if not cuda:
+        return torch.device("cpu"), "no CUDA GPU here"
+    gpu = torch.device("cuda", 0)
+    if env_on_gpu:
+        return gpu, "the env steps on the GPU"
+    if image_obs:
+        return gpu, "image observations (convolutions run faster on the GPU)"
+    if algo == "ddpg":
+        return gpu, "DDPG's updates run as CUDA graphs"
+    if algo == "trpo":
+        return torch.device("cpu"), "TRPO with an MLP on CPU-stepped envs: its many small update ops are faster there"
+    if batch_size >= AUTO_GPU_MIN_BATCH:
+        return gpu, f"large batches ({batch_size:,} transitions per update >= {AUTO_GPU_MIN_BATCH:,})"
+    return torch.device("cpu"), (f"an MLP on CPU-stepped envs with {batch_size:,} transitions per update "
+                                 f"(< {AUTO_GPU_MIN_BATCH:,}): the CPU is faster")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all CUDA devices too)."""
     random.seed(seed)

@@ -6,6 +6,8 @@ and nothing is stored for a phantom reset step (the NEXT_STEP default's reward-0
 """
 from __future__ import annotations
 
+import importlib
+import pickle
 from copy import deepcopy
 from typing import Any, Callable, NamedTuple, Union
 
@@ -124,6 +126,12 @@ def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None) -> tuple
     """
     kwargs = env_kwargs or {}
     if isinstance(env, str):
+        if ":" in env:  # "module:EnvId", as gymnasium.make: importing the module registers the id
+            import_env_module(env)
+            if env.split(":", 1)[1] not in gym.registry:
+                raise ValueError(f"importing {env.split(':', 1)[0]!r} did not register {env.split(':', 1)[1]!r} "
+                                 "with Gymnasium (gymnasium.register(id=..., entry_point=...) in that module)")
+            return (lambda: gym.make(env, **kwargs)), env
         if env not in gym.registry:
             close = [k for k in gym.registry if env.lower().split("-")[0] in k.lower()][:5]
             hint = f"; did you mean one of {close}?" if close else ""
@@ -151,6 +159,54 @@ def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None) -> tuple
         f"env must be a Gymnasium id, a callable returning a gymnasium.Env, a gymnasium.Env or a VectorEnv; "
         f"got {type(env).__name__}"
     )
+
+
+def import_env_module(env_id: str) -> None:
+    """Import the module of a "module:EnvId" id (what gymnasium.make does), with one line on failure."""
+    module = env_id.split(":", 1)[0]
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's module: name it
+        raise ValueError(f"cannot import module {module!r} of environment {env_id!r}: {type(e).__name__}: {e}"
+                         ) from None
+
+
+def is_known_env_id(env_id: str) -> bool:
+    """Whether gymnasium.make would accept `env_id` (a registered id, or module:EnvId whose module registers it);
+    the module is imported for the second form."""
+    if ":" in env_id:
+        import_env_module(env_id)
+        return env_id.split(":", 1)[1] in gym.registry
+    return env_id in gym.registry
+
+
+def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
+    """(the pickled sub-envs and the vector env's action-space RNGs, "") or (None, why not).
+
+    Only rlkit's own SameStepSyncVectorEnv is saved: its sub-envs live in this process, and Gymnasium's
+    classic-control and toy-text envs pickle with their simulator state, RNG and wrapper counters (TimeLimit's
+    elapsed steps), so a restored run continues the same episodes. Unpickling runs code: only load_vec_env_state
+    (reached through an explicit restore_env=True / --resume) ever reads these bytes."""
+    if not isinstance(venv, SameStepSyncVectorEnv):
+        return None, f"{type(venv).__name__} is not rlkit's SameStepSyncVectorEnv"
+    try:
+        data = pickle.dumps({"envs": venv.envs, "action_space": venv.action_space,
+                             "single_action_space": venv.single_action_space})
+    except Exception as e:  # noqa: BLE001 - whatever an env holds (a lock, a simulator handle) that cannot pickle
+        return None, f"its sub-envs cannot be pickled ({type(e).__name__}: {str(e)[:80]})"
+    return data, ""
+
+
+def load_vec_env_state(venv: VectorEnv, data: bytes) -> None:
+    """Put the sub-envs (and action-space RNGs) pickled by vec_env_state into `venv` (same count, same spaces)."""
+    state = pickle.loads(data)  # noqa: S301 - opted in by the caller: the same trust as loading a pickle
+    envs = state["envs"]
+    if not isinstance(venv, SameStepSyncVectorEnv) or len(envs) != venv.num_envs:
+        raise ValueError(f"saved env state holds {len(envs)} sub-envs, this vector env has {venv.num_envs}")
+    for env in venv.envs:
+        env.close()
+    venv.envs = envs
+    venv.action_space, venv.single_action_space = state["action_space"], state["single_action_space"]
 
 
 def sub_env_seeds(seed: int | None, n: int, stream: int = 0) -> list[int] | None:

@@ -313,6 +313,19 @@ class RolloutCollector:
             state["reward_normalizer"] = self.reward_normalizer.state_dict()
         return state
 
+    def episode_state(self) -> dict[str, Any]:
+        """What ties the collector to the envs' current episodes: saved with the env state (agent_io), never in
+        the weights-only checkpoint, since it is only valid together with the envs it came from."""
+        return {"obs": self.obs_np.copy(), "ep_return": self._ep_return.copy(), "ep_length": self._ep_length.copy()}
+
+    def load_episode_state(self, state: dict[str, Any]) -> None:
+        obs = np.asarray(state["obs"], dtype=np.float32)
+        if obs.shape != self.obs_np.shape:
+            raise ValueError(f"saved observation batch has shape {obs.shape}, expected {self.obs_np.shape}")
+        self.obs_np = obs.copy()
+        self._ep_return[:] = state["ep_return"]
+        self._ep_length[:] = state["ep_length"]
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.episode_returns.clear()
         self.episode_returns.extend(state["episode_returns"])

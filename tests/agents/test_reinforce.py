@@ -203,7 +203,7 @@ def test_failed_periodic_save_prunes_nothing(tmp_path, monkeypatch):
     a.num_timesteps = 96
     with pytest.raises(OSError):
         agent_io.periodic_checkpoint(a, d, keep=2)
-    assert sorted(p.name for p in d.iterdir()) == ["step_32.pt", "step_64.pt"]
+    assert sorted(p.name for p in d.iterdir()) == ["step_32.envstate", "step_32.pt", "step_64.envstate", "step_64.pt"]
 
 
 def test_discrete_observations_are_one_hot_encoded():
@@ -216,4 +216,5 @@ def test_periodic_checkpoints_during_learn(tmp_path):
     a = REINFORCE("CartPole-v1", seed=0, device="cpu", checkpoint_interval=32, keep_checkpoints=2, **SMALL)
     a.learn(160, progress=False, run_dir=tmp_path)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert names == ["final.pt", "step_128.pt", "step_160.pt"]
+    assert names == ["final.envstate", "final.pt", "step_128.envstate", "step_128.pt", "step_160.envstate",
+                     "step_160.pt"]  # each with its env state (docs/guide.md, "Resuming a run"), rotated alike
