@@ -283,7 +283,7 @@ def load_agent_payload(cls: Any, path: str | os.PathLike, env: EnvLike | None, d
     env continues the episodes it was in when the checkpoint was written, from the env-state file a run writes
     beside each checkpoint (a pickle: only pass it for run directories you trust); without it, or when there is
     none, the envs start fresh episodes. Either way `agent.resume_note` says which."""
-    device = resolve_device(device)  # a missing GPU is named as such, not blamed on rebuilding the env
+    resolve_device(device)  # a missing GPU is named as such, not blamed on rebuilding the env ("auto" stays auto)
     payload = load_checkpoint(path, algo=cls.algo)
     check_agent_payload(payload, path)
     if env is None:
