@@ -26,7 +26,7 @@ from rlkit.stats import bootstrap_ci, iqm
 TRAIN_RETURN = "rollout/episode_return"
 EVAL_RETURNS = ("eval/mean_return", "eval/episode_return", "eval/return")  # evaluation during training, if logged
 LABELS = {
-    TRAIN_RETURN: "training return (stochastic policy, mean of the last 100 episodes)",
+    TRAIN_RETURN: "training return\n(stochastic policy, mean of the last 100 episodes)",
     **{k: "evaluation return (deterministic policy)" for k in EVAL_RETURNS},
     "rollout/episode_length": "training episode length (steps)",
     "train/loss_pi": "policy loss", "train/loss_v": "value loss", "train/loss_q": "Q loss",
@@ -97,7 +97,8 @@ def mean_curve(series: list[list[tuple[float, float]]], n_points: int = 200) -> 
     return x, ys.mean(0), low, high
 
 
-def draw_curves(runs: list[dict[str, Any]], metric: str | None, out_base: Path) -> list[Path]:
+def curves_figure(runs: list[dict[str, Any]], metric: str | None) -> Any:
+    """One panel per environment, one line (mean) and band (95% bootstrap CI) per algorithm."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +125,7 @@ def draw_curves(runs: list[dict[str, Any]], metric: str | None, out_base: Path) 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="mean, 95% bootstrap CI", title_fontsize=8)
     fig.tight_layout()
-    return _save(fig, out_base)
+    return fig
 
 
 def _save(fig: Any, base: Path) -> list[Path]:
@@ -205,13 +206,17 @@ def draw_aggregates(scores: list[dict[str, Any]], out_base: Path) -> list[Path] 
         from rliable import metrics, plot_utils
     except ImportError:
         return 'aggregates across environments need rliable: pip install "rlkit[bench]"'
+    except Exception as e:  # noqa: BLE001 - e.g. arch 7.2 with pandas 3 fails at import: name it, keep the rest
+        return f"rliable does not import ({type(e).__name__}: {e}); pip install \"rlkit[bench]\" pins what it needs"
     import matplotlib.pyplot as plt
 
-    algos = sorted({s["algo"] for s in scores})
-    envs = sorted(e for e in {s["env_id"] for s in scores} if all(
-        any(s["algo"] == a and s["env_id"] == e for s in scores) for a in algos))
+    ran = {a: {s["env_id"] for s in scores if s["algo"] == a} for a in {s["algo"] for s in scores}}
+    algos = sorted(a for a in ran if len(ran[a]) >= 2)  # e.g. DDPG on the one Box env of a grid is left out
+    envs = sorted(set.intersection(*(ran[a] for a in algos))) if algos else []
     if len(envs) < 2:
-        return "aggregates across environments need at least two environments that every algorithm ran"
+        return "aggregates across environments need at least two environments that the algorithms share"
+    left_out = sorted(set(ran) - set(algos))
+    scores = [s for s in scores if s["algo"] in algos and s["env_id"] in envs]
     norm: dict[str, tuple[float, float]] = {}
     for e in envs:
         v = [s["mean_return"] for s in scores if s["env_id"] == e]
@@ -233,12 +238,16 @@ def draw_aggregates(scores: list[dict[str, Any]], out_base: Path) -> list[Path] 
     ax1.set_xlabel("IQM of normalised score (95% CI)")
     ax1.set_title(f"aggregate over {len(envs)} environments", fontsize=9)
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=profile_cis,
-                                         colors={a: colour(a) for a in algos}, ax=ax2,
-                                         xlabel=r"normalised score $\tau$",
+                                         colors={a: colour(a) for a in algos}, ax=ax2, labelsize=10,
+                                         ticklabelsize=9, xlabel=r"normalised score $\tau$",
                                          ylabel=r"fraction of runs with score > $\tau$")
-    ax2.legend([f"{a}" for a in algos], fontsize=8, loc="lower left")
+    from matplotlib.lines import Line2D
+
+    ax2.legend([Line2D([], [], color=colour(a), lw=2) for a in algos], [f"{a} (n={len(matrix[a])})" for a in algos],
+               fontsize=8, loc="lower left", title="performance profile, 95% CI", title_fontsize=8)
+    note = f"; not on all of them: {', '.join(left_out)}" if left_out else ""
     fig.text(0.01, -0.04, "score normalised per environment to [0, 1] by the lowest and highest final score of all "
-             f"runs in this grid ({', '.join(envs)})", fontsize=7)
+             f"runs in this grid ({', '.join(envs)}){note}", fontsize=7)
     fig.tight_layout()
     return _save(fig, out_base)
 
@@ -267,7 +276,7 @@ def plot_command(args: argparse.Namespace) -> int:
         print(f'rlkit plot: matplotlib is not installed (pip install "rlkit[bench]"); wrote {out / "results.md"} '
               "only", file=sys.stderr)
         return 0
-    written = draw_curves(runs, args.metric, out / "curves")
+    written = _save(curves_figure(runs, args.metric), out / "curves")
     agg = draw_aggregates(scores, out / "aggregate") if not args.metric else "not drawn for --metric"
     if isinstance(agg, str):
         print(f"rlkit plot: no aggregate figure: {agg}", file=sys.stderr)
