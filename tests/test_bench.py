@@ -123,7 +123,9 @@ def test_ctrl_c_stops_every_run_with_a_checkpoint_and_the_rerun_resumes(tmp_path
     cmd = [sys.executable, "-m", "rlkit.cli", "bench", "--algos", "reinforce", "--envs", "CartPole-v1", "--seeds",
            "1", "--out", str(out), "--steps", "10000000", "--eval-episodes", "1", "--set", "n_steps=32",
            "--set", "n_envs=2"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default action restored: a shell's background job (`pytest &`) would pass SIG_IGN on to bench.
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = out / "CartPole-v1" / "reinforce" / "seed0" / "progress.csv"
     deadline = time.time() + 120
     while not log.exists() and time.time() < deadline:  # training has begun: its first row is logged
