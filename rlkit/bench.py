@@ -247,11 +247,15 @@ class RayLauncher:
             raise ValueError('--ray needs Ray, which is not installed: pip install "rlkit[ray]"') from None
         self._ray = ray
         self._started = address is None
-        if address is None:
-            ray.init(num_cpus=int(jobs * cpus_per_run) if jobs else None, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        try:
+            if address is None:
+                ray.init(num_cpus=int(jobs * cpus_per_run) if jobs else None, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ...: one line either way
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise ValueError(f"cannot start {where}: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from None
         self._remote = ray.remote(execute_run).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         cluster = ray.cluster_resources()
         fit = int(cluster.get("CPU", 1) // cpus_per_run) if cpus_per_run else 10**6

@@ -145,3 +145,24 @@ def test_ctrl_c_stops_every_run_with_a_checkpoint_and_the_rerun_resumes(tmp_path
     assert r.returncode == 0, r.stderr
     run = json.loads((out / "manifest.json").read_text())["runs"]["CartPole-v1/reinforce/seed0"]
     assert run["status"] == "finished" and run["attempts"] == 2 and f"step_{stopped_at}.pt" in run["command"]
+
+
+def test_device_slots_one_run_per_gpu_by_default_and_one_core_per_pinned_run(monkeypatch):
+    import torch
+
+    import rlkit.core.device
+    from rlkit.bench import Slot, device_slots
+
+    monkeypatch.setattr(rlkit.core.device, "resolve_device", lambda d: torch.device(d))  # no GPU needed here
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert device_slots("cuda", None, 1, False) == [Slot(f"cuda:{i}") for i in range(4)]
+    assert [s.device for s in device_slots("cuda", None, 2, False)] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1",
+                                                                        "cuda:2", "cuda:2", "cuda:3", "cuda:3"]
+    assert device_slots("cuda:2", None, 1, False) == [Slot("cuda:2")]
+    assert len(device_slots("cuda", 3, 1, False)) == 3
+    assert device_slots("cpu", None, 1, False) == [Slot("cpu")]
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = device_slots("cpu", len(cores), 1, True)
+    assert [s.cores for s in pinned] == [(c,) for c in cores]
+    with pytest.raises(ValueError, match="--pin-cores with --jobs"):
+        device_slots("cpu", len(cores) + 1, 1, True)
