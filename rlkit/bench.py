@@ -247,6 +247,12 @@ class RayLauncher:
             raise ValueError('--ray needs Ray, which is not installed: pip install "rlkit[ray]"') from None
         self._ray = ray
         self._started = address is None
+        host, _, port = (address or "").rpartition(":")
+        if host and port.isdigit():  # Ray itself retries an unreachable address for minutes, printing C++ logs
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except OSError as e:
+                raise ValueError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
         try:
             if address is None:
                 ray.init(num_cpus=int(jobs * cpus_per_run) if jobs else None, include_dashboard=False,

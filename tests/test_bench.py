@@ -105,6 +105,7 @@ def test_rerun_skips_finished_resumes_interrupted_restarts_stale_and_leaves_live
     (["--envs", "NoSuchEnv-v0"], "--envs names an unknown Gymnasium environment id 'NoSuchEnv-v0'"),
     (["--runs-per-gpu", "0"], "--runs-per-gpu must be >= 1"),
     (["--device", "cuda:7"], "cuda"),
+    (["--ray", "127.0.0.1:1"], "Ray"),  # "needs Ray, which is not installed" or "cannot reach the Ray cluster at"
 ])
 def test_bad_grid_is_one_line_before_any_run(argv, needle, tmp_path, capsys):
     import torch
