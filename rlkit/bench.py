@@ -360,6 +360,22 @@ def bench_command(args: argparse.Namespace) -> int:
     use_ray = args.ray is not None
     slots = ([] if use_ray else device_slots(args.device, args.jobs, args.runs_per_gpu, args.pin_cores))
     out.mkdir(parents=True, exist_ok=True)
+    from rlkit.core.rundir import RunDirError, RunDirLock, live_lock_holder
+
+    try:
+        grid_lock = RunDirLock(out).acquire()  # one bench per grid: two would start the same runs
+    except RunDirError:
+        raise ValueError(f"--out {out} is in use by another rlkit bench ({live_lock_holder(out)}); wait for it "
+                         "to end") from None
+    try:
+        return _run_grid(args, out, runs, skipped, slots, algos, envs, seeds)
+    finally:
+        grid_lock.release()
+
+
+def _run_grid(args: argparse.Namespace, out: Path, runs: list[Run], skipped: list[dict], slots: list[Slot],
+              algos: list[str], envs: list[str], seeds: list[int]) -> int:
+    use_ray = args.ray is not None
     manifest = Manifest(out)
     manifest.update(grid={"algos": algos, "envs": envs, "seeds": seeds, "steps": args.steps, "set": args.set,
                           "eval_episodes": args.eval_episodes, "device": args.device, "launcher":
@@ -392,7 +408,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
     launcher: LocalLauncher | RayLauncher
     if use_ray:
-        gpus = 0.0 if args.device == "cpu" else 1.0 / args.runs_per_gpu
+        gpus = 1.0 / args.runs_per_gpu if args.device.startswith("cuda") else 0.0  # "auto" on Ray: the CPU
         launcher = RayLauncher(args.ray or None, args.jobs, args.cpus_per_run, gpus)
         slots = [Slot("cpu" if gpus == 0 else "cuda")] * launcher.capacity  # Ray gives each task its own GPU(s)
     else:

@@ -167,3 +167,12 @@ def test_device_slots_one_run_per_gpu_by_default_and_one_core_per_pinned_run(mon
     assert [s.cores for s in pinned] == [(c,) for c in cores]
     with pytest.raises(ValueError, match="--pin-cores with --jobs"):
         device_slots("cpu", len(cores) + 1, 1, True)
+
+
+def test_a_grid_run_by_another_bench_is_refused(tmp_path, capsys):
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / ".rlkit.lock").write_text(f"{os.getpid()} {socket.gethostname()} \n")
+    assert main(["bench", "--algos", "a2c", "--envs", "CartPole-v1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--out {out} is in use by another rlkit bench (pid {os.getpid()})" in err

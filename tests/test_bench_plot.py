@@ -12,9 +12,6 @@ import pytest
 from rlkit.cli import main
 from rlkit.plotting import colour, curves_figure, find_runs, mean_curve, peer_for, read_peers
 
-pytest.importorskip("matplotlib")
-
-
 def write_run(root: Path, env: str, algo: str, seed: int, rows: list[tuple[int, float]], result: float | None = None,
               column: str = "rollout/episode_return") -> None:
     d = root / env / algo / f"seed{seed}"
@@ -36,6 +33,7 @@ def test_mean_curve_spans_only_where_every_seed_logged():
 
 
 def test_plot_writes_figures_and_a_table_with_peers(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the optional extra rlkit[bench]
     root = tmp_path / "grid"
     rng = np.random.default_rng(0)
     for env, scale in (("CartPole-v1", 500), ("Acrobot-v1", -100)):
@@ -63,6 +61,7 @@ def test_plot_writes_figures_and_a_table_with_peers(tmp_path, capsys):
 
 
 def test_curves_figure_colours_labels_and_eval_axis(tmp_path):
+    pytest.importorskip("matplotlib")
     root = tmp_path / "grid"
     for seed in range(2):
         write_run(root, "CartPole-v1", "a2c", seed, [(1000, 10.0), (2000, 20.0)])
