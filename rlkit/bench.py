@@ -1,21 +1,35 @@
-"""Grids of runs and their comparison: `rlkit bench` (algorithms x environments x seeds, each run a separate
-`rlkit train` process) and `rlkit plot` (learning curves and a results table from run directories).
-Uses only the CLI and the files runs write (progress.csv, result.json), like any user would.
+"""`rlkit bench`: a grid of algorithms x environments x seeds, each run a separate `rlkit train` process in
+OUT/<env_id>/<algo>/seed<S>/, on local processes or (with --ray) as Ray tasks.
+
+Re-running the same command is idempotent: a finished run (result.json) is skipped, an interrupted one resumes
+from its newest valid checkpoint (rlkit train --resume truncates progress.csv and TensorBoard after that step, so no
+row or event step appears twice), a run whose lock is live is reported as running elsewhere, and a run that died
+before its first checkpoint is moved aside to OUT/_discarded/ and started again. OUT/manifest.json records every
+run (status, command, config, seed, wall time, versions, git revision), rewritten atomically as runs start and end.
+
+The local and the Ray runner share everything but `submit()` (how one run is launched).
+Figures and tables from the run directories: rlkit/plotting.py (`rlkit plot`).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import os
+import shlex
+import signal
+import socket
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import numpy as np
+MANIFEST = "manifest.json"
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def _split(text: str) -> list[str]:
@@ -45,142 +59,491 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+class Run(NamedTuple):
+    algo: str
+    env_id: str
+    seed: int
+    run_dir: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.env_id}/{self.algo}/seed{self.seed}"
+
+
+class Slot(NamedTuple):
+    """Where one run executes: its --device and (with --pin-cores) the CPU cores it may use."""
+    device: str
+    cores: tuple[int, ...] = ()
+
+
+def plan_grid(algos: list[str], envs: list[str], seeds: list[int], out: Path) -> tuple[list[Run], list[dict]]:
+    """Every supported (algo, env, seed), and the unsupported (algo, env) pairs with the reason. The action space
+    of each env comes from one probe env built here, in the parent, before any run starts."""
+    import gymnasium as gym
+
+    from rlkit.agents import get_agent_class
+
+    kinds = {}
+    for env_id in envs:
+        if env_id not in gym.registry:
+            raise ValueError(f"--envs names an unknown Gymnasium environment id {env_id!r}")
+        probe = gym.make(env_id)
+        kinds[env_id] = type(probe.action_space).__name__
+        probe.close()
+    runs, skipped = [], []
+    for algo, env_id in itertools.product(algos, envs):
+        supported = get_agent_class(algo).supported_actions
+        if kinds[env_id] not in supported:
+            skipped.append({"algo": algo, "env_id": env_id,
+                            "reason": f"{algo} supports {'/'.join(supported)} actions, {env_id} has {kinds[env_id]}"})
+            continue
+        runs += [Run(algo, env_id, s, out / env_id / algo / f"seed{s}") for s in seeds]
+    return runs, skipped
+
+
+def newest_valid_checkpoint(run_dir: Path) -> Path | None:
+    """final.pt, else the step_N.pt with the largest N, among those that load and verify (checksum, schema)."""
+    from rlkit.core.checkpoint import load_checkpoint
+
+    ck = run_dir / "checkpoints"
+    steps = sorted(((int(x.stem[5:]), x) for x in ck.glob("step_*.pt") if x.stem[5:].isdigit()), reverse=True)
+    for path in [ck / "final.pt"] * (ck / "final.pt").is_file() + [p for _, p in steps]:
+        try:
+            load_checkpoint(path)
+            return path
+        except (ValueError, OSError):  # a damaged file: an older checkpoint still resumes the run
+            continue
+    return None
+
+
+def run_state(run: Run, steps: int | None) -> tuple[str, Path | None, str]:
+    """(state, checkpoint to resume from, note). States: new, finished, running (a live lock: elsewhere),
+    resume (a checkpoint to continue from), stale (files but nothing to resume: started again)."""
+    from rlkit.core.rundir import live_lock_holder, previous_run_files
+
+    if not previous_run_files(run.run_dir):
+        return "new", None, ""
+    holder = live_lock_holder(run.run_dir)
+    if holder is not None:
+        return "running", None, holder
+    result = run.run_dir / "result.json"
+    if result.is_file():
+        done = json.loads(result.read_text()).get("steps")
+        if steps is None or done is None or int(done) >= steps:
+            return "finished", None, ""
+        ckpt = newest_valid_checkpoint(run.run_dir)  # finished with fewer steps than asked now: extend it
+        return ("resume", ckpt, f"extending from {done} steps") if ckpt else ("stale", None, "")
+    ckpt = newest_valid_checkpoint(run.run_dir)
+    return ("resume", ckpt, "") if ckpt is not None else ("stale", None, "")
+
+
+def train_command(run: Run, args: argparse.Namespace, device: str, resume: Path | None) -> list[str]:
+    """The `rlkit train` command of one run, starting with "python" (each launcher runs it with its own
+    interpreter, so a manifest made locally and one made on a cluster read the same)."""
+    cmd = ["python", "-m", "rlkit.cli", "train", run.algo, run.env_id, "--seed", str(run.seed), "--device", device,
+           "--run-dir", str(run.run_dir), "--no-progress", "--eval-episodes", str(args.eval_episodes)]
+    if args.steps:
+        cmd += ["--steps", str(args.steps)]
+    for s in args.set:
+        cmd += ["--set", s]
+    if not any(s.startswith("checkpoint_interval=") for s in args.set):
+        # Periodic checkpoints (10 per run) so a run killed outright (SIGKILL, a lost node) loses at most a tenth;
+        # the agents' default is none.
+        from rlkit.presets import preset_for
+
+        preset = preset_for(run.algo, run.env_id) or {}
+        steps = args.steps or int(preset.get("steps", 100_000))
+        cmd += ["--set", f"checkpoint_interval={max(1, steps // 10)}"]
+    if resume is not None:
+        cmd += ["--resume", str(resume)]
+    return cmd
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import rlkit
+
+    out = {"python": sys.version.split()[0], "rlkit": rlkit.__version__}
+    for name in ("torch", "gymnasium", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _git_revision() -> str | None:
+    """The commit of the rlkit source tree that runs (with '+dirty' for local changes); None outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+_CHILDREN: dict[int, subprocess.Popen] = {}  # live local runs, so an interrupted bench can stop them cleanly
+
+
+def execute_run(cmd: list[str], log_path: str, cores: tuple[int, ...] = (), threads: int = 1) -> dict[str, Any]:
+    """Run one `rlkit train` command to its end; its output goes to `log_path` (appended: one section per attempt).
+    Executed in a thread of the local runner or inside a Ray task. The child gets its own session so a Ctrl-C at the
+    terminal reaches only `rlkit bench`, which then sends each run ONE SIGINT (a second would skip the checkpoint)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **{v: str(threads) for v in THREAD_VARS}}
+    full = [sys.executable, *cmd[1:]]
+    pin = (lambda: os.sched_setaffinity(0, set(cores))) if cores else None
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(log_path, "a") as log:
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()}: {shlex.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=pin)
+        _CHILDREN[proc.pid] = proc
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:  # a cancelled Ray task: stop the run with a checkpoint, then report it
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait()
+        finally:
+            _CHILDREN.pop(proc.pid, None)
+    return {"returncode": rc, "wall_time_s": round(time.time() - t0, 3), "host": socket.gethostname(),
+            "versions": _versions(), "git_revision": _git_revision()}
+
+
+class LocalLauncher:
+    """Runs on this machine, one thread per live run (each waits on its subprocess)."""
+    name = "local"
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._pool = ThreadPoolExecutor(max_workers=capacity)
+
+    def submit(self, cmd: list[str], log_path: str, slot: Slot) -> Future:
+        return self._pool.submit(execute_run, cmd, log_path, slot.cores)
+
+    def interrupt(self, futures: list[Future]) -> None:
+        for proc in list(_CHILDREN.values()):
+            proc.send_signal(signal.SIGINT)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class RayLauncher:
+    """Runs each command as a Ray task with its CPU/GPU resources, on a local Ray started here (address None) or
+    on an existing cluster (then OUT must be a path every node sees, e.g. a shared file system)."""
+    name = "ray"
+
+    def __init__(self, address: str | None, jobs: int | None, cpus_per_run: float, gpus_per_run: float) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError('--ray needs Ray, which is not installed: pip install "rlkit[ray]"') from None
+        self._ray = ray
+        self._started = address is None
+        host, _, port = (address or "").rpartition(":")
+        if host and port.isdigit():  # Ray itself retries an unreachable address for minutes, printing C++ logs
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except OSError as e:
+                raise ValueError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+        try:
+            if address is None:
+                ray.init(num_cpus=int(jobs * cpus_per_run) if jobs else None, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ...: one line either way
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise ValueError(f"cannot start {where}: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from None
+        self._remote = ray.remote(execute_run).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+        cluster = ray.cluster_resources()
+        fit = int(cluster.get("CPU", 1) // cpus_per_run) if cpus_per_run else 10**6
+        if gpus_per_run:
+            fit = min(fit, int(cluster.get("GPU", 0) // gpus_per_run))
+            if fit < 1:
+                raise ValueError(f"the Ray cluster has {cluster.get('GPU', 0):g} GPUs; a run asks for {gpus_per_run}")
+        self.capacity = max(1, min(fit, jobs or fit))
+        self._refs: dict[Future, Any] = {}
+
+    def submit(self, cmd: list[str], log_path: str, slot: Slot) -> Future:
+        ref = self._remote.remote(cmd, log_path)
+        fut = ref.future()
+        self._refs[fut] = ref
+        return fut
+
+    def interrupt(self, futures: list[Future]) -> None:
+        for f in futures:  # KeyboardInterrupt in the task: execute_run sends its run one SIGINT
+            self._ray.cancel(self._refs[f], force=False)
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+
+class Manifest:
+    """OUT/manifest.json: {"grid": ..., "skipped": [...], "runs": {key: record}}, rewritten atomically (temp file +
+    os.replace) on every change, so a reader never sees half of it and a killed bench leaves the last state."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / MANIFEST
+        self._lock = threading.Lock()
+        self.data: dict[str, Any] = {"grid": {}, "skipped": [], "runs": {}}
+        if self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except json.JSONDecodeError:
+                raise ValueError(f"{self.path} is not valid JSON; move it away to start a new manifest") from None
+
+    def update(self, key: str | None = None, **fields: Any) -> None:
+        with self._lock:
+            if key is None:
+                self.data.update(fields)
+            else:
+                self.data["runs"].setdefault(key, {}).update(fields)
+            tmp = self.path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+
+
+def device_slots(device: str, jobs: int | None, runs_per_gpu: int, pin_cores: bool) -> list[Slot]:
+    """One slot per run allowed at once. GPU runs: `runs_per_gpu` per GPU (default one: several runs time-slice
+    a GPU and together run slower than one alone); CPU runs: --jobs, pinned to one core each with --pin-cores."""
+    from rlkit.core.device import resolve_device
+
+    dev = resolve_device(device)  # a missing GPU is named here, before any run starts
+    if dev.type == "cuda":
+        import torch
+
+        gpus = [dev.index] if dev.index is not None else list(range(torch.cuda.device_count()))
+        slots = [Slot(f"cuda:{g}") for g in gpus for _ in range(runs_per_gpu)]
+        return slots[:jobs] if jobs else slots
+    n = jobs or 1
+    if not pin_cores:
+        return [Slot("cpu")] * n
+    cores = sorted(os.sched_getaffinity(0))
+    if n > len(cores):
+        raise ValueError(f"--pin-cores with --jobs {n} needs {n} cores; this process may use {len(cores)}")
+    return [Slot("cpu", (c,)) for c in cores[:n]]
+
+
+def _discard(run: Run, out: Path) -> Path:
+    """Move a run that died before its first checkpoint out of the grid (nothing is deleted), so it restarts."""
+    dest = out / "_discarded" / run.env_id / run.algo / f"seed{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(run.run_dir, dest)
+    return dest
+
+
 def bench_command(args: argparse.Namespace) -> int:
     from rlkit.agents import get_agent_class
 
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1 (parallel runs), got {args.jobs}")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.eval_episodes < 0:
-        raise ValueError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    for flag, v, low in (("--jobs", args.jobs, 1), ("--steps", args.steps, 1), ("--runs-per-gpu", args.runs_per_gpu, 1),
+                         ("--eval-episodes", args.eval_episodes, 0)):
+        if v is not None and v < low:
+            raise ValueError(f"{flag} must be >= {low}, got {v}")
     algos = list(dict.fromkeys(get_agent_class(a).algo for a in _split(args.algos)))  # validates names up front
     envs = list(dict.fromkeys(_split(args.envs)))
     if not algos or not envs:
         raise ValueError("--algos and --envs must each name at least one entry")
     seeds = parse_seeds(args.seeds)
-    out = Path(args.out)
-    jobs = []
-    for algo, env_id, seed in itertools.product(algos, envs, seeds):
-        run_dir = out / env_id / algo / f"seed{seed}"
-        cmd = [sys.executable, "-m", "rlkit.cli", "train", algo, env_id, "--seed", str(seed), "--device", args.device,
-               "--run-dir", str(run_dir), "--no-progress", "--eval-episodes", str(args.eval_episodes)]
-        if args.steps:
-            cmd += ["--steps", str(args.steps)]
-        for s in args.set:
-            cmd += ["--set", s]
-        jobs.append((algo, env_id, seed, run_dir, cmd))
-    from rlkit.core.rundir import previous_run_files
+    out = Path(args.out).absolute()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory")
+    runs, skipped = plan_grid(algos, envs, seeds, out)
+    use_ray = args.ray is not None
+    slots = ([] if use_ray else device_slots(args.device, args.jobs, args.runs_per_gpu, args.pin_cores))
+    out.mkdir(parents=True, exist_ok=True)
+    from rlkit.core.rundir import RunDirError, RunDirLock, live_lock_holder
 
-    taken = [j[3] for j in jobs if previous_run_files(j[3])]
-    if taken:  # every run would refuse its directory: say so once, before starting any
-        more = f' and {len(taken) - 1} more' if len(taken) > 1 else ''
-        raise ValueError(f"--out {out} already holds runs ({taken[0]}{more}); "
-                         "choose another --out")
-    print(f"rlkit bench: {len(jobs)} runs, {args.jobs} at a time -> {out}", file=sys.stderr)
+    try:
+        grid_lock = RunDirLock(out).acquire()  # one bench per grid: two would start the same runs
+    except RunDirError:
+        raise ValueError(f"--out {out} is in use by another rlkit bench ({live_lock_holder(out)}); wait for it "
+                         "to end") from None
+    try:
+        return _run_grid(args, out, runs, skipped, slots, algos, envs, seeds)
+    finally:
+        grid_lock.release()
 
-    def run(job: tuple) -> dict[str, Any]:
-        algo, env_id, seed, run_dir, cmd = job
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "result.json").unlink(missing_ok=True)  # a stale result must not pass for this run's
-        with open(run_dir / "stdout.log", "w") as log:
-            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        res_path = run_dir / "result.json"
-        res = json.loads(res_path.read_text()) if rc == 0 and res_path.exists() else {}
-        res.update({"algo": algo, "env_id": env_id, "seed": seed, "returncode": rc})
-        status = (f"{res.get('mean_return', float('nan')):.1f}" if rc == 0
-                  else f"FAILED (rc {rc}, see {run_dir}/stdout.log)")
-        print(f"  {algo:<10} {env_id:<16} seed {seed}: {status}", file=sys.stderr, flush=True)
-        return res
 
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(run, jobs))
+def _run_grid(args: argparse.Namespace, out: Path, runs: list[Run], skipped: list[dict], slots: list[Slot],
+              algos: list[str], envs: list[str], seeds: list[int]) -> int:
+    use_ray = args.ray is not None
+    manifest = Manifest(out)
+    manifest.update(grid={"algos": algos, "envs": envs, "seeds": seeds, "steps": args.steps, "set": args.set,
+                          "eval_episodes": args.eval_episodes, "device": args.device, "launcher":
+                          "ray" if use_ray else "local"}, skipped=skipped)
+    for s in skipped:
+        print(f"rlkit bench: skipping {s['algo']} on {s['env_id']}: {s['reason']}", file=sys.stderr)
+
+    todo: deque[tuple[Run, Path | None]] = deque()
+    counts = {"finished": 0, "running elsewhere": 0, "resumed": 0, "restarted": 0}
+    for run in runs:
+        state, ckpt, note = run_state(run, args.steps)
+        rel = str(run.run_dir.relative_to(out))
+        base = {"algo": run.algo, "env_id": run.env_id, "seed": run.seed, "run_dir": rel}
+        if state == "finished":
+            counts["finished"] += 1
+            manifest.update(run.key, **base, status="finished")
+        elif state == "running":
+            counts["running elsewhere"] += 1
+            manifest.update(run.key, **base, status="running elsewhere", note=note)
+            print(f"rlkit bench: {run.key} is running elsewhere ({note}); not starting it twice", file=sys.stderr)
+        else:
+            if state == "stale":
+                counts["restarted"] += 1
+                moved = _discard(run, out)
+                print(f"rlkit bench: {run.key} stopped before its first checkpoint; moved to {moved} and started "
+                      "again", file=sys.stderr)
+            counts["resumed"] += state == "resume"
+            manifest.update(run.key, **base, status="queued", resume_from=str(ckpt.relative_to(out)) if ckpt else None)
+            todo.append((run, ckpt))
+
+    launcher: LocalLauncher | RayLauncher
+    if use_ray:
+        gpus = 1.0 / args.runs_per_gpu if args.device.startswith("cuda") else 0.0  # "auto" on Ray: the CPU
+        launcher = RayLauncher(args.ray or None, args.jobs, args.cpus_per_run, gpus)
+        slots = [Slot("cpu" if gpus == 0 else "cuda")] * launcher.capacity  # Ray gives each task its own GPU(s)
+    else:
+        launcher = LocalLauncher(len(slots))
+    where = f"Ray ({args.ray or 'local'})" if use_ray else "local processes"
+    print(f"rlkit bench: {len(runs)} runs ({counts['finished']} finished, {counts['resumed']} to resume, "
+          f"{counts['running elsewhere']} running elsewhere), {len(slots)} at a time on {where} -> {out}",
+          file=sys.stderr)
+    failed = _execute(todo, slots, launcher, manifest, args, out, total=len(runs), done=counts["finished"])
+    if failed is None:  # interrupted
+        return 130
+    results = collect_results(out, runs)
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    from rlkit.plotting import results_table
+
     table = results_table(results)
     (out / "results.md").write_text(table + "\n")
     print(table)
-    failed = [f"{r['algo']}/{r['env_id']}/seed{r['seed']} (rc {r['returncode']})" for r in results
-              if r["returncode"] != 0]
     if failed:
         # One line naming every failed run; each run's own output is in its stdout.log.
-        print(f"rlkit bench: {len(failed)} of {len(results)} runs failed: {', '.join(failed)}; "
+        print(f"rlkit bench: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)}; "
               f"see <run dir>/stdout.log under {out}", file=sys.stderr)
         return 2
     return 0
 
 
-def results_table(results: list[dict[str, Any]]) -> str:
-    """Markdown: per (algo, env) the mean +/- std over seeds of the final deterministic evaluation return."""
-    groups: dict[tuple[str, str], list[float]] = {}
-    for r in results:
-        if "mean_return" in r:
-            groups.setdefault((r["algo"], r["env_id"]), []).append(float(r["mean_return"]))
-    lines = ["| algo | env | seeds | final eval return (mean +/- std over seeds) | per seed |",
-             "|---|---|---:|---:|---|"]
-    for (algo, env_id), vals in sorted(groups.items()):
-        v = np.array(vals)
-        lines.append(f"| {algo} | {env_id} | {len(v)} | {v.mean():.1f} +/- {v.std():.1f} | "
-                     f"{', '.join(f'{x:.1f}' for x in v)} |")
-    return "\n".join(lines)
+def _execute(todo: deque, slots: list[Slot], launcher: Any, manifest: Manifest, args: argparse.Namespace, out: Path,
+             total: int, done: int) -> list[str] | None:
+    """Keep every slot busy until the grid is done; returns the failed runs, or None when interrupted."""
+    from tqdm import tqdm
 
+    free = list(slots)
+    inflight: dict[Future, tuple[Run, Slot, float]] = {}
+    failed: list[str] = []
+    bar = tqdm(total=total, initial=done, unit="run", file=sys.stderr, dynamic_ncols=True, desc="rlkit bench")
 
-def read_curves(root: Path, metric: str) -> dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]]:
-    """{(env_id, algo): [(steps, values) per run]} from every progress.csv under root (config.json names
-    the run's algo and env)."""
-    curves: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
-    for prog in sorted(root.rglob("progress.csv")):
-        cfg_path = prog.parent / "config.json"
-        meta = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
-        key = (str(meta.get("env_id", prog.parent.parent.parent.name)), str(meta.get("algo", prog.parent.parent.name)))
-        steps, vals = [], []
-        with prog.open(newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get(metric) not in (None, ""):
-                    steps.append(float(row["step"]))
-                    vals.append(float(row[metric]))
-        if steps:
-            curves.setdefault(key, []).append((np.array(steps), np.array(vals)))
-    return curves
+    def show() -> None:
+        bar.set_postfix_str(f"done {bar.n}/{total}, running {len(inflight)}, failed {len(failed)}")
 
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
 
-def plot_command(args: argparse.Namespace) -> int:
-    root = Path(args.root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a directory")
-    curves = read_curves(root, args.metric)
-    if not curves:
-        raise ValueError(f"no progress.csv with metric {args.metric!r} under {root}")
-    lines = [f"| env | algo | runs | last {args.metric} (mean +/- std) |", "|---|---|---:|---:|"]
-    for (env_id, algo), runs in sorted(curves.items()):
-        last = np.array([v[-1] for _, v in runs])
-        lines.append(f"| {env_id} | {algo} | {len(runs)} | {last.mean():.1f} +/- {last.std():.1f} |")
-    print("\n".join(lines))
+    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
     try:
-        import matplotlib
+        while todo or inflight:
+            while todo and free:
+                run, ckpt = todo.popleft()
+                slot = free.pop(0)
+                cmd = train_command(run, args, slot.device, ckpt)
+                manifest.update(run.key, status="running", command=shlex.join(cmd), device=slot.device,
+                                started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                inflight[launcher.submit(cmd, str(run.run_dir / "stdout.log"), slot)] = (run, slot, time.time())
+            show()
+            finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                run, slot, _t0 = inflight.pop(fut)
+                free.append(slot)
+                rec = _record(run, fut, manifest, out)
+                if rec["status"] == "failed":
+                    failed.append(f"{run.algo}/{run.env_id}/seed{run.seed} (rc {rec.get('returncode')})")
+                show()
+                bar.update(1)
+                score = (f"{rec['mean_return']:.1f}" if "mean_return" in rec else rec["status"])
+                bar.write(f"  {run.algo:<10} {run.env_id:<16} seed {run.seed}: {score}", file=sys.stderr)
+        show()
+        bar.close()
+        return failed
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"rlkit bench: interrupted; stopping {len(inflight)} runs with a checkpoint ...", file=sys.stderr)
+        launcher.interrupt(list(inflight))
+        for fut in list(inflight):
+            run = inflight[fut][0]
+            try:
+                fut.result(timeout=120)
+                _record(run, fut, manifest, out, interrupted=True)
+            except Exception:  # noqa: BLE001 - a cancelled Ray task: its run saved a checkpoint (or never began)
+                manifest.update(run.key, status="interrupted")
+        print("rlkit bench: re-run the same command to resume (finished runs are skipped)", file=sys.stderr)
+        return None
+    finally:
+        launcher.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("rlkit plot: matplotlib is not installed (pip install matplotlib); wrote the table only",
-              file=sys.stderr)
-        return 0
-    envs = sorted({e for e, _ in curves})
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
-    for ax, env_id in zip(axes[0], envs):
-        for (e, algo), runs in sorted(curves.items()):
-            if e != env_id:
-                continue
-            grid = np.linspace(0, min(s[-1] for s, _ in runs), 200)
-            ys = np.stack([np.interp(grid, s, v) for s, v in runs])
-            m, sd = ys.mean(0), ys.std(0)
-            ax.plot(grid, m, label=f"{algo} ({len(runs)})")
-            ax.fill_between(grid, m - sd, m + sd, alpha=0.2)
-        ax.set_title(env_id)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(args.metric)
-        ax.legend()
-    fig.tight_layout()
-    out = Path(args.out) if args.out else root / "curves.png"
-    fig.savefig(out, dpi=110)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+
+def _record(run: Run, fut: Future, manifest: Manifest, out: Path, interrupted: bool = False) -> dict[str, Any]:
+    """Write one ended attempt into the manifest; returns the run's record."""
+    res = fut.result()
+    rc = res["returncode"]
+    result_path = run.run_dir / "result.json"
+    status = ("finished" if rc == 0 and result_path.is_file() else
+              "interrupted" if interrupted or rc in (130, 143) else "failed")
+    prev = manifest.data["runs"].get(run.key, {})
+    fields: dict[str, Any] = {
+        "status": status, "returncode": rc, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "wall_time_s": round(prev.get("wall_time_s", 0.0) + res["wall_time_s"], 3), "attempts":
+        prev.get("attempts", 0) + 1, "host": res["host"], "versions": res["versions"],
+        "git_revision": res["git_revision"]}
+    cfg = run.run_dir / "config.json"
+    if cfg.is_file():
+        fields["config"] = json.loads(cfg.read_text())
+    if status == "finished":
+        r = json.loads(result_path.read_text())
+        fields.update({k: r[k] for k in ("steps", "mean_return", "std_return") if k in r})
+    manifest.update(run.key, **fields)
+    return manifest.data["runs"][run.key]
+
+
+def collect_results(out: Path, runs: list[Run]) -> list[dict[str, Any]]:
+    """result.json of every finished run of the grid (including those finished by an earlier invocation)."""
+    results = []
+    for run in runs:
+        p = run.run_dir / "result.json"
+        if p.is_file():
+            r = json.loads(p.read_text())
+            r.update({"algo": run.algo, "env_id": run.env_id, "seed": run.seed})
+            results.append(r)
+    return results
+
+
+def add_bench_arguments(b: argparse.ArgumentParser) -> None:
+    """The `rlkit bench` flags (cli.py builds the subparser; the runner owns its options)."""
+    b.add_argument("--algos", required=True, help="comma-separated, e.g. a2c,trpo")
+    b.add_argument("--envs", required=True, help="comma-separated env ids")
+    b.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, or a count like 5")
+    b.add_argument("--steps", type=int, default=None, help="environment steps per run (default: the preset's)")
+    b.add_argument("--device", default="cpu", help="cpu | cuda (every GPU) | cuda:N")
+    b.add_argument("--out", default="runs/bench", help="grid directory; re-running skips finished runs and "
+                   "resumes interrupted ones")
+    b.add_argument("--jobs", type=int, default=None, help="runs at once (default: 1 on the CPU, one per GPU)")
+    b.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing one GPU at once")
+    b.add_argument("--pin-cores", action="store_true", help="pin each CPU run to its own core (Linux)")
+    b.add_argument("--eval-episodes", type=int, default=10)
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run as Ray tasks: on a local Ray started for the grid, or on the cluster at ADDRESS")
+    b.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray resources of one run")

@@ -97,21 +97,11 @@ def _build_parser() -> _Parser:
     ls = sub.add_parser("list", help="algorithms and the spaces each supports (--presets: the tuned presets)")
     ls.add_argument("--presets", action="store_true", help="list every tuned preset with its budget and source")
 
-    b = sub.add_parser("bench", help="run a grid of algorithms x environments x seeds")
-    b.add_argument("--algos", required=True, help="comma-separated, e.g. a2c,trpo")
-    b.add_argument("--envs", required=True, help="comma-separated env ids")
-    b.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, or a count like 5")
-    b.add_argument("--steps", type=int, default=None)
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--out", default="runs/bench")
-    b.add_argument("--jobs", type=int, default=1, help="parallel processes")
-    b.add_argument("--eval-episodes", type=int, default=10)
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    from rlkit.bench import add_bench_arguments
+    from rlkit.plotting import add_plot_arguments
 
-    pl = sub.add_parser("plot", help="learning curves and a results table from run directories")
-    pl.add_argument("root", help="directory searched for progress.csv files")
-    pl.add_argument("--out", default=None, help="PNG path (needs matplotlib); default <root>/curves.png")
-    pl.add_argument("--metric", default="rollout/episode_return")
+    add_bench_arguments(sub.add_parser("bench", help="run a grid of algorithms x environments x seeds (idempotent)"))
+    add_plot_arguments(sub.add_parser("plot", help="learning curves, aggregates and a results table from runs"))
     return p
 
 
@@ -359,9 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _build_parser().parse_args(argv)
         handler = {"train": _train, "eval": _eval, "list": _list}.get(args.command)
         if handler is None:
-            from rlkit import bench
+            from rlkit import bench, plotting
 
-            handler = {"bench": bench.bench_command, "plot": bench.plot_command}[args.command]
+            handler = {"bench": bench.bench_command, "plot": plotting.plot_command}[args.command]
         return handler(args)
     except _UsageError as e:
         print(str(e), file=sys.stderr)

@@ -87,7 +87,7 @@ def test_bench_grid_and_plot(tmp_path):
     assert sorted(x["seed"] for x in results) == [0, 1] and all("mean_return" in x for x in results)
     p = rlkit("plot", str(out), "--metric", "train/loss_pi")
     assert p.returncode == 0, p.stderr
-    assert "| CartPole-v1 | reinforce | 2 |" in p.stdout
+    assert "| reinforce | CartPole-v1 | 2 | final eval |" in p.stdout
 
 
 # ---- reliability: one line, exit 2 (in-process through main(): no interpreter start per case) -------------

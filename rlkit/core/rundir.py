@@ -249,3 +249,9 @@ class StopSignals:
             except (ValueError, TypeError):
                 pass
         self._previous = {}
+
+
+def live_lock_holder(run_dir: str | os.PathLike) -> str | None:
+    """'pid N' (or 'pid N on host H') when a live run holds `run_dir`'s lock, else None (no lock, or a stale one).
+    Lets a grid runner (rlkit bench) report a run that is going on elsewhere instead of starting it twice."""
+    return RunDirLock(run_dir)._live_holder()
