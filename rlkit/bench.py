@@ -146,9 +146,9 @@ def train_command(run: Run, args: argparse.Namespace, device: str, resume: Path 
         cmd += ["--steps", str(args.steps)]
     for s in args.set:
         cmd += ["--set", s]
-    if not any(s.startswith("checkpoint_interval=") for s in args.set):
+    if resume is None and not any(s.startswith("checkpoint_interval=") for s in args.set):
         # Periodic checkpoints (10 per run) so a run killed outright (SIGKILL, a lost node) loses at most a tenth;
-        # the agents' default is none.
+        # the agents' default is none. A resumed run keeps the interval its checkpoint records.
         from rlkit.presets import preset_for
 
         preset = preset_for(run.algo, run.env_id) or {}
