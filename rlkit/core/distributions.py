@@ -16,8 +16,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 def categorical_sample(logits: torch.Tensor) -> torch.Tensor:
     """Sample by the Gumbel-max trick: argmax(logits + G), G = -log(-log U) standard Gumbel noise; one fused op
     chain, no multinomial bookkeeping. (The noise stream is part of what the shipped presets were measured with.)"""
-    u = torch.rand_like(logits)
-    return torch.argmax(logits - torch.log(-torch.log(u.clamp_min(1e-20))), dim=-1)
+    minus_gumbel = torch.rand_like(logits).clamp_min_(1e-20).log_().neg_().log_()  # log(-log u), in place
+    return torch.argmax(logits - minus_gumbel, dim=-1)
 
 
 def categorical_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -95,10 +95,14 @@ class SameStepSyncVectorEnv(gym.vector.SyncVectorEnv):
     def __init__(self, env_fns: list[Callable[[], gym.Env]], copy: bool = True) -> None:
         super().__init__(env_fns, copy=copy, autoreset_mode=AutoresetMode.SAME_STEP)
         self._box_obs = isinstance(self.single_observation_space, gym.spaces.Box)
+        self._int_actions = isinstance(self.single_action_space, gym.spaces.Discrete)
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         infos: dict[str, Any] = {}
-        for i, (env, action) in enumerate(zip(self.envs, iterate(self.action_space, actions))):
+        # Discrete actions go to each env as Python ints (members of the space like NumPy integers, but
+        # Discrete.contains, which many envs assert, checks an int in a fraction of the time)
+        per_env = actions.tolist() if self._int_actions else iterate(self.action_space, actions)
+        for i, (env, action) in enumerate(zip(self.envs, per_env)):
             obs, self._rewards[i], term, trunc, info = env.step(action)
             self._terminations[i], self._truncations[i] = term, trunc
             if term or trunc:  # SAME_STEP: the true final observation rides in info, the reset one is returned

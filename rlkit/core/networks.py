@@ -179,7 +179,8 @@ class ObsEncoder(nn.Module):
         """Un-normalised flat features. obs: [B, *obs_shape] (or [B] indices for Discrete)."""
         if self.discrete_n:
             return F.one_hot(obs.long().reshape(-1), self.discrete_n).to(torch.float32)
-        return obs.reshape(obs.shape[0], self.dim).to(torch.float32)
+        x = obs if obs.dim() == 2 else obs.reshape(obs.shape[0], self.dim)  # skip no-op calls: acting is per step
+        return x if x.dtype == torch.float32 else x.to(torch.float32)
 
     @torch.no_grad()
     def update_stats(self, obs: torch.Tensor) -> None:
