@@ -213,7 +213,7 @@ class A2C:
             self.actor.reset_noise(self.collector.n_envs)
 
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
-        policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
+        policy = self.actor.mode if deterministic else self.actor.sample_actions
         return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
 
     def value(self, obs: Any) -> np.ndarray:
@@ -289,7 +289,8 @@ class A2C:
                     frac = run.schedule_fraction(self)
                     self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
                 self.actor.reset_noise(self.collector.n_envs)  # gSDE: fresh exploration matrices every rollout
-                self.collector.collect(self.buffer, self.actor.sample, self._sde_before_step if cfg.use_sde else None)
+                self.collector.collect(self.buffer, self.actor.sample_actions,
+                                       self._sde_before_step if cfg.use_sde else None)
                 self.num_timesteps += batch
                 info = self.update(self.buffer, diagnostics=run.log_due(self))
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs

@@ -147,13 +147,13 @@ class QAC:
                                         () if self.discrete else es.action_space.shape,
                                         torch.int64 if self.discrete else torch.float32, self.device)
             self.collector = agent_io.make_collector(es, self.device, cfg)
-        self._next = None  # (a_T, log pi(a_T|s_T)) chosen in update(), executed first in the next rollout
+        self._next = None  # a_T chosen in update(), executed first in the next rollout
         self.num_timesteps = 0
         self.n_updates = 0
 
     # ---- acting -------------------------------------------------------------------------------------------
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
-        policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
+        policy = self.actor.mode if deterministic else self.actor.sample_actions
         return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
 
     def value(self, obs: Any) -> np.ndarray:
@@ -164,11 +164,11 @@ class QAC:
         return self.critic(obs, actions if self.discrete else torch.maximum(torch.minimum(actions, self._high),
                                                                            self._low))
 
-    def _rollout_policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rollout_policy(self, obs: torch.Tensor) -> torch.Tensor:
         if self._next is not None:  # the a_T that the last update bootstrapped from: execute exactly it
             nxt, self._next = self._next, None
             return nxt
-        return self.actor.sample(obs)
+        return self.actor.sample_actions(obs)
 
     # ---- one update -----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -177,7 +177,7 @@ class QAC:
         if self.discrete:
             probs = torch.softmax(self.actor.dist_params(obs)[0], -1)
             return (probs * self.critic.all_actions(obs)).sum(-1)
-        return self._q(obs, self.actor.sample(obs)[0])
+        return self._q(obs, self.actor.sample_actions(obs))
 
     def td_targets(self, buf: RolloutBuffer, a_T: torch.Tensor, a_final: torch.Tensor) -> torch.Tensor:
         """SARSA targets y_t = r_t + gamma * Q_w(s_{t+1}, a_{t+1}), [T, N], without gradient:
@@ -198,9 +198,8 @@ class QAC:
         """One SARSA critic step and one policy-gradient step on a rollout. Returns tensor diagnostics."""
         cfg = self.config
         with torch.no_grad():
-            a_T, logp_T = self.actor.sample(buf.last_obs)  # a_T: executed first in the next rollout
-            self._next = (a_T, logp_T)
-            a_final = self.actor.sample(buf.flat(buf.final_obs))[0].view_as(buf.actions)  # used where truncated
+            a_T = self._next = self.actor.sample_actions(buf.last_obs)  # a_T: executed first in the next rollout
+            a_final = self.actor.sample_actions(buf.flat(buf.final_obs)).view_as(buf.actions)  # used where truncated
         y = self.td_targets(buf, a_T, a_final)
         obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
         q = self._q(obs, actions)
@@ -265,7 +264,7 @@ class QAC:
                 "pi_optimizer": self.pi_optimizer.state_dict(), "q_optimizer": self.q_optimizer.state_dict(),
                 "collector": self.collector.state_dict() if self.env is not None else {}, "n_updates": self.n_updates,
                 # the a_T chosen for the envs' current s_T: executed first when a resume restores those envs
-                "next": [t.cpu() for t in self._next] if self._next is not None else []}
+                "next": [self._next.cpu()] if self._next is not None else []}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
@@ -276,7 +275,7 @@ class QAC:
             self.collector.load_state_dict(state["collector"])
         self.n_updates = int(state["n_updates"])
         nxt = state.get("next") or []
-        self._next = (nxt[0].to(self.device), nxt[1].to(self.device)) if len(nxt) == 2 else None
+        self._next = nxt[0].to(self.device) if len(nxt) >= 1 else None
 
     def envs_restored(self, restored: bool) -> None:
         """Called after loading: a_T belongs to the saved s_T, so it is dropped when the envs start afresh."""

@@ -142,7 +142,7 @@ class REINFORCE:
 
     # ---- acting -------------------------------------------------------------------------------------------
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
-        policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
+        policy = self.actor.mode if deterministic else self.actor.sample_actions
         return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
 
     def value(self, obs: Any) -> np.ndarray:
@@ -201,7 +201,7 @@ class REINFORCE:
         batch = self.config.n_steps * self.collector.n_envs
         try:
             while self.num_timesteps < run.target:
-                self.collector.collect(self.buffer, self.actor.sample)
+                self.collector.collect(self.buffer, self.actor.sample_actions)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs

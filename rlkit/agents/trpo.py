@@ -237,7 +237,7 @@ class TRPO:
             self.actor.reset_noise(self.collector.n_envs)
 
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
-        policy = self.actor.mode if deterministic else (lambda o: self.actor.sample(o)[0])
+        policy = self.actor.mode if deterministic else self.actor.sample_actions
         return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
 
     def value(self, obs: Any) -> np.ndarray:
@@ -333,7 +333,8 @@ class TRPO:
         try:
             while self.num_timesteps < run.target:
                 self.actor.reset_noise(self.collector.n_envs)  # gSDE: fresh exploration matrices every rollout
-                self.collector.collect(self.buffer, self.actor.sample, self._sde_before_step if cfg.use_sde else None)
+                self.collector.collect(self.buffer, self.actor.sample_actions,
+                                       self._sde_before_step if cfg.use_sde else None)
                 self.num_timesteps += batch
                 info = self.update(self.buffer)
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs

@@ -16,7 +16,6 @@ class RolloutBuffer:
     Shapes:
       obs [T, N, *obs_shape]      observation the action was taken in
       actions [T, N, *act_shape]  the policy's (unclipped) action
-      log_probs [T, N]            log pi_old(a|s) at collection time
       rewards, terminated, truncated [T, N]
       final_obs [T, N, *obs_shape] the TRUE final observation where truncated[t, n] (zeros elsewhere)
       last_obs [N, *obs_shape]     the observation after the last step (for bootstrapping)
@@ -47,7 +46,6 @@ class RolloutBuffer:
         self.n_steps, self.n_envs, self.device = T, N, device
         self.obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype, device=device)
         self.actions = torch.zeros((T, N, *action_shape), dtype=action_dtype, device=device)
-        self.log_probs = torch.zeros((T, N), device=device)
         self.rewards = torch.zeros((T, N), device=device)
         self.terminated = torch.zeros((T, N), dtype=torch.bool, device=device)
         self.truncated = torch.zeros((T, N), dtype=torch.bool, device=device)
@@ -73,7 +71,7 @@ def rollout_buffer_nbytes(n_steps: int, n_envs: int, obs_shape: Sequence[int], a
 
     T, N, o = int(n_steps), int(n_envs), numel(obs_shape)
     per_step = (2 * o * itemsize(obs_dtype) + numel(action_shape) * itemsize(action_dtype)
-                + 2 * 4 + 2 * 1)  # obs + final_obs, actions, log_probs + rewards (float32), two bool flags
+                + 4 + 2 * 1)  # obs + final_obs, actions, rewards (float32), two bool flags
     return T * N * per_step + N * o * itemsize(obs_dtype)
 
 

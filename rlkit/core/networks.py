@@ -18,7 +18,8 @@ observation one-hot. Agents take such a module, or a factory `f(in_dim, out_dim)
 policy to expose `features(x) -> [B, F]` and a final `head: nn.Linear` (the default MLP does).
 
 Every actor has the same surface, so agents never branch on the space:
-  sample(obs) -> (action, log_prob)     mode(obs) -> action       dist_params(obs) -> tuple
+  sample(obs) -> (action, log_prob)     sample_actions(obs) -> action (acting: no log-prob)
+  mode(obs) -> action                   dist_params(obs) -> tuple
   log_prob_entropy(obs, actions)        log_prob_from_params(params, actions)   entropy_from_params(params)
   kl(old_params, new_params)
 """
@@ -221,6 +222,10 @@ class CategoricalActor(nn.Module):
         a = D.categorical_sample(logits)
         return a, D.categorical_log_prob(logits, a)
 
+    def sample_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch)."""
+        return D.categorical_sample(self.net(self.encoder(obs)))
+
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encoder(obs)).argmax(-1)
 
@@ -286,6 +291,15 @@ class GaussianActor(nn.Module):
         else:
             a = D.gaussian_sample(mean, log_std)
         return a, D.gaussian_log_prob(mean, log_std, a)
+
+    def sample_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch)."""
+        mean, log_std, z = self._mean_log_std(obs)
+        if self.sde:
+            if self.sde_noise is None:
+                self.reset_noise(1)
+            return mean + D.sde_noise(z, self.sde_noise)
+        return D.gaussian_sample(mean, log_std)
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encoder(obs))

@@ -28,7 +28,7 @@ from rlkit.core.normalize import ReturnNormalizer
 from rlkit.core.errors import NonFiniteError  # noqa: F401  (defined in layer 0 for checkpoint.py; public here)
 from rlkit.core.torch_envs import TorchVecEnv
 
-Policy = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Policy = Callable[[torch.Tensor], torch.Tensor]  # observation batch -> action batch (actor.sample_actions)
 
 # Per-episode step cap of evaluate_policy for an env without a TimeLimit (an episode that never ends would
 # otherwise hang the final evaluation).
@@ -88,7 +88,7 @@ class RolloutCollector:
 
     `step(env_actions)` is the ONE place where a vector step is taken: autoreset, true final observations,
     terminated/truncated, non-finite checks and episode statistics. On-policy agents call `collect()` (T steps of
-    `policy(obs) -> (actions, log_probs)` into a RolloutBuffer); DDPG calls `step()` directly. Completed episodes
+    `policy(obs) -> actions` into a RolloutBuffer); DDPG calls `step()` directly. Completed episodes
     are kept in `episode_returns` / `episode_lengths` (the last 100).
     """
 
@@ -155,9 +155,9 @@ class RolloutCollector:
         return StepResult(obs, true_next, rewards, terminated, truncated, train_rewards)
 
     def _staging(self, buffer: RolloutBuffer) -> tuple[np.ndarray, ...]:
-        """NumPy arrays for obs, actions, log_probs, rewards, terminated, truncated: zero-copy views of a CPU
+        """NumPy arrays for obs, actions, rewards, terminated, truncated: zero-copy views of a CPU
         buffer, or host arrays (allocated once per buffer) that collect() copies to the device at the end."""
-        tensors = (buffer.obs, buffer.actions, buffer.log_probs, buffer.rewards, buffer.terminated, buffer.truncated)
+        tensors = (buffer.obs, buffer.actions, buffer.rewards, buffer.terminated, buffer.truncated)
         if buffer.device.type == "cpu":
             return tuple(x.numpy() for x in tensors)
         if self._stage_for is not buffer:
@@ -177,16 +177,15 @@ class RolloutCollector:
             raise ValueError(f"buffer has {N} envs, the vector env has {self.n_envs}")
         if self.tensor_env:
             return self._collect_tensor(buffer, policy, before_step)
-        obs_stage, act_stage, logp_stage, rewards, terminated, truncated = stage = self._staging(buffer)
+        obs_stage, act_stage, rewards, terminated, truncated = stage = self._staging(buffer)
         buffer.final_obs.zero_()
         for t in range(T):
             if before_step is not None:
                 before_step(t)
-            with torch.inference_mode():  # lighter than no_grad: the outputs only go to NumPy and the buffer
-                actions, log_probs = policy(self.obs)
+            with torch.inference_mode():  # lighter than no_grad: the actions only go to NumPy and the buffer
+                actions = policy(self.obs)
             actions_np = actions.cpu().numpy()
             act_stage[t] = actions_np
-            logp_stage[t] = log_probs.cpu().numpy()
             res = self.step(actions_np if self._actions_as_is else to_env_actions(actions_np, self.action_space))
             obs_stage[t] = res.obs
             rewards[t], terminated[t], truncated[t] = res.train_rewards, res.terminated, res.truncated
@@ -194,8 +193,8 @@ class RolloutCollector:
                 idx = np.flatnonzero(res.truncated)
                 buffer.final_obs[t, idx] = torch.from_numpy(res.next_obs[idx]).to(buffer.device)
         if buffer.device.type != "cpu":
-            for x, host in zip((buffer.obs, buffer.actions, buffer.log_probs, buffer.rewards, buffer.terminated,
-                                buffer.truncated), stage):
+            for x, host in zip((buffer.obs, buffer.actions, buffer.rewards, buffer.terminated, buffer.truncated),
+                               stage):
                 x.copy_(torch.from_numpy(host), non_blocking=False)
         buffer.last_obs.copy_(torch.from_numpy(self.obs_np))
         return buffer
@@ -271,9 +270,8 @@ class RolloutCollector:
             if before_step is not None:
                 before_step(t)
             with torch.no_grad():
-                actions, log_probs = policy(self._obs_t)
+                actions = policy(self._obs_t)
             buffer.actions[t] = actions
-            buffer.log_probs[t] = log_probs
             res = self._step_tensor(self._env_actions_tensor(actions))
             buffer.obs[t] = res.obs
             buffer.rewards[t], buffer.terminated[t], buffer.truncated[t] = res.rewards, res.terminated, res.truncated

@@ -79,7 +79,7 @@ def test_qac_executes_the_bootstrapped_action_first_in_the_next_rollout():
     agent = QAC("CartPole-v1", seed=0, device="cpu", **SMALL)
     agent.collector.collect(agent.buffer, agent._rollout_policy)
     agent.update(agent.buffer)
-    a_T = agent._next[0].clone()
+    a_T = agent._next.clone()
     agent.collector.collect(agent.buffer, agent._rollout_policy)
     assert torch.equal(agent.buffer.actions[0], a_T) and agent._next is None
 
@@ -188,9 +188,9 @@ def test_a2c_checkpoint_round_trip_with_normaliser_and_optimiser_state(tmp_path)
     cold = A2C("Pendulum-v1", seed=0, device="cpu", normalize_obs=True, **SMALL)
     cold.actor.load_state_dict(a.actor.state_dict())
     cold.critic.load_state_dict(a.critic.state_dict())
-    a.collector.collect(a.buffer, a.actor.sample)
+    a.collector.collect(a.buffer, a.actor.sample_actions)
     for other in (b, cold):
-        for name in ("obs", "actions", "log_probs", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
+        for name in ("obs", "actions", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
             getattr(other.buffer, name).copy_(getattr(a.buffer, name))
     for agent in (a, b, cold):
         agent.update(agent.buffer)
@@ -242,7 +242,7 @@ def test_flat_rmsprop_equals_torch_rmsprop():
 def test_truncation_bootstraps_from_the_true_final_observation():
     """CountingEnv truncates at t = 3 and resets to [0, episode]; V(s) = s[0] makes the bootstrap visible."""
     agent = A2C(lambda: CountingEnv(horizon=3), seed=0, device="cpu", n_envs=1, n_steps=4, gamma=1.0)
-    agent.collector.collect(agent.buffer, agent.actor.sample)
+    agent.collector.collect(agent.buffer, agent.actor.sample_actions)
     agent.critic = value_is_first_obs_feature
     buf = agent.buffer
     assert buf.truncated[:, 0].tolist() == [False, False, True, False]
@@ -389,8 +389,8 @@ def test_a2c_on_cuda_matches_the_cpu_update(env_id, overrides):
     assert cuda.buffer.obs.is_cuda
     cpu.actor.load_state_dict(cuda.actor.state_dict())
     cpu.critic.load_state_dict(cuda.critic.state_dict())
-    cuda.collector.collect(cuda.buffer, cuda.actor.sample)
-    for name in ("obs", "actions", "log_probs", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
+    cuda.collector.collect(cuda.buffer, cuda.actor.sample_actions)
+    for name in ("obs", "actions", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
         getattr(cpu.buffer, name).copy_(getattr(cuda.buffer, name).cpu())
     for agent in (cuda, cpu):
         agent.optimizer.step = lambda: None

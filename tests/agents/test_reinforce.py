@@ -69,9 +69,9 @@ def test_checkpoint_round_trip_resume_equals_uninterrupted(tmp_path):
     cold = REINFORCE("CartPole-v1", seed=0, device="cpu", **SMALL)
     cold.actor.load_state_dict(a.actor.state_dict())
     cold.critic.load_state_dict(a.critic.state_dict())
-    a.collector.collect(a.buffer, a.actor.sample)
+    a.collector.collect(a.buffer, a.actor.sample_actions)
     for other in (b, cold):
-        for name in ("obs", "actions", "log_probs", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
+        for name in ("obs", "actions", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
             getattr(other.buffer, name).copy_(getattr(a.buffer, name))
     torch.manual_seed(0); a.update(a.buffer)
     torch.manual_seed(0); b.update(b.buffer)

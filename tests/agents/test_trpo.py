@@ -234,9 +234,9 @@ def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
     cold = TRPO("CartPole-v1", seed=0, device="cpu", normalize_obs=True, **SMALL)
     cold.actor.load_state_dict(a.actor.state_dict())
     cold.critic.load_state_dict(a.critic.state_dict())
-    a.collector.collect(a.buffer, a.actor.sample)
+    a.collector.collect(a.buffer, a.actor.sample_actions)
     for other in (b, cold):
-        for name in ("obs", "actions", "log_probs", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
+        for name in ("obs", "actions", "rewards", "terminated", "truncated", "final_obs", "last_obs"):
             getattr(other.buffer, name).copy_(getattr(a.buffer, name))
     for agent in (a, b, cold):
         torch.manual_seed(0)
@@ -302,7 +302,7 @@ def test_cuda_policy_update_makes_no_host_sync():
     """The whole update (GAE, CG, line search, critic fit) under sync debug mode "error": any .item(),
     bool(tensor) or data-dependent shape inside it raises."""
     agent = TRPO("Pendulum-v1", seed=0, device="cuda", fvp_subsample=0.5, **SMALL)
-    agent.collector.collect(agent.buffer, agent.actor.sample)
+    agent.collector.collect(agent.buffer, agent.actor.sample_actions)
     agent.update(agent.buffer)  # warm-up: lazy CUDA initialisation may sync once
     before = agent.pi_flat.param.detach().clone()
     torch.cuda.synchronize()

@@ -85,7 +85,7 @@ def test_truncation_stores_true_final_observation_and_bootstraps_from_it():
     obs, _ = venv.reset(seed=[0, 1])
     buf = RolloutBuffer(4, 2, (2,), (), torch.int64, torch.device("cpu"))
     col = RolloutCollector(venv, torch.device("cpu"), obs)
-    policy = lambda o: (torch.zeros(o.shape[0], dtype=torch.int64), torch.zeros(o.shape[0]))
+    policy = lambda o: torch.zeros(o.shape[0], dtype=torch.int64)
     col.collect(buf, policy)
     assert buf.truncated[:, 0].tolist() == [False, False, True, False]
     assert buf.terminated[:, 1].tolist() == [False, False, True, False]
@@ -110,7 +110,7 @@ def test_non_finite_observation_raises_at_that_step():
     buf = RolloutBuffer(4, 1, (2,), (), torch.int64, torch.device("cpu"))
     col = RolloutCollector(venv, torch.device("cpu"), obs)
     with pytest.raises(NonFiniteError, match="non-finite observation.*step 1"):
-        col.collect(buf, lambda o: (torch.zeros(1, dtype=torch.int64), torch.zeros(1)))
+        col.collect(buf, lambda o: torch.zeros(1, dtype=torch.int64))
 
 
 def test_evaluate_policy_is_seeded_and_reproducible():

@@ -131,7 +131,7 @@ def test_collect_stores_final_obs_on_truncation_only_and_keeps_episode_statistic
 
     env.step = recording_step
     buf = RolloutBuffer(T, n, (4,), (), torch.int64, torch.device("cpu"))
-    col.collect(buf, lambda o: (torch.randint(0, 2, (o.shape[0],)), torch.zeros(o.shape[0])))
+    col.collect(buf, lambda o: torch.randint(0, 2, (o.shape[0],)))
     trunc = torch.stack([s.truncated for s in seen])
     term = torch.stack([s.terminated for s in seen])
     assert torch.equal(buf.truncated, trunc) and torch.equal(buf.terminated, term)
@@ -182,7 +182,7 @@ def test_a_non_finite_action_stops_the_rollout_with_the_step():
     def nan_policy(o):
         a = torch.zeros(o.shape[0], 1)
         a[1] = float("nan") if col.steps_done == 6 else 0.0
-        return a, torch.zeros(o.shape[0])
+        return a
 
     with pytest.raises(NonFiniteError, match="non-finite reward or observation at environment step 6"):
         col.collect(buf, nan_policy)
@@ -207,7 +207,7 @@ def test_torch_env_on_cuda_keeps_everything_on_the_device_and_matches_the_cpu():
             torch.testing.assert_close(og.reward.cpu(), oc.reward, rtol=0, atol=1e-9)
     col = _collector_on("CartPole-v1", 256, dev)
     buf = RolloutBuffer(32, 256, (4,), (), torch.int64, dev)
-    col.collect(buf, lambda o: (torch.randint(0, 2, (o.shape[0],), device=dev), torch.zeros(o.shape[0], device=dev)))
+    col.collect(buf, lambda o: torch.randint(0, 2, (o.shape[0],), device=dev))
     assert buf.obs.device.type == "cuda" and col.episode_stats()["rollout/episode_length"] > 0
 
 
