@@ -142,6 +142,8 @@ def train_command(run: Run, args: argparse.Namespace, device: str, resume: Path 
     interpreter, so a manifest made locally and one made on a cluster read the same)."""
     cmd = ["python", "-m", "rlkit.cli", "train", run.algo, run.env_id, "--seed", str(run.seed), "--device", device,
            "--run-dir", str(run.run_dir), "--no-progress", "--eval-episodes", str(args.eval_episodes)]
+    if args.eval_freq:
+        cmd += ["--eval-freq", str(args.eval_freq)]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
     for s in args.set:
@@ -345,7 +347,7 @@ def bench_command(args: argparse.Namespace) -> int:
     from rlkit.agents import get_agent_class
 
     for flag, v, low in (("--jobs", args.jobs, 1), ("--steps", args.steps, 1), ("--runs-per-gpu", args.runs_per_gpu, 1),
-                         ("--eval-episodes", args.eval_episodes, 0)):
+                         ("--eval-episodes", args.eval_episodes, 0), ("--eval-freq", args.eval_freq, 0)):
         if v is not None and v < low:
             raise ValueError(f"{flag} must be >= {low}, got {v}")
     algos = list(dict.fromkeys(get_agent_class(a).algo for a in _split(args.algos)))  # validates names up front
@@ -378,7 +380,8 @@ def _run_grid(args: argparse.Namespace, out: Path, runs: list[Run], skipped: lis
     use_ray = args.ray is not None
     manifest = Manifest(out)
     manifest.update(grid={"algos": algos, "envs": envs, "seeds": seeds, "steps": args.steps, "set": args.set,
-                          "eval_episodes": args.eval_episodes, "device": args.device, "launcher":
+                          "eval_episodes": args.eval_episodes, "eval_freq": args.eval_freq, "device": args.device,
+                          "launcher":
                           "ray" if use_ray else "local"}, skipped=skipped)
     for s in skipped:
         print(f"rlkit bench: skipping {s['algo']} on {s['env_id']}: {s['reason']}", file=sys.stderr)
@@ -513,7 +516,8 @@ def _record(run: Run, fut: Future, manifest: Manifest, out: Path, interrupted: b
         fields["config"] = json.loads(cfg.read_text())
     if status == "finished":
         r = json.loads(result_path.read_text())
-        fields.update({k: r[k] for k in ("steps", "mean_return", "std_return") if k in r})
+        fields.update({k: r[k] for k in ("steps", "mean_return", "std_return", "best_eval_return", "best_eval_step")
+                       if k in r})
     manifest.update(run.key, **fields)
     return manifest.data["runs"][run.key]
 
@@ -543,6 +547,8 @@ def add_bench_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing one GPU at once")
     b.add_argument("--pin-cores", action="store_true", help="pin each CPU run to its own core (Linux)")
     b.add_argument("--eval-episodes", type=int, default=10)
+    b.add_argument("--eval-freq", type=int, default=0, help="evaluate every this many environment steps during "
+                   "training (0: never); the table then reports the best evaluation beside the final one")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run as Ray tasks: on a local Ray started for the grid, or on the cluster at ADDRESS")

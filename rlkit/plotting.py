@@ -24,6 +24,7 @@ import numpy as np
 from rlkit.stats import bootstrap_ci, iqm
 
 TRAIN_RETURN = "rollout/episode_return"
+BEST_EVAL = "best eval during training"
 EVAL_RETURNS = ("eval/mean_return", "eval/episode_return", "eval/return")  # evaluation during training, if logged
 LABELS = {
     TRAIN_RETURN: "training return\n(stochastic policy, mean of the last 100 episodes)",
@@ -167,6 +168,9 @@ def final_scores(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if "result" in r and "mean_return" in r["result"]:
             out.append({"algo": r["algo"], "env_id": r["env_id"], "seed": r["seed"],
                         "mean_return": r["result"]["mean_return"], "measure": "final eval"})
+            if "best_eval_return" in r["result"]:
+                out.append({"algo": r["algo"], "env_id": r["env_id"], "seed": r["seed"],
+                            "mean_return": r["result"]["best_eval_return"], "measure": BEST_EVAL})
         elif r["columns"].get(TRAIN_RETURN):
             out.append({"algo": r["algo"], "env_id": r["env_id"], "seed": r["seed"],
                         "mean_return": r["columns"][TRAIN_RETURN][-1][1], "measure": "last training return"})
@@ -176,13 +180,17 @@ def final_scores(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def results_table(results: list[dict[str, Any]], peers: list[dict[str, str]] | None = None) -> str:
     """Markdown: per (algo, env) the score over seeds (mean +/- sample std, IQM with its 95% bootstrap interval,
     per-seed values) beside the peer figure and its source. A result without 'measure' is a final deterministic
-    evaluation (result.json)."""
+    evaluation (result.json); one that also has 'best_eval_return' (evaluation during training, --eval-freq) adds
+    a row labelled "best eval during training"."""
     peers = read_peers() if peers is None else peers
     groups: dict[tuple[str, str, str], list[tuple[Any, float]]] = {}
     for r in results:
         if "mean_return" in r:
             key = (r["algo"], r["env_id"], r.get("measure", "final eval"))
             groups.setdefault(key, []).append((r.get("seed"), float(r["mean_return"])))
+        if "best_eval_return" in r and "measure" not in r:
+            groups.setdefault((r["algo"], r["env_id"], BEST_EVAL), []).append((r.get("seed"),
+                                                                              float(r["best_eval_return"])))
     lines = ["| algo | env | seeds | measure | mean +/- std | IQM [95% CI] | per seed | peer | peer source |",
              "|---|---|---:|---|---:|---:|---|---:|---|"]
     for (algo, env_id, measure), vals in sorted(groups.items()):

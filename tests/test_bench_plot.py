@@ -101,3 +101,17 @@ def _has_rliable() -> bool:
         return True
     except Exception:  # noqa: BLE001
         return False
+
+
+def test_table_reports_final_and_best_evaluation_labelled():
+    from rlkit.plotting import results_table
+
+    results = [{"algo": "a2c", "env_id": "CartPole-v1", "seed": s, "mean_return": 400.0 + s,
+                "best_eval_return": 480.0 + s, "best_eval_step": 1000} for s in range(3)]
+    table = results_table(results, peers=[])
+    final = [row for row in table.splitlines() if "| final eval |" in row]
+    best = [row for row in table.splitlines() if "| best eval during training |" in row]
+    assert len(final) == 1 and "400.0, 401.0, 402.0" in final[0] and "401.0 +/-" in final[0]
+    assert len(best) == 1 and "480.0, 481.0, 482.0" in best[0] and "481.0 +/-" in best[0]
+    only_final = results_table([{k: v for k, v in r.items() if not k.startswith("best")} for r in results], peers=[])
+    assert "best eval" not in only_final

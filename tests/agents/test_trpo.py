@@ -25,7 +25,7 @@ def params(agent):
 
 # ---- the step --------------------------------------------------------------------------------------------------
 def test_natural_step_oracle():
-    """RELIABILITY.md: F=[[4,1],[1,3]], g=[1,2], max_kl=.01 -> s=[0.090909, 0.636364], beta=0.121106."""
+    """The hand-computed TRPO step: F=[[4,1],[1,3]], g=[1,2], max_kl=.01 -> s=[0.090909, 0.636364], beta=0.121106."""
     f = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=F64)
     g = torch.tensor([1.0, 2.0], dtype=F64)
     step, valid = natural_step(g, lambda v: f @ v, max_kl=0.01, cg_iters=10, residual_tol=1e-20)
@@ -91,7 +91,7 @@ def test_fisher_vector_product_equals_explicit_hessian_of_mean_kl(discrete):
         ref = hess @ v + damping * v
         assert torch.linalg.vector_norm(fv - ref) / torch.linalg.vector_norm(ref) < 1e-10
         assert torch.linalg.vector_norm(fv - damping * v) > 1e-3  # F v != 0 at theta_old
-    # The bug RELIABILITY.md lists: an old policy that is NOT detached makes KL(old||new) identically 0, F = 0.
+    # A bug peers shipped: an old policy that is NOT detached makes KL(old||new) identically 0, F = 0.
     live = _dist(actor, dict(actor.named_parameters()), obs)
     gk = flat_grad(actor.kl(live, live).mean(), params, create_graph=True)
     v = torch.randn(theta0.numel(), dtype=F64)

@@ -44,7 +44,7 @@ def test_iterations_after_convergence_are_masked_not_harmful():
     b = torch.tensor([1.0, 2.0], dtype=torch.float64)
     x = conjugate_gradient(lambda v: a @ v, b, max_iters=50)
     assert torch.isfinite(x).all()
-    # The RELIABILITY.md TRPO oracle: s = F^-1 g = [1/11, 7/11].
+    # The hand-computed TRPO oracle: s = F^-1 g = [1/11, 7/11].
     assert torch.allclose(x, torch.tensor([0.090909, 0.636364], dtype=torch.float64), atol=1e-6)
     assert torch.allclose(x, torch.tensor([1 / 11, 7 / 11], dtype=torch.float64), rtol=1e-12, atol=0)
 

@@ -1,4 +1,4 @@
-"""Analytic KL and entropy (rlkit.core.distributions): RELIABILITY.md oracles, Monte-Carlo agreement, the
+"""Analytic KL and entropy (rlkit.core.distributions): hand-computed oracles, Monte-Carlo agreement, the
 Fisher matrices of both heads (the Hessian of KL(old || new) at new = old)."""
 from __future__ import annotations
 

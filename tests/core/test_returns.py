@@ -1,4 +1,4 @@
-"""Returns and GAE against hand-computed arrays (RELIABILITY.md's oracles) and their invariants."""
+"""Returns and GAE against hand-computed arrays (oracles) and their invariants."""
 from __future__ import annotations
 
 import numpy as np
@@ -49,7 +49,7 @@ def _wrong_trace_not_cut(r, v, term, trunc, fv, last):
 
 
 def test_gae_wrong_variants_give_the_documented_wrong_answers():
-    """The two buggy variants reproduce RELIABILITY.md's wrong arrays, which differ from the correct one: so
+    """The two buggy variants reproduce the hand-computed wrong arrays, which differ from the correct one: so
     test_gae_oracle can tell them apart."""
     args = oracle()
     w1 = _wrong_truncation_as_termination(*args)[:, 0]
@@ -57,7 +57,7 @@ def test_gae_wrong_variants_give_the_documented_wrong_answers():
     correct = torch.tensor([8.6, 10.0, 4.74, 2.0, 5.2], dtype=D)
     assert not torch.allclose(w1, correct, atol=1e-6)
     r, v, term, trunc, fv, last = args
-    # The "not cut" variant reads V(s_2) from the buffer after the truncation at step 1 (RELIABILITY.md).
+    # The "not cut" variant reads V(s_2) from the buffer after the truncation at step 1.
     w2 = _wrong_trace_not_cut(r, v, term, trunc, fv, last)[:, 0]
     assert not torch.allclose(w2, correct, atol=1e-6)
 
