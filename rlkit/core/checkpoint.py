@@ -45,9 +45,10 @@ def _write_error(path: Path, e: OSError, note: str = "") -> CheckpointWriteError
     return err
 
 
-def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temp file, fsync, os.replace), as save_checkpoint does: the run's env
-    state beside a checkpoint. CheckpointWriteError naming the path when the file system refuses."""
+def write_file_atomic(path: str | os.PathLike, data: bytes, note: str = "") -> Path:
+    """Write `data` to `path` atomically (temp file, fsync, os.replace): checkpoints, and the run's env state
+    beside them. An interrupted write leaves the previous file byte-identical and no temp file; when the file
+    system refuses (ENOSPC, EROFS, EIO...) a CheckpointWriteError names the path (`note` appended)."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -62,7 +63,7 @@ def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise _write_error(path, e) from None
+            raise _write_error(path, e, note) from None
         raise
     return path
 
@@ -82,26 +83,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     data = buf.getvalue()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise _write_error(path, e) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(hashlib.sha256(data).digest())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):  # ENOSPC, EROFS, EIO...: one message naming the file; earlier ones intact
-            raise _write_error(path, e, " (earlier checkpoints are intact)") from None
-        raise
-    return path
+    return write_file_atomic(path, MAGIC + hashlib.sha256(data).digest() + data,
+                             " (earlier checkpoints are intact)")
 
 
 def load_checkpoint(
