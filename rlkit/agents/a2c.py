@@ -36,8 +36,8 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
 from rlkit.core.device import configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.losses import policy_gradient_loss
-from rlkit.core.networks import (ACTIVATIONS, MLP, NetworkSpec, ObsEncoder, action_dim, make_actor, make_v_critic,
-                                 network_source)
+from rlkit.core.networks import (ACTIVATIONS, MLP, NetworkSpec, ObsEncoder, action_dim, action_storage, make_actor,
+                                 make_v_critic, network_source)
 from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop
 from rlkit.core.returns import explained_variance, gae, normalize
 
@@ -144,7 +144,7 @@ class A2C:
     """Synchronous advantage actor-critic with GAE. See the module docstring for the equations."""
 
     algo = "a2c"
-    supported_actions = ("Discrete", "Box")
+    supported_actions = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 
     def __init__(self, env: EnvLike, config: A2CConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
@@ -168,8 +168,7 @@ class A2C:
         self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.n_steps * es.n_envs)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
-        discrete = es.action_space.__class__.__name__ == "Discrete"
-        if cfg.use_sde and discrete:
+        if cfg.use_sde and es.action_space.__class__.__name__ != "Box":
             raise SpaceError(f"A2C: use_sde needs a Box action space, not {es.action_space}")
         if cfg.shared_trunk and (policy is not None or critic is not None):
             raise ValueError("A2C: shared_trunk builds both networks itself; pass policy=/critic= without it")
@@ -198,8 +197,7 @@ class A2C:
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                        () if discrete else es.action_space.shape,
-                                        torch.int64 if discrete else torch.float32, self.device)
+                                        *action_storage(es.action_space), self.device)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self.actor.reset_noise(es.n_envs)  # gSDE only
         self.num_timesteps = 0

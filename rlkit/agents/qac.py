@@ -14,6 +14,9 @@ it, since that episode takes no further action. Deviations:
   * The last step of a rollout bootstraps from Q_w(s_T, a_T) where a_T ~ pi(s_T) is sampled at update time
     and then really executed as the first action of the next rollout (so the SARSA target stays exact).
   * Psi can be standardised per batch (normalize_q; subtracting the batch mean acts as a baseline).
+  * MultiDiscrete / MultiBinary actions: Q_w(s, a) = sum_d Q_d(s, a_d) (rlkit.core.networks.FactorisedQCritic),
+    additive like the product policy's score, so it keeps what the policy gradient uses of Q and E_pi[Q_w] is exact
+    (docs/algorithms/actor_critic.md).
   * Linear learning-rate decay (lr_schedule="linear") runs over the run's total budget (agent.total_budget), like SB3.
 """
 from __future__ import annotations
@@ -32,7 +35,8 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
 from rlkit.core.device import configure_threads, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
-from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_q_critic, network_source
+from rlkit.core.networks import (ACTIVATIONS, NetworkSpec, ObsEncoder, action_storage, make_actor, make_q_critic,
+                                 network_source)
 from rlkit.core.returns import explained_variance, normalize
 
 
@@ -62,8 +66,9 @@ class QACConfig:
     """Standardise Q(s, a) within each batch before it weights grad log pi (mean 0, std 1)."""
     q_baseline: bool = False
     """Subtract the state-dependent baseline b(s) = E_{a~pi}[Q_w(s, a)] from Q_w(s, a) before it weights
-    grad log pi (Discrete: the exact sum over actions; Box: Q_w at one fresh sample). Any function of the state is
-    an unbiased baseline (Sutton & Barto 2018, sec. 13.4); it removes the variation across states from Psi."""
+    grad log pi (Discrete, MultiDiscrete, MultiBinary: the exact sum over actions; Box: Q_w at one fresh sample).
+    Any function of the state is an unbiased baseline (Sutton & Barto 2018, sec. 13.4); it removes the variation
+    across states from Psi."""
     # Optimisation
     learning_rate: float = 7e-4
     """Adam step size of the actor."""
@@ -102,14 +107,15 @@ class QAC:
     """Q actor-critic: the policy gradient weighted by an on-policy SARSA critic Q_w(s, a)."""
 
     algo = "qac"
-    supported_actions = ("Discrete", "Box")
+    supported_actions = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 
     def __init__(self, env: EnvLike, config: QACConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
                  preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
                  **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
-        rlkit.core.networks: the critic is Q(s, .) [B, n] for Discrete(n), Q on [features, action] for a Box);
+        rlkit.core.networks: the critic is Q(s, .) [B, n] for Discrete(n), Q on [features, action] for a Box,
+        per-dimension outputs [B, sum(nvec)] for MultiDiscrete(nvec) and [B, 2n] for MultiBinary(n));
         default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env id (rlkit list
         --presets).
         env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
@@ -127,13 +133,15 @@ class QAC:
         self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.n_steps * es.n_envs)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
-        self.discrete = es.action_space.__class__.__name__ == "Discrete"
+        # Discrete, MultiDiscrete, MultiBinary: finitely many actions per dimension, a critic output for each
+        self.discrete = es.action_space.__class__.__name__ != "Box"
 
         self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
         encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
                                 cfg.log_std_init, encoder=encoder, net=policy).to(self.device)
-        # Discrete: one Q output per action; Box: Q(s, a) on [features, action], the action clipped to the Box
+        # Discrete: one Q output per action; MultiDiscrete/MultiBinary: Q(s, a) = sum_d Q_d(s, a_d), one output per
+        # (dimension, choice); Box: Q(s, a) on [features, action], the action clipped to the Box
         self.critic = make_q_critic(encoder, es.action_space, cfg.hidden_sizes, cfg.activation,
                                     net=critic).to(self.device)
         if not self.discrete:
@@ -144,8 +152,7 @@ class QAC:
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                        () if self.discrete else es.action_space.shape,
-                                        torch.int64 if self.discrete else torch.float32, self.device)
+                                        *action_storage(es.action_space), self.device)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self._next = None  # a_T chosen in update(), executed first in the next rollout
         self.num_timesteps = 0
@@ -157,7 +164,7 @@ class QAC:
         return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
 
     def value(self, obs: Any) -> np.ndarray:
-        """V(s) = E_{a~pi}[Q_w(s, a)]: exact for Discrete, one-sample estimate for Box."""
+        """V(s) = E_{a~pi}[Q_w(s, a)]: exact for Discrete, MultiDiscrete and MultiBinary, one sample for Box."""
         return agent_io.numpy_value(self._q_baseline, obs, self.observation_space, self.device)
 
     def _q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -173,10 +180,10 @@ class QAC:
     # ---- one update -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def _q_baseline(self, obs: torch.Tensor) -> torch.Tensor:
-        """b(s) = E_{a~pi}[Q_w(s, a)]: exact over Discrete actions, one sample for Box. Shape [B]."""
+        """b(s) = E_{a~pi}[Q_w(s, a)]: exact over Discrete actions (and over MultiDiscrete/MultiBinary ones, where
+        Q_w = sum_d Q_d(s, a_d) and E_pi[Q_w] = sum_d sum_k pi_d(k|s) Q_d(s, k)), one sample for Box. Shape [B]."""
         if self.discrete:
-            probs = torch.softmax(self.actor.dist_params(obs)[0], -1)
-            return (probs * self.critic.all_actions(obs)).sum(-1)
+            return (self.actor.action_probs(obs) * self.critic.all_actions(obs)).sum(-1)
         return self._q(obs, self.actor.sample_actions(obs))
 
     def td_targets(self, buf: RolloutBuffer, a_T: torch.Tensor, a_final: torch.Tensor) -> torch.Tensor:

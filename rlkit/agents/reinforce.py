@@ -30,7 +30,8 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
 from rlkit.core.device import configure_threads, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
-from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_v_critic, network_source
+from rlkit.core.networks import (ACTIVATIONS, NetworkSpec, ObsEncoder, action_storage, make_actor, make_v_critic,
+                                 network_source)
 from rlkit.core.returns import explained_variance, normalize, reward_to_go
 
 
@@ -97,7 +98,7 @@ class REINFORCE:
     """Policy gradient with reward-to-go. See the module docstring for the equations."""
 
     algo = "reinforce"
-    supported_actions = ("Discrete", "Box")
+    supported_actions = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 
     def __init__(self, env: EnvLike, config: REINFORCEConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
@@ -131,11 +132,9 @@ class REINFORCE:
         self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
         self.vf_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.vf_learning_rate)
 
-        discrete = es.action_space.__class__.__name__ == "Discrete"
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                        () if discrete else es.action_space.shape,
-                                        torch.int64 if discrete else torch.float32, self.device)
+                                        *action_storage(es.action_space), self.device)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self.num_timesteps = 0
         self.n_updates = 0

@@ -38,7 +38,8 @@ from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, c
                                check_sample_freq, check_unit_interval, ConfigError, preset_config)
 from rlkit.core.device import configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
-from rlkit.core.networks import ACTIVATIONS, NetworkSpec, ObsEncoder, make_actor, make_v_critic, network_source
+from rlkit.core.networks import (ACTIVATIONS, NetworkSpec, ObsEncoder, action_storage, make_actor, make_v_critic,
+                                 network_source)
 from rlkit.core.optim import FlatAdam, FlatParameters, conjugate_gradient, flat_grad
 from rlkit.core.returns import explained_variance, gae, normalize
 
@@ -182,7 +183,7 @@ class TRPO:
     """Trust-region policy optimisation with GAE. See the module docstring for the equations."""
 
     algo = "trpo"
-    supported_actions = ("Discrete", "Box")
+    supported_actions = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 
     def __init__(self, env: EnvLike, config: TRPOConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
@@ -206,10 +207,9 @@ class TRPO:
         self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.n_steps * es.n_envs)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
-        self.discrete = es.action_space.__class__.__name__ == "Discrete"
 
         encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
-        if cfg.use_sde and self.discrete:
+        if cfg.use_sde and es.action_space.__class__.__name__ != "Box":
             raise SpaceError(f"TRPO: use_sde needs a Box action space, not {es.action_space}")
         self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation, cfg.log_std_init,
@@ -222,8 +222,7 @@ class TRPO:
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                        () if self.discrete else es.action_space.shape,
-                                        torch.int64 if self.discrete else torch.float32, self.device)
+                                        *action_storage(es.action_space), self.device)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self.actor.reset_noise(es.n_envs)  # gSDE only
         self.num_timesteps = 0

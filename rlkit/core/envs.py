@@ -46,11 +46,15 @@ def check_spaces(algo: str, obs_space: gym.Space, action_space: gym.Space, suppo
     if isinstance(obs_space, gym.spaces.Box) and any(int(d) == 0 for d in obs_space.shape):
         raise SpaceError(f"{algo} cannot use observation space {obs_space}: it has a zero-sized dimension")
     kind = type(action_space).__name__
+    shown = " ".join(str(action_space).split())  # one line: NumPy prints a 2-D nvec over several
     if kind not in supported_actions:
         raise SpaceError(
-            f"{algo} does not support action space {action_space} ({kind}); "
+            f"{algo} does not support action space {shown} ({kind}); "
             f"supported action spaces: {', '.join(supported_actions)}"
         )
+    if isinstance(action_space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)) \
+            and int(np.prod(action_space.shape)) < 1:
+        raise SpaceError(f"{algo} cannot use action space {shown}: it has no action dimensions")
     if isinstance(action_space, gym.spaces.Box):
         if len(action_space.shape) != 1 or int(action_space.shape[0]) < 1:
             # policies output a flat action vector; anything else breaks broadcasting after the run started
@@ -76,6 +80,11 @@ def space_signature(obs_space: gym.Space, action_space: gym.Space) -> str:
             return f"Discrete({int(s.n)})"
         if isinstance(s, gym.spaces.Box):
             return f"Box{tuple(s.shape)}"
+        if isinstance(s, gym.spaces.MultiDiscrete):
+            start = "" if not np.any(s.start) else f", start={np.asarray(s.start).tolist()}"
+            return f"MultiDiscrete({np.asarray(s.nvec).tolist()}{start})"
+        if isinstance(s, gym.spaces.MultiBinary):
+            return f"MultiBinary{tuple(s.shape)}"
         return repr(s)
     return f"obs={one(obs_space)} act={one(action_space)}"
 
@@ -323,9 +332,16 @@ def seed_vec_env(venv: VectorEnv, seed: int | None) -> Any:
 
 
 def to_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
-    """Policy output -> what the env accepts: Discrete as int64, Box clipped to its bounds in its dtype."""
+    """Policy output -> what the env accepts: Discrete as int64, Box clipped to its bounds in its dtype; MultiDiscrete
+    and MultiBinary from the policy's flat [B, D] indices from 0 to [B, *shape] in the space's dtype (int64 and int8
+    by default), with MultiDiscrete's start added."""
     if isinstance(action_space, gym.spaces.Discrete):
         return actions.astype(np.int64, copy=False) + int(action_space.start)
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        out = actions.reshape(actions.shape[0], *action_space.shape).astype(action_space.dtype, copy=False)
+        return out + action_space.start if np.any(action_space.start) else out
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        return actions.reshape(actions.shape[0], *action_space.shape).astype(action_space.dtype, copy=False)
     if isinstance(action_space, gym.spaces.Box):  # np.minimum/np.maximum: np.clip's wrapper costs ~3 us more
         return np.minimum(np.maximum(actions, action_space.low), action_space.high).astype(action_space.dtype,
                                                                                             copy=False)
@@ -341,16 +357,23 @@ class Spaces(NamedTuple):
 
 
 def space_to_dict(space: gym.Space) -> dict[str, Any]:
-    """A Box or Discrete space as plain data (tensors, numbers, strings) that weights-only loading accepts."""
+    """A Box, Discrete, MultiDiscrete or MultiBinary space as plain data (tensors, numbers, strings) that weights-only
+    loading accepts."""
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": torch.as_tensor(np.asarray(space.nvec, dtype=np.int64)),
+                "start": torch.as_tensor(np.asarray(space.start, dtype=np.int64)),
+                "dtype": np.dtype(space.dtype).name}
+    if isinstance(space, gym.spaces.MultiBinary):
+        return {"type": "MultiBinary", "shape": [int(d) for d in space.shape]}
     if isinstance(space, gym.spaces.Box):  # infinite bounds as masks: a checkpoint holds only finite tensors
         low, high = np.array(space.low, dtype=np.float64), np.array(space.high, dtype=np.float64)
         return {"type": "Box", "low": torch.from_numpy(np.where(np.isinf(low), 0.0, low)),
                 "high": torch.from_numpy(np.where(np.isinf(high), 0.0, high)),
                 "low_inf": torch.from_numpy(np.isinf(low)), "high_inf": torch.from_numpy(np.isinf(high)),
                 "shape": list(space.shape), "dtype": np.dtype(space.dtype).name}
-    raise SpaceError(f"cannot record space {space}: supported spaces are Box and Discrete")
+    raise SpaceError(f"cannot record space {space}: supported spaces are Box, Discrete, MultiDiscrete and MultiBinary")
 
 
 def space_from_dict(d: dict[str, Any]) -> gym.Space:
@@ -362,4 +385,9 @@ def space_from_dict(d: dict[str, Any]) -> gym.Space:
         low = np.where(d["low_inf"].numpy(), -np.inf, d["low"].numpy())
         high = np.where(d["high_inf"].numpy(), np.inf, d["high"].numpy())
         return gym.spaces.Box(low.astype(dtype), high.astype(dtype), shape=tuple(d["shape"]), dtype=dtype)
+    if d.get("type") == "MultiDiscrete":
+        return gym.spaces.MultiDiscrete(d["nvec"].numpy(), dtype=np.dtype(d["dtype"]), start=d["start"].numpy())
+    if d.get("type") == "MultiBinary":
+        shape = [int(x) for x in d["shape"]]
+        return gym.spaces.MultiBinary(shape[0] if len(shape) == 1 else shape)
     raise SpaceError(f"unknown recorded space {d!r}")
