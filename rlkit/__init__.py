@@ -37,10 +37,11 @@ def __getattr__(name: str) -> Any:
 
 
 def make_env(env_id: str, **kwargs: Any) -> Any:
-    """One Gymnasium env (what evaluation uses); kwargs go to gymnasium.make."""
-    import gymnasium as gym
+    """One Gymnasium env, as evaluation builds it; kwargs go to gymnasium.make. An Atari id gets the evaluation
+    preprocessing (whole games, raw rewards; docs/guide.md#atari) unless atari_preprocessing=False."""
+    from rlkit.core.envs import env_factory
 
-    return gym.make(env_id, **kwargs)
+    return env_factory(env_id, kwargs)[0]()
 
 
 def load_agent(path: str, env: Any = None, device: str = "auto", **kwargs: Any) -> Any:

@@ -47,6 +47,9 @@ class A2CConfig:
     # Collection
     n_envs: int = 8
     """Number of parallel environments."""
+    vectorization: str = "auto"
+    """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
+    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
     n_steps: int = 5
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
@@ -117,6 +120,7 @@ class A2CConfig:
                           "torch_threads")
         check_hidden_sizes(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_choice(self, "lr_schedule", ("constant", "linear"))
         check_choice(self, "optimizer", ("rmsprop", "adam"))
         check_sample_freq(self)

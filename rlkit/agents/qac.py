@@ -45,6 +45,9 @@ class QACConfig:
     # Collection
     n_envs: int = 8
     """Number of parallel environments."""
+    vectorization: str = "auto"
+    """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
+    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
     n_steps: int = 8
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
@@ -99,6 +102,7 @@ class QACConfig:
                           "torch_threads")
         check_hidden_sizes(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_choice(self, "lr_schedule", ("constant", "linear"))
 
 

@@ -40,6 +40,9 @@ class REINFORCEConfig:
     # Collection
     n_envs: int = 8
     """Number of parallel environments."""
+    vectorization: str = "auto"
+    """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
+    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
     n_steps: int = 128
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
@@ -92,6 +95,7 @@ class REINFORCEConfig:
                           "torch_threads")
         check_hidden_sizes(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "vectorization", ("auto", "sync", "async"))
 
 
 class REINFORCE:

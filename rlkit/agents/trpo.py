@@ -49,6 +49,9 @@ class TRPOConfig:
     # Collection
     n_envs: int = 2
     """Number of parallel environments."""
+    vectorization: str = "auto"
+    """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
+    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
     n_steps: int = 1024
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
@@ -121,6 +124,7 @@ class TRPOConfig:
         check_hidden_sizes(self)
         check_sample_freq(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "vectorization", ("auto", "sync", "async"))
 
 
 # ---- the pieces of a TRPO step, as plain functions ----------------------------------------------------------

@@ -21,9 +21,10 @@ from rlkit.core.checkpoint import (CheckpointError, check_agent_payload, load_ch
                                    save_checkpoint, write_file_atomic)
 from rlkit.core.config import ConfigError, config_to_dict
 from rlkit.core.device import auto_device, resolve_device, rng_state, set_rng_state
+from rlkit.core.atari import evaluation_cap
 from rlkit.core.envs import (ENV_BACKENDS, EnvLike, Spaces, TorchVecEnv, check_spaces, env_factory, is_known_env_id,
-                             load_vec_env_state, make_vec_env, space_from_dict, space_signature, space_to_dict,
-                             sub_env_seeds, to_env_actions, vec_env_state)
+                             load_vec_env_state, make_vec_env, reports_game_scores, space_from_dict, space_signature,
+                             space_to_dict, sub_env_seeds, to_env_actions, vec_env_state)
 from rlkit.core.errors import NonFiniteError, first_non_finite
 from rlkit.core.logger import Logger
 from rlkit.core.networks import load_network_factory
@@ -43,6 +44,7 @@ class EnvSetup:
     obs_space: gym.Space
     action_space: gym.Space
     n_envs: int
+    game_scores: bool = False  # the training envs report whole-game scores in infos (Atari): the collector logs them
 
 
 def setup_env(
@@ -52,7 +54,7 @@ def setup_env(
     seed: int | None,
     supported_actions: tuple[str, ...],
     require_bounded_actions: bool = False,
-    vectorization: str = "sync",
+    vectorization: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     env_backend: str = "gymnasium",
     device: torch.device | str = "auto",
@@ -66,8 +68,14 @@ def setup_env(
 
     env_backend="torch" (or a ready TorchVecEnv as `env`) trains on rlkit/core/torch_envs.py's batched envs on
     `device` (the agent's); evaluation still runs Gymnasium's env of the same id (the factory). An agent that
-    cannot step tensors (tensor_steps=False) refuses them with one line."""
+    cannot step tensors (tensor_steps=False) refuses them with one line.
+
+    `vectorization` (auto | sync | async; default: cfg.vectorization when the config has the field, else auto)
+    is make_vec_env's. An Atari id gets rlkit's Atari preprocessing: the vector env is the training stack, the
+    factory (evaluation) builds the evaluation env (rlkit.core.atari)."""
     n_envs = cfg.n_envs
+    if vectorization is None:
+        vectorization = getattr(cfg, "vectorization", "auto")
     if env_backend not in ENV_BACKENDS:
         raise ValueError(f"{algo}: env_backend must be one of {', '.join(ENV_BACKENDS)}, got {env_backend!r}")
     if isinstance(env, Spaces):
@@ -102,7 +110,8 @@ def setup_env(
     # make_vec_env reset it already; reset once more with the same seeds to fetch the observation.
     initial_obs, _ = venv.reset(seed=sub_env_seeds(seed, venv.num_envs))
     cfg.n_envs = venv.num_envs
-    return EnvSetup(venv, np.asarray(initial_obs), factory, env_id, obs_space, act_space, venv.num_envs)
+    return EnvSetup(venv, np.asarray(initial_obs), factory, env_id, obs_space, act_space, venv.num_envs,
+                    game_scores=reports_game_scores(env, env_kwargs))
 
 
 def make_collector(es: EnvSetup, device: torch.device, cfg: Any) -> RolloutCollector:
@@ -112,7 +121,7 @@ def make_collector(es: EnvSetup, device: torch.device, cfg: Any) -> RolloutColle
     if normalizer is not None and isinstance(es.venv, TorchVecEnv):
         raise ValueError("normalize_reward is not available with env_backend='torch' yet (the normaliser works on "
                          "the NumPy rewards of Gymnasium's envs); use the Gymnasium backend or scale rewards")
-    return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer)
+    return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer, game_scores=es.game_scores)
 
 
 def choose_device(device: str | torch.device, algo: str, es: EnvSetup, batch_size: int) -> tuple[torch.device, str]:
@@ -199,7 +208,9 @@ def evaluate_agent(
     seed: int | None,
     env: gym.Env | None = None,
 ) -> dict[str, float]:
-    """Evaluate on a fresh env (from the agent's factory unless `env` is given), seeded from the run seed."""
+    """Evaluate on a fresh env (from the agent's factory unless `env` is given), seeded from the run seed. An Atari
+    env plays whole games (from an Atari id: no life-loss terminals, raw rewards) up to the game's frame limit;
+    games cut there are counted in a RuntimeWarning."""
     if env is None:
         if factory is None:
             raise ValueError("this agent has no environment to evaluate on (it was built from an unregistered "
@@ -211,7 +222,11 @@ def evaluate_agent(
         raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
     n_episodes = int(n_episodes)  # NumPy integers are accepted as learn() accepts them
     eval_seed = None if seed is None else sub_env_seeds(seed, 1, stream=1)[0]
+    cap = evaluation_cap(eval_env)  # an Atari game: capped by its frame limit, a game cut there is reported
     try:
+        if cap is not None:
+            return evaluate_policy(act, eval_env, n_episodes, seed=eval_seed, max_steps_per_episode=cap[0],
+                                   truncation_note=cap[1])
         return evaluate_policy(act, eval_env, n_episodes, seed=eval_seed)
     finally:
         if env is None:

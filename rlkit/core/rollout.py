@@ -90,13 +90,20 @@ class RolloutCollector:
     terminated/truncated, non-finite checks and episode statistics. On-policy agents call `collect()` (T steps of
     `policy(obs) -> actions` into a RolloutBuffer); DDPG calls `step()` directly. Completed episodes
     are kept in `episode_returns` / `episode_lengths` (the last 100).
+
+    With `game_scores` (decided once, for envs that report whole games: rlkit's Atari training envs) the
+    statistics are the scores the env reports in the infos of the reset after each game, info["game_score"] and
+    info["game_length"] (rlkit.core.atari.RecordGameScore: every life, unclipped rewards), not the sums of the
+    rewards the agent trains on, which end at each lost life and are clipped.
     """
 
     EPISODE_WINDOW = 100  # episode_stats() averages the last this many finished episodes
 
     def __init__(self, env: gym.vector.VectorEnv | TorchVecEnv, device: torch.device, initial_obs: Any,
-                 check_finite: bool = True, reward_normalizer: ReturnNormalizer | None = None) -> None:
+                 check_finite: bool = True, reward_normalizer: ReturnNormalizer | None = None,
+                 game_scores: bool = False) -> None:
         self.env = env
+        self.game_scores = game_scores
         self.reward_normalizer = reward_normalizer
         self.device = device
         self.action_space = env.single_action_space
@@ -145,14 +152,28 @@ class RolloutCollector:
             true_next = next_obs.copy()
             for i in np.flatnonzero(done):
                 true_next[i] = final_obs[i]
-                self.episode_returns.append(float(self._ep_return[i]))
-                self.episode_lengths.append(int(self._ep_length[i]))
-            self.episodes_done += int(done.sum())
+                if not self.game_scores:
+                    self.episode_returns.append(float(self._ep_return[i]))
+                    self.episode_lengths.append(int(self._ep_length[i]))
+            if self.game_scores:
+                self._record_games(info)
+            else:
+                self.episodes_done += int(done.sum())
             self._ep_return[done] = 0.0
             self._ep_length[done] = 0
         obs, self.obs_np = self.obs_np, next_obs
         train_rewards = rewards if self.reward_normalizer is None else self.reward_normalizer(rewards, done)
         return StepResult(obs, true_next, rewards, terminated, truncated, train_rewards)
+
+    def _record_games(self, info: dict[str, Any]) -> None:
+        """Append the whole-game scores the envs reported in this step's infos (sub-envs in order)."""
+        reported = info.get("_game_score")
+        if reported is None:
+            return
+        for i in np.flatnonzero(reported):
+            self.episode_returns.append(float(info["game_score"][i]))
+            self.episode_lengths.append(int(info["game_length"][i]))
+            self.episodes_done += 1
 
     def _staging(self, buffer: RolloutBuffer) -> tuple[np.ndarray, ...]:
         """NumPy arrays for obs, actions, rewards, terminated, truncated: zero-copy views of a CPU
@@ -351,13 +372,16 @@ def evaluate_policy(
     n_episodes: int,
     seed: int | None = None,
     max_steps_per_episode: int | None = None,
+    truncation_note: str | None = None,
 ) -> dict[str, float]:
     """Run `n_episodes` full episodes of a single env with `act` (numpy obs -> env action).
 
     Episode k is reset with seed + k, so evaluating the same policy twice gives identical returns.
     Each episode is cut after `max_steps_per_episode` steps: by default the env's TimeLimit
     (env.spec.max_episode_steps), else DEFAULT_EVAL_MAX_EPISODE_STEPS; a cut episode counts with its partial
-    return and a RuntimeWarning says so (an env that never ends would otherwise hang here).
+    return and a RuntimeWarning says so (an env that never ends would otherwise hang here). With
+    `truncation_note` (the limit an env truncates at, e.g. an Atari game's frame limit), episodes the env
+    truncated are counted in a RuntimeWarning too.
     Returns {"mean_return", "std_return", "mean_length", "n_episodes", "capped_episodes"}.
     """
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
@@ -369,7 +393,7 @@ def evaluate_policy(
     if isinstance(max_steps_per_episode, bool) or not isinstance(max_steps_per_episode, (int, np.integer)) \
             or max_steps_per_episode < 1:
         raise ValueError(f"max_steps_per_episode must be a positive integer, got {max_steps_per_episode!r}")
-    returns, lengths, capped = [], [], 0
+    returns, lengths, capped, truncated = [], [], 0, 0
     for k in range(n_episodes):
         obs, _ = env.reset(seed=None if seed is None else seed + k)
         total, length = 0.0, 0
@@ -378,6 +402,7 @@ def evaluate_policy(
             total += float(r)
             length += 1
             if term or trunc:
+                truncated += int(bool(trunc) and not term)
                 break
             if length >= max_steps_per_episode:
                 capped += 1
@@ -389,6 +414,9 @@ def evaluate_policy(
                       "steps and were cut (their returns are partial); the env has no TimeLimit shorter than that "
                       "(wrap it in gymnasium.wrappers.TimeLimit or pass max_steps_per_episode)",
                       RuntimeWarning, stacklevel=2)
+    if truncation_note and truncated:
+        warnings.warn(f"{truncated} of {n_episodes} evaluation episodes were truncated at {truncation_note} "
+                      "(their returns are partial)", RuntimeWarning, stacklevel=2)
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
             "mean_length": float(np.mean(lengths)), "n_episodes": float(n_episodes),
             "capped_episodes": float(capped)}
