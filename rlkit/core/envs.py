@@ -248,12 +248,16 @@ def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
 
     Only rlkit's own SameStepSyncVectorEnv is saved: its sub-envs live in this process, and Gymnasium's
     classic-control and toy-text envs pickle with their simulator state, RNG and wrapper counters (TimeLimit's
-    elapsed steps), so a restored run continues the same episodes. Unpickling runs code: only load_vec_env_state
-    (reached through an explicit restore_env=True / --resume) ever reads these bytes."""
+    elapsed steps), so a restored run continues the same episodes. Atari envs are not: an ale-py env pickles
+    without its emulator state (it would restart the game under wrappers that count on the old one).
+    Unpickling runs code: only load_vec_env_state (reached through an explicit restore_env=True / --resume) ever
+    reads these bytes."""
     if isinstance(venv, gym.vector.AsyncVectorEnv):
         return None, "the sub-envs of an AsyncVectorEnv live in worker processes and are not saved"
     if not isinstance(venv, SameStepSyncVectorEnv):
         return None, f"{type(venv).__name__} is not rlkit's SameStepSyncVectorEnv"
+    if any(hasattr(env.unwrapped, "ale") for env in venv.envs):  # it pickles, but restarts the emulator
+        return None, "the Atari emulator's state (ale-py) does not survive pickling"
     try:
         data = pickle.dumps({"envs": venv.envs, "action_space": venv.action_space,
                              "single_action_space": venv.single_action_space})

@@ -14,7 +14,7 @@ import torch
 
 from rlkit.core.atari import (EpisodicLife, RecordGameScore, evaluation_cap, is_atari_id, make_atari_env,
                               wrap_frames)
-from rlkit.core.envs import SameStepSyncVectorEnv, env_factory, make_vec_env, reports_game_scores
+from rlkit.core.envs import SameStepSyncVectorEnv, env_factory, make_vec_env, reports_game_scores, vec_env_state
 from rlkit.core.rollout import RolloutCollector, evaluate_policy
 
 
@@ -177,6 +177,14 @@ def test_atari_ids_of_both_families_are_detected_and_preprocessed(ale):
     assert v4.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
     assert evaluation_cap(v4) == (27_000, "108,000 frames per game")
     v4.close()
+
+
+def test_sync_atari_envs_are_not_saved_in_checkpoints(ale):
+    """ale-py envs pickle, but without the emulator's state: restoring them would not continue the games."""
+    venv = make_vec_env("ALE/Breakout-v5", n_envs=1, seed=0, vectorization="sync")
+    data, why = vec_env_state(venv)
+    assert data is None and "emulator" in why
+    venv.close()
 
 
 def test_preprocessing_can_be_switched_off_and_frameskip_conflicts_are_named(ale):
