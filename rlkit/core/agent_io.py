@@ -17,11 +17,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlkit.core.atari import evaluation_cap
 from rlkit.core.checkpoint import (CheckpointError, check_agent_payload, load_checkpoint, rotate_checkpoints,
                                    save_checkpoint, write_file_atomic)
 from rlkit.core.config import ConfigError, config_to_dict
 from rlkit.core.device import auto_device, resolve_device, rng_state, set_rng_state
-from rlkit.core.atari import evaluation_cap
 from rlkit.core.envs import (ENV_BACKENDS, EnvLike, Spaces, TorchVecEnv, check_spaces, env_factory, is_known_env_id,
                              load_vec_env_state, make_vec_env, reports_game_scores, space_from_dict, space_signature,
                              space_to_dict, sub_env_seeds, to_env_actions, vec_env_state)

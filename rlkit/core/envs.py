@@ -172,7 +172,7 @@ def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None, training
         spec = _instance_spec(env)
         names = _wrapper_names(spec)
         if "AtariPreprocessing" in names and spec.id in gym.registry:
-            # built by rlkit's Atari preprocessing: rebuilt from the id (its wrappers cannot be from the spec), as
+            # built by rlkit's Atari preprocessing: rebuilt from the id (the spec cannot rebuild its wrappers), as
             # the training stack only where the given env is one
             return atari_factory(spec.id, {**_made_kwargs(spec), **kwargs}, training and "RecordGameScore" in names
                                  ), spec.id
