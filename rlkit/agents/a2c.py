@@ -31,14 +31,14 @@ from torch.nn import functional as F
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
-from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_sample_freq, check_unit_interval, preset_config)
-from rlkit.core.device import configure_threads, seed_everything
+from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_sample_freq, check_unit_interval, preset_config)
+from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.losses import policy_gradient_loss
 from rlkit.core.networks import (ACTIVATIONS, MLP, NetworkSpec, ObsEncoder, action_dim, action_storage, make_actor,
                                  make_v_critic, network_source)
-from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop
+from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop, set_lr
 from rlkit.core.returns import explained_variance, gae, normalize
 
 
@@ -112,9 +112,13 @@ class A2CConfig:
     """Periodic checkpoints kept (the final one is always kept)."""
     torch_threads: int = 1
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+    cuda_graphs: bool | str = "auto"
+    """Replay each rollout and each update as one CUDA graph ("auto": on a CUDA device with env_backend="torch",
+    without gSDE; docs/performance.md, "On-device training")."""
 
     def __post_init__(self) -> None:
         check_positive(self, "n_envs", "n_steps", "learning_rate", "rms_eps", "reward_scale", "clip_obs", "clip_reward")
+        check_cuda_graphs(self)
         check_unit_interval(self, "gamma", "gae_lambda", "rms_alpha")
         check_nonnegative(self, "ent_coef", "vf_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
@@ -191,13 +195,15 @@ class A2C:
                                 orthogonal=cfg.ortho_init).to(self.device)
         self.critic = make_v_critic(encoder, cfg.hidden_sizes, cfg.activation, net=critic,
                                     orthogonal=cfg.ortho_init).to(self.device)
+        # CUDA graphs of the rollout and the update (cuda_graphs): the optimiser then keeps its scalars on the device
+        self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
         # One flat parameter/gradient buffer: the optimiser step and the clip are a few ops, not dozens.
         self.flat = FlatParameters([*self.actor.parameters(), *self.critic.parameters()])
         if cfg.optimizer == "rmsprop":
             self.optimizer: FlatRMSprop | FlatAdam = FlatRMSprop(self.flat.param, cfg.learning_rate, cfg.rms_alpha,
-                                                                 cfg.rms_eps)
+                                                                 cfg.rms_eps, capturable=self.cuda_graphs)
         else:
-            self.optimizer = FlatAdam(self.flat.param, cfg.learning_rate, eps=cfg.rms_eps)
+            self.optimizer = FlatAdam(self.flat.param, cfg.learning_rate, eps=cfg.rms_eps, capturable=self.cuda_graphs)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
@@ -244,7 +250,8 @@ class A2C:
     def update(self, buf: RolloutBuffer, diagnostics: bool = True) -> dict[str, torch.Tensor]:
         """One gradient step of the joint loss on a rollout. Returns tensor diagnostics (no host sync); with
         diagnostics=False only the losses (entropy and explained variance cost ops that learn() needs only on
-        the updates it logs).
+        the updates it logs). Device work only, so learn() can replay it as a CUDA graph (learn() counts
+        n_updates).
 
         Shapes: rollout tensors [T, N, ...]; the loss is on the T * N flattened samples.
         """
@@ -271,7 +278,6 @@ class A2C:
         info["train/loss_v"] = loss_v.detach()
         if diagnostics:
             info["train/explained_variance"] = explained_variance(values.detach(), returns)
-        self.n_updates += 1
         return info
 
     # ---- the loop -------------------------------------------------------------------------------------------
@@ -285,16 +291,23 @@ class A2C:
                                    eval_freq, n_eval_episodes)
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
+        # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph (the
+        # diagnostics are then computed on every update); otherwise these are plain calls.
+        graphs = self.cuda_graphs
+        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self.actor.sample_actions,
+                                                             self._sde_before_step if cfg.use_sde else None),
+                              graphs, "A2C rollout", generators=self.collector.generators)
+        update = GraphedStep(lambda: self.update(self.buffer, diagnostics=graphs or run.log_due(self)), graphs,
+                             "A2C update")
         try:
             while self.num_timesteps < run.target:
                 if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of the run's total budget ahead)
-                    frac = run.schedule_fraction(self)
-                    self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
+                    set_lr(self.optimizer, cfg.learning_rate * run.schedule_fraction(self))
                 self.actor.reset_noise(self.collector.n_envs)  # gSDE: fresh exploration matrices every rollout
-                self.collector.collect(self.buffer, self.actor.sample_actions,
-                                       self._sde_before_step if cfg.use_sde else None)
+                collect()
                 self.num_timesteps += batch
-                info = self.update(self.buffer, diagnostics=run.log_due(self))
+                info = update()
+                self.n_updates += 1
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
                 if not run.end_of_iteration(self, info):
                     break

@@ -30,13 +30,14 @@ import torch
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
-from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_unit_interval, preset_config)
-from rlkit.core.device import configure_threads, seed_everything
+from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_unit_interval, preset_config)
+from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
 from rlkit.core.networks import (ACTIVATIONS, NetworkSpec, ObsEncoder, action_storage, make_actor, make_q_critic,
                                  network_source)
+from rlkit.core.optim import load_optimizer_state, optimizer_state_dict, set_lr
 from rlkit.core.returns import explained_variance, normalize
 
 
@@ -94,8 +95,12 @@ class QACConfig:
     """Periodic checkpoints kept (the final one is always kept)."""
     torch_threads: int = 1
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+    cuda_graphs: bool | str = "auto"
+    """Replay each rollout and each update as one CUDA graph ("auto": on a CUDA device with env_backend="torch";
+    docs/performance.md, "On-device training")."""
 
     def __post_init__(self) -> None:
+        check_cuda_graphs(self)
         check_positive(self, "n_envs", "n_steps", "learning_rate", "q_learning_rate", "clip_obs", "clip_reward")
         check_unit_interval(self, "gamma")
         check_nonnegative(self, "ent_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
@@ -151,14 +156,20 @@ class QAC:
         if not self.discrete:
             self._low = torch.as_tensor(es.action_space.low, dtype=torch.float32, device=self.device)
             self._high = torch.as_tensor(es.action_space.high, dtype=torch.float32, device=self.device)
-        self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
-        self.q_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.q_learning_rate)
+        # CUDA graphs of the rollout and the update (cuda_graphs) need Adam's step count on the device (capturable)
+        self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
+        graph_kw: dict[str, Any] = {"capturable": True, "fused": True} if self.cuda_graphs else {}
+        self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate, **graph_kw)
+        self.q_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.q_learning_rate, **graph_kw)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
                                         *action_storage(es.action_space), self.device)
             self.collector = agent_io.make_collector(es, self.device, cfg)
-        self._next = None  # a_T chosen in update(), executed first in the next rollout
+            # a_T chosen in update(), executed first in the next rollout (when _has_next); written in place, so a
+            # CUDA graph of the rollout reads the a_T that a graph of the update wrote
+            self._next = torch.zeros_like(self.buffer.actions[0])
+        self._has_next = False
         self.num_timesteps = 0
         self.n_updates = 0
 
@@ -176,9 +187,9 @@ class QAC:
                                                                            self._low))
 
     def _rollout_policy(self, obs: torch.Tensor) -> torch.Tensor:
-        if self._next is not None:  # the a_T that the last update bootstrapped from: execute exactly it
-            nxt, self._next = self._next, None
-            return nxt
+        if self._has_next:  # the a_T that the last update bootstrapped from: execute exactly it, once
+            self._has_next = False
+            return self._next
         return self.actor.sample_actions(obs)
 
     # ---- one update -----------------------------------------------------------------------------------------
@@ -206,10 +217,13 @@ class QAC:
         return buf.rewards + self.config.gamma * torch.where(buf.terminated, torch.zeros_like(q_next), q_next)
 
     def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
-        """One SARSA critic step and one policy-gradient step on a rollout. Returns tensor diagnostics."""
+        """One SARSA critic step and one policy-gradient step on a rollout. Returns tensor diagnostics.
+        Device work only, so learn() can replay it as a CUDA graph (learn() counts n_updates)."""
         cfg = self.config
         with torch.no_grad():
-            a_T = self._next = self.actor.sample_actions(buf.last_obs)  # a_T: executed first in the next rollout
+            a_T = self.actor.sample_actions(buf.last_obs)  # a_T: executed first in the next rollout
+            self._next.copy_(a_T)
+            self._has_next = True
             a_final = self.actor.sample_actions(buf.flat(buf.final_obs)).view_as(buf.actions)  # used where truncated
         y = self.td_targets(buf, a_T, a_final)
         obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
@@ -234,7 +248,6 @@ class QAC:
         self.pi_optimizer.step()
         info["train/loss_q"] = loss_q.detach()
         info["train/explained_variance"] = explained_variance(q.detach(), y.reshape(-1))
-        self.n_updates += 1
         return info
 
     # ---- the loop -------------------------------------------------------------------------------------------
@@ -248,15 +261,20 @@ class QAC:
                                    eval_freq, n_eval_episodes)
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
+        # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph
+        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self._rollout_policy),
+                              self.cuda_graphs, "QAC rollout", generators=self.collector.generators)
+        update = GraphedStep(lambda: self.update(self.buffer), self.cuda_graphs, "QAC update")
         try:
             while self.num_timesteps < run.target:
                 if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of the run's total budget ahead)
                     frac = run.schedule_fraction(self)
-                    self.pi_optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
-                    self.q_optimizer.param_groups[0]["lr"] = cfg.q_learning_rate * frac
-                self.collector.collect(self.buffer, self._rollout_policy)
+                    set_lr(self.pi_optimizer, cfg.learning_rate * frac)
+                    set_lr(self.q_optimizer, cfg.q_learning_rate * frac)
+                collect()
                 self.num_timesteps += batch
-                info = self.update(self.buffer)
+                info = update()
+                self.n_updates += 1
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
                 if not run.end_of_iteration(self, info):
                     break
@@ -272,26 +290,30 @@ class QAC:
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "pi_optimizer": self.pi_optimizer.state_dict(), "q_optimizer": self.q_optimizer.state_dict(),
+                "pi_optimizer": optimizer_state_dict(self.pi_optimizer),
+                "q_optimizer": optimizer_state_dict(self.q_optimizer),
                 "collector": self.collector.state_dict() if self.env is not None else {}, "n_updates": self.n_updates,
                 # the a_T chosen for the envs' current s_T: executed first when a resume restores those envs
-                "next": [self._next.cpu()] if self._next is not None else []}
+                "next": [self._next.cpu()] if self._has_next else []}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
-        self.pi_optimizer.load_state_dict(state["pi_optimizer"])
-        self.q_optimizer.load_state_dict(state["q_optimizer"])
+        load_optimizer_state(self.pi_optimizer, state["pi_optimizer"])
+        load_optimizer_state(self.q_optimizer, state["q_optimizer"])
         if self.env is not None:
             self.collector.load_state_dict(state["collector"])
         self.n_updates = int(state["n_updates"])
         nxt = state.get("next") or []
-        self._next = nxt[0].to(self.device) if len(nxt) >= 1 else None
+        # a_T of other envs (another n_envs) cannot be executed: the envs start afresh then (envs_restored)
+        self._has_next = self.env is not None and len(nxt) >= 1 and tuple(nxt[0].shape) == tuple(self._next.shape)
+        if self._has_next:
+            self._next.copy_(nxt[0])
 
     def envs_restored(self, restored: bool) -> None:
         """Called after loading: a_T belongs to the saved s_T, so it is dropped when the envs start afresh."""
         if not restored:
-            self._next = None
+            self._has_next = False
 
     def save(self, path: str | Path) -> Path:
         return agent_io.save_agent(self, path)

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
-from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_sample_freq, check_unit_interval, ConfigError, preset_config)
-from rlkit.core.device import configure_threads, seed_everything
+from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_sample_freq, check_unit_interval, ConfigError, preset_config)
+from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.networks import (ACTIVATIONS, NetworkSpec, ObsEncoder, action_storage, make_actor, make_v_critic,
                                  network_source)
@@ -112,8 +112,12 @@ class TRPOConfig:
     """Periodic checkpoints kept (the final one is always kept)."""
     torch_threads: int = 1
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+    cuda_graphs: bool | str = "auto"
+    """Replay each rollout and each update as one CUDA graph ("auto": on a CUDA device with env_backend="torch",
+    without gSDE; docs/performance.md, "On-device training")."""
 
     def __post_init__(self) -> None:
+        check_cuda_graphs(self)
         check_positive(self, "n_envs", "n_steps", "max_kl", "cg_max_steps", "line_search_max_iter",
                        "learning_rate", "n_critic_updates", "batch_size", "fvp_subsample", "clip_obs", "clip_reward")
         check_unit_interval(self, "gamma", "gae_lambda", "fvp_subsample")
@@ -222,7 +226,9 @@ class TRPO:
         # Flat parameter vectors: theta is read and written in one op; Adam steps one tensor.
         self.pi_flat = FlatParameters(self.actor.parameters())
         self.vf_flat = FlatParameters(self.critic.parameters())
-        self.vf_optimizer = FlatAdam(self.vf_flat.param, cfg.learning_rate, eps=1e-5)
+        # CUDA graphs of the rollout and the update (cuda_graphs): the optimiser then keeps its scalars on the device
+        self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
+        self.vf_optimizer = FlatAdam(self.vf_flat.param, cfg.learning_rate, eps=1e-5, capturable=self.cuda_graphs)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
@@ -250,6 +256,7 @@ class TRPO:
     # ---- one update -----------------------------------------------------------------------------------------
     def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
         """GAE, one trust-region policy step, then the critic fit. Returns tensor diagnostics (no host sync).
+        Device work only, so learn() can replay it as a CUDA graph (learn() counts n_updates).
 
         Shapes: rollout tensors [T, N, ...]; the losses use the T * N flattened samples."""
         cfg = self.config
@@ -267,7 +274,6 @@ class TRPO:
         info = self.policy_step(obs, actions, adv)
         info["train/loss_v"] = self.fit_critic(obs, returns)
         info["train/explained_variance"] = explained_variance(values.reshape(-1), returns)
-        self.n_updates += 1
         return info
 
     def policy_step(self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -333,13 +339,18 @@ class TRPO:
                                    eval_freq, n_eval_episodes)
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
+        # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph
+        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self.actor.sample_actions,
+                                                             self._sde_before_step if cfg.use_sde else None),
+                              self.cuda_graphs, "TRPO rollout", generators=self.collector.generators)
+        update = GraphedStep(lambda: self.update(self.buffer), self.cuda_graphs, "TRPO update")
         try:
             while self.num_timesteps < run.target:
                 self.actor.reset_noise(self.collector.n_envs)  # gSDE: fresh exploration matrices every rollout
-                self.collector.collect(self.buffer, self.actor.sample_actions,
-                                       self._sde_before_step if cfg.use_sde else None)
+                collect()
                 self.num_timesteps += batch
-                info = self.update(self.buffer)
+                info = update()
+                self.n_updates += 1
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
                 if not run.end_of_iteration(self, info):
                     break

@@ -21,12 +21,13 @@ from rlkit.core.atari import evaluation_cap
 from rlkit.core.checkpoint import (CheckpointError, check_agent_payload, load_checkpoint, rotate_checkpoints,
                                    save_checkpoint, write_file_atomic)
 from rlkit.core.config import ConfigError, config_to_dict
-from rlkit.core.device import auto_device, resolve_device, rng_state, set_rng_state
+from rlkit.core.device import (auto_device, resolve_cuda_graphs, resolve_device, rng_state, set_rng_state,
+                               to_host)
 from rlkit.core.envs import (ENV_BACKENDS, EnvLike, Spaces, TorchVecEnv, check_spaces, env_factory, is_known_env_id,
                              load_vec_env_state, make_vec_env, reports_game_scores, space_from_dict, space_signature,
                              space_to_dict, sub_env_seeds, to_env_actions, vec_env_state)
 from rlkit.core.errors import NonFiniteError, first_non_finite
-from rlkit.core.logger import Logger
+from rlkit.core.logger import Logger, scalar_metric
 from rlkit.core.networks import load_network_factory
 from rlkit.core.normalize import ReturnNormalizer
 from rlkit.core.rollout import RolloutCollector, check_finite_metrics, evaluate_policy
@@ -122,6 +123,14 @@ def make_collector(es: EnvSetup, device: torch.device, cfg: Any) -> RolloutColle
         raise ValueError("normalize_reward is not available with env_backend='torch' yet (the normaliser works on "
                          "the NumPy rewards of Gymnasium's envs); use the Gymnasium backend or scale rewards")
     return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer, game_scores=es.game_scores)
+
+
+def cuda_graphs(algo: str, cfg: Any, es: EnvSetup, device: torch.device) -> tuple[bool, str]:
+    """(on, why) for an on-policy agent's cfg.cuda_graphs (core.device.resolve_cuda_graphs): on for a CUDA device
+    whose torch env steps on it, except with gSDE (use_sde: its noise matrices are drawn outside the rollout)."""
+    env_on_device = isinstance(es.venv, TorchVecEnv) and es.venv.device == device
+    obstacle = "gSDE (use_sde) draws its noise outside the rollout" if getattr(cfg, "use_sde", False) else None
+    return resolve_cuda_graphs(cfg.cuda_graphs, device, env_on_device, obstacle, who=algo)
 
 
 def choose_device(device: str | torch.device, algo: str, es: EnvSetup, batch_size: int) -> tuple[torch.device, str]:
@@ -447,6 +456,9 @@ def save_run_checkpoint(agent: Any, path: Path) -> Path:
     return path
 
 
+_NONE = torch.iinfo(torch.int64).max  # LearnRun.loss_watch: no non-finite loss seen
+
+
 @dataclass
 class LearnRun:
     """The edges of one learn() call, the same for every agent: metrics are logged every `log_interval`
@@ -473,6 +485,7 @@ class LearnRun:
     eval_freq: int = 0
     n_eval_episodes: int = 10
     next_eval: int | None = None
+    loss_watch: torch.Tensor | None = None  # torch envs: environment step of the first non-finite loss (device)
 
     def schedule_fraction(self, agent: Any) -> float:
         """The fraction of the run's total budget still ahead (1 at step 0, 0 at the budget): linear schedules
@@ -512,6 +525,7 @@ class LearnRun:
     def end_of_iteration(self, agent: Any, metrics: dict[str, Any]) -> bool:
         """After an update: log (and call back) when due, then checkpoint when due. False means stop."""
         go_on = True
+        self.watch_losses(agent, metrics)
         evaluated = self.eval_due(agent)
         if evaluated:
             metrics = {**metrics, **self.evaluate(agent)}
@@ -520,13 +534,38 @@ class LearnRun:
         self.checkpoint_if_due(agent)
         return go_on
 
+    def watch_losses(self, agent: Any, metrics: dict[str, Any]) -> None:
+        """Torch envs (nothing is read back between logs): remember on the device the environment step of the first
+        update whose loss was NaN/inf, so the next log can name it. A few device ops, no host read."""
+        if self.loss_watch is None:
+            return
+        losses = [v for k, v in metrics.items() if k.startswith("train/loss") and isinstance(v, torch.Tensor)]
+        if losses:
+            total = torch.stack([(v if v.dim() == 0 else v.sum()).detach().float() for v in losses]).sum()  # NaN stays
+            first = torch.where(torch.isfinite(total), _NONE, agent.num_timesteps)
+            torch.minimum(self.loss_watch, first, out=self.loss_watch)
+
     def log(self, agent: Any, metrics: dict[str, Any]) -> bool:
-        """Record metrics at the agent's step, stop with NonFiniteError on a non-finite loss, call the callback;
-        False means stop (the callback returned False)."""
+        """Record metrics at the agent's step, stop with NonFiniteError on a non-finite value, call the callback;
+        False means stop (the callback returned False).
+
+        Everything still on a device (the update's tensor metrics; with a torch env, the collector's step counter,
+        episode statistics and non-finite records, and the first non-finite loss) is read here in ONE host
+        transfer: with the torch env backend this is the only host synchronisation between two logs."""
+        collector = agent.collector
+        logged = {k: scalar_metric(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        host = to_host({"metrics": logged, "collector": collector.device_snapshot(), "loss_watch": self.loss_watch})
         steps = agent.num_timesteps
-        metrics = {**metrics, "time/sps": (steps - self.start) / max(time.perf_counter() - self.t0, 1e-9),
-                   **agent.collector.episode_stats()}
+        collector.apply_snapshot(host["collector"])  # a NaN/inf from the env (or an action) stops the run here
+        metrics = {**host["metrics"], "time/sps": (steps - self.start) / max(time.perf_counter() - self.t0, 1e-9),
+                   **collector.episode_stats(refresh=False)}
         values = self.logger.record(metrics, steps)
+        first_bad = host["loss_watch"]
+        if first_bad is not None and first_bad != _NONE:
+            bad = [k for k, v in values.items() if k.startswith("train/loss") and not math.isfinite(v)]
+            raise NonFiniteError(f"{agent.algo}: non-finite {', '.join(bad) or 'loss'} first in the update at "
+                                 f"environment step {first_bad} (found at the log of step {steps}); training stopped "
+                                 "(the last saved checkpoint is untouched)")
         check_finite_metrics(agent.algo, values, steps)
         self.next_log = (steps // self.log_interval + 1) * self.log_interval
         return not (self.callback is not None and self.callback(agent, values) is False)
@@ -628,4 +667,6 @@ def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progre
                     next_log=(start // int(log_interval) + 1) * int(log_interval), t0=time.perf_counter(),
                     run_dir=rd, lock=lock, signals=signals, total_budget=budget, eval_freq=int(eval_freq),
                     n_eval_episodes=int(n_eval_episodes),
-                    next_eval=(start // int(eval_freq) + 1) * int(eval_freq) if eval_freq else None)
+                    next_eval=(start // int(eval_freq) + 1) * int(eval_freq) if eval_freq else None,
+                    loss_watch=(torch.full((), _NONE, dtype=torch.int64, device=agent.device)
+                                if getattr(agent.collector, "tensor_env", False) else None))

@@ -126,6 +126,13 @@ def check_sample_freq(cfg: Any, name: str = "sde_sample_freq") -> None:
                           f"got {v!r}")
 
 
+def check_cuda_graphs(cfg: Any, name: str = "cuda_graphs") -> None:
+    """true, false or "auto"."""
+    v = getattr(cfg, name)
+    if not (isinstance(v, bool) or v == "auto"):
+        raise ConfigError(f"{type(cfg).__name__}.{name} must be true, false or \"auto\", got {v!r}")
+
+
 def check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
     v = getattr(cfg, name)
     if v not in choices:
