@@ -243,7 +243,11 @@ class GraphedStep:
             self.calls += 1
             return self._capture_and_replay()
         self.calls += 1
-        return self.fn()
+        if not self.enabled:
+            return self.fn()
+        with warnings.catch_warnings():  # the warm-up steps a capturable optimiser eagerly, as intended
+            warnings.filterwarnings("ignore", message=".*capturable=True.*without CUDA graph capture")
+            return self.fn()
 
     def _capture_and_replay(self) -> Any:
         states: list[torch.Tensor] = []
@@ -273,10 +277,13 @@ class GraphedStep:
         return out
 
     def _restore(self, states: list[torch.Tensor]) -> None:
+        """Put the generators' host states back where they differ (a capture should not move them)."""
         if states:
-            torch.cuda.set_rng_state(states[0])
+            if not torch.equal(torch.cuda.get_rng_state(), states[0]):
+                torch.cuda.set_rng_state(states[0])
             for g, s in zip(self.generators, states[1:]):
-                g.set_state(s)
+                if not torch.equal(g.get_state(), s):
+                    g.set_state(s)
 
 
 def to_host(tree: Any) -> Any:
