@@ -85,8 +85,11 @@ def main() -> None:
         if value is not None:
             config[key] = value
     for item in args.set:
-        key, raw = item.split("=", 1)
-        config[key] = json.loads(raw) if raw[:1] in "-0123456789[{tf" else raw
+        key, _, raw = item.partition("=")
+        try:
+            config[key] = json.loads(raw)  # numbers, true/false, lists
+        except ValueError:
+            config[key] = raw  # a plain string (e.g. activation=relu)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 

@@ -62,8 +62,7 @@ def train_rate(algo: str, n_envs: int, graphs: bool, device: torch.device, timed
 def env_rate(n_envs: int, graphs: bool, device: torch.device, steps_per_call: int, seconds: float) -> float:
     """Vector steps x n_envs per second of the env alone, fixed random actions; with graphs, `steps_per_call`
     env steps captured as one CUDA graph and replayed."""
-    from rlkit import make_vec_env
-    from rlkit.core.device import GraphedStep
+    from rlkit import GraphedStep, make_vec_env
 
     env = make_vec_env("CartPole-v1", n_envs, seed=0, backend="torch", device=device)
     actions = torch.randint(0, 2, (n_envs,), device=device, generator=torch.Generator(device=device).manual_seed(0))

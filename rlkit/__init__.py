@@ -15,7 +15,7 @@ from typing import Any
 from rlkit.agents import REGISTRY, get_agent_class
 from rlkit.core.checkpoint import CheckpointError, peek_algo
 from rlkit.core.config import ConfigError
-from rlkit.core.device import auto_device, resolve_device, seed_everything
+from rlkit.core.device import GraphedStep, auto_device, resolve_device, seed_everything
 from rlkit.core.envs import TORCH_ENV_IDS, SpaceError, make_vec_env
 
 __version__ = "0.1.0"
@@ -26,7 +26,7 @@ _LAZY.update({cls + "Config": module for module, cls in REGISTRY.values()})
 __all__ = [
     "REINFORCE", "REINFORCEConfig", "QAC", "QACConfig", "A2C", "A2CConfig", "TRPO", "TRPOConfig",
     "DDPG", "DDPGConfig", "load_agent", "make_agent", "make_env", "make_vec_env", "resolve_device", "auto_device",
-    "seed_everything", "CheckpointError", "ConfigError", "SpaceError", "TORCH_ENV_IDS",
+    "seed_everything", "GraphedStep", "CheckpointError", "ConfigError", "SpaceError", "TORCH_ENV_IDS",
 ]
 
 

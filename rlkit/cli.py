@@ -256,8 +256,9 @@ def _train(args: argparse.Namespace) -> int:
                     env_backend=args.env_backend)
         remaining = steps
         what = f"{remaining:,} steps"
+    graphs = "; CUDA graphs" if getattr(agent, "cuda_graphs", False) is True else ""
     print(f"rlkit: training {algo} on {args.env_id}: {what}; seed {seed}; device {agent.device} "
-          f"({agent.device_reason}) -> {run_dir}", file=sys.stderr)
+          f"({agent.device_reason}){graphs} -> {run_dir}", file=sys.stderr)
     from rlkit.core.rundir import TrainingInterrupted
 
     try:
