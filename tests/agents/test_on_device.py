@@ -141,6 +141,89 @@ def test_non_finite_parameters_are_blamed_on_the_agent():
         discrete.learn(256, progress=False, log_interval=320)
 
 
+# ---- graph readiness, checked without a GPU ------------------------------------------------------------------------
+class _ReplayByRerun:
+    """Stands in for a captured CUDA graph on the CPU: replay() reruns the step, so the training goes on, while the
+    test checks that nothing outside tensors changed across the iterations that a real replay would skip."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def replay(self):
+        self.fn()
+
+
+def _python_state(agent) -> dict:
+    """What a graph replay cannot update: every plain attribute value, and the identity of every tensor the agent,
+    its collector, env, buffer, networks and optimisers hold (a step must update its tensors in place). Gradients
+    are left out: torch's optimisers reallocate them in every eager step, and a graph keeps the captured ones."""
+    state: dict = {}
+
+    def visit(name, obj):
+        for k, v in vars(obj).items():
+            if isinstance(v, torch.Tensor):
+                state[f"{name}.{k}"] = id(v)
+            elif isinstance(v, (int, float, bool, str, type(None))):
+                state[f"{name}.{k}"] = v
+
+    for name in ("agent", "collector", "env", "buffer"):
+        visit(name, {"agent": agent, "collector": agent.collector, "env": agent.env, "buffer": agent.buffer}[name])
+    for module in (agent.actor, agent.critic):
+        for n, t in [*module.named_parameters(), *module.named_buffers()]:
+            state[f"{type(module).__name__}.{n}"] = id(t)
+    for attr in ("optimizer", "pi_optimizer", "vf_optimizer", "q_optimizer"):
+        opt = getattr(agent, attr, None)
+        if opt is None:
+            continue
+        for i, group in enumerate(opt.param_groups):
+            for k, v in group.items():
+                if k != "params":
+                    state[f"{attr}.group{i}.{k}"] = id(v) if isinstance(v, torch.Tensor) else v
+        if isinstance(opt, torch.optim.Optimizer):
+            for p, st in opt.state.items():
+                for k, v in st.items():
+                    state[f"{attr}.state.{id(p)}.{k}"] = id(v)
+        else:
+            visit(attr, opt)
+    for k in ("agent.num_timesteps", "agent.n_updates"):  # advanced by learn() itself, outside the steps
+        state.pop(k, None)
+    return state
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("cls", AGENTS, ids=lambda c: c.algo)
+def test_graphed_steps_keep_all_their_state_in_tensors(cls, env_id, monkeypatch):
+    """The graph-ready configuration (capturable optimisers) on the CPU, with each 'replay' rerunning the step:
+    from the capture on, no plain attribute changes and no tensor is replaced between iterations, so replaying a
+    captured graph (which runs no Python) trains exactly as these calls do."""
+    from rlkit.core.device import GraphedStep
+
+    monkeypatch.setattr(agent_io, "cuda_graphs", lambda *a, **k: (True, "graph-ready on the CPU (test)"))
+    agent = _agent(cls, env_id)
+    assert agent.cuda_graphs
+
+    def capture(self):
+        out = self.fn()
+        self.graph, self.out = _ReplayByRerun(self.fn), out
+        return out
+
+    monkeypatch.setattr(GraphedStep, "_capture_and_replay", capture)
+    snapshots = []
+    original = LearnRun.end_of_iteration
+
+    def end_of_iteration(self, agent, metrics):
+        snapshots.append(_python_state(agent))
+        return original(self, agent, metrics)
+
+    monkeypatch.setattr(LearnRun, "end_of_iteration", end_of_iteration)
+    agent.learn(8 * 64, progress=False, log_interval=10**9)
+    captured = snapshots[2]  # the third iteration captures; the later ones replay
+    for later in snapshots[3:]:
+        changed = sorted(k for k in set(captured) | set(later) if captured.get(k) != later.get(k))
+        assert not changed, f"changed between replays: {changed}"
+    assert all(torch.isfinite(p).all() for p in agent.actor.parameters())
+
+
 # ---- TRPO: the branch-free line search accepts what the sequential one accepts ------------------------------------
 @torch.no_grad()
 def sequential_line_search(theta, step, valid, evaluate, surr_old, max_kl, shrink, max_iter):
