@@ -138,3 +138,31 @@ def test_a_capturable_torch_optimiser_keeps_its_learning_rate_tensor_through_a_l
     group = live.param_groups[0]
     assert group["lr"] is lr and float(lr) == 0.125 and group["capturable"] is True
     assert type(optimizer_state_dict(live)["param_groups"][0]["lr"]) is float
+
+
+@pytest.mark.cuda
+def test_graphed_env_steps_draw_the_resets_that_eager_steps_draw():
+    """The env's own generator is registered with the graph: every replay draws fresh reset states, exactly the
+    ones eager steps of an identically seeded env draw (CartPole under a fixed action ends episodes every few
+    dozen steps, so resets happen throughout)."""
+    from rlkit import make_vec_env
+
+    envs = [make_vec_env("CartPole-v1", 512, seed=0, backend="torch", device="cuda") for _ in range(2)]
+    actions = torch.randint(0, 2, (512,), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    graphed = GraphedStep(lambda: [envs[0].step(actions) for _ in range(10)], True, "env steps", warmup=1,
+                          generators=[envs[0].generator])
+    for _ in range(20):  # one eager call, the capture (and its replay), 18 replays
+        graphed()
+        for _ in range(10):
+            envs[1].step(actions)
+    assert graphed.graph is not None
+    assert torch.equal(envs[0].state, envs[1].state) and torch.equal(envs[0].elapsed, envs[1].elapsed)
+
+
+@pytest.mark.cuda
+def test_to_host_reads_cuda_tensors_exactly():
+    x = {"loss": torch.tensor(0.3, device="cuda") * 3, "n": torch.tensor(7, device="cuda"),
+         "ring": torch.arange(5, dtype=torch.float64, device="cuda") / 3, "flag": torch.tensor(False, device="cuda")}
+    host = to_host(x)
+    assert host["loss"] == x["loss"].item() and host["n"] == 7 and host["flag"] is False
+    assert np.array_equal(host["ring"], x["ring"].cpu().numpy())
