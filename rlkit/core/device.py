@@ -1,4 +1,5 @@
-"""The device layer: the only place that decides where tensors live, plus seeding and conversions."""
+"""The device layer: the only place that decides where tensors live, plus seeding, conversions (to_host: many
+tensors read in one transfer) and CUDA graphs (GraphedStep and the cuda_graphs rule)."""
 from __future__ import annotations
 
 import ctypes
