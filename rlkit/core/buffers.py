@@ -5,9 +5,26 @@ ReplayBuffer: see below (ring storage for off-policy agents).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
+
+
+class Rollout(NamedTuple):
+    """A RolloutBuffer's tensors as a plain tuple (RolloutBuffer.rollout()), so a loss written against it also runs
+    under torch.func.vmap with a leading seed dimension (rlkit.core.seeds). Shapes as in RolloutBuffer."""
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_obs: torch.Tensor
+    last_obs: torch.Tensor
+
+    @staticmethod
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        """[T, N, ...] -> [T * N, ...]."""
+        return x.reshape(-1, *x.shape[2:])
 
 
 class RolloutBuffer:
@@ -55,6 +72,11 @@ class RolloutBuffer:
     def flat(self, x: torch.Tensor) -> torch.Tensor:
         """[T, N, ...] -> [T * N, ...]."""
         return x.reshape(self.n_steps * self.n_envs, *x.shape[2:])
+
+    def rollout(self) -> Rollout:
+        """The tensors as a Rollout (no copies)."""
+        return Rollout(self.obs, self.actions, self.rewards, self.terminated, self.truncated, self.final_obs,
+                       self.last_obs)
 
 
 def rollout_buffer_nbytes(n_steps: int, n_envs: int, obs_shape: Sequence[int], action_shape: Sequence[int],
@@ -193,11 +215,12 @@ class ReplayBuffer:
         self._event.synchronize()
         return self._pinned.numpy()
 
-    def sample_indices(self, batch_size: int) -> torch.Tensor:
-        """batch_size uniform indices into the filled slots, drawn on the device without a host sync."""
+    def sample_indices(self, batch_size: int, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """batch_size uniform indices into the filled slots, drawn on the device without a host sync (from the
+        float64 U[0, 1) draws `uniform` [batch_size] when given, else from torch's generator)."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer")
-        u = torch.rand(batch_size, dtype=torch.float64, device=self.device)
+        u = torch.rand(batch_size, dtype=torch.float64, device=self.device) if uniform is None else uniform
         return (u * self.size_t).long()  # float64: floor(u * size) < size for any size below 2**52
 
     def sample(self, batch_size: int) -> ReplayBatch:
