@@ -361,3 +361,15 @@ def test_sigint_stops_every_seed_with_a_checkpoint_and_restores_the_handlers(tmp
     assert e.value.step == 32 and signal.getsignal(signal.SIGINT) == before
     for d, agent in zip(dirs, batch.agents):
         assert (d / "checkpoints" / "step_32.pt").exists() and agent.num_timesteps == 32
+
+
+def test_a_non_finite_loss_of_one_seed_is_named_with_its_first_step():
+    from rlkit.core.rollout import NonFiniteError
+
+    batch = SeedBatch(A2C, "CartPole-v1", SEEDS, device="cpu", n_envs=4, n_steps=5, hidden_sizes=(8,),
+                      env_backend="torch")
+    with torch.no_grad():
+        next(batch.agents[1].critic.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"a2c: non-finite .*first in the update at environment step 20 "
+                                             r"\(found at the log of step 100\)"):
+        batch.learn(100, progress=False, log_interval=10**9)

@@ -429,6 +429,8 @@ class SeedRuns:
         for run in runs:
             run.signals = self.signals
         self.target = runs[0].target
+        watches = [run.loss_watch for run in runs]  # torch envs: each seed's first non-finite loss, on the device
+        self.loss_watch = None if any(w is None for w in watches) else stack_tensors_(watches)
 
     def active(self) -> bool:
         return self.batch.agents[0].num_timesteps < self.target
@@ -442,6 +444,13 @@ class SeedRuns:
     def end_of_iteration(self, info: dict[str, torch.Tensor]) -> bool:
         """Each seed's LearnRun.end_of_iteration with its row of the batched diagnostics [K]; False when any
         seed's callback asked to stop (all seeds stop: they run in lockstep)."""
+        if self.loss_watch is not None:  # LearnRun.watch_losses for all seeds at once: every iteration, no host read
+            losses = [v for k, v in info.items() if k.startswith("train/loss") and isinstance(v, torch.Tensor)]
+            if losses:
+                total = torch.stack([v.detach().reshape(len(self.runs), -1).sum(-1).float() for v in losses]).sum(0)
+                first = torch.where(torch.isfinite(total), torch.iinfo(torch.int64).max,
+                                    self.batch.agents[0].num_timesteps)
+                torch.minimum(self.loss_watch, first, out=self.loss_watch)
         if not self.runs[0].due(self.batch.agents[0]):
             return True
         go_on, stopped = True, None
