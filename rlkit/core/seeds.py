@@ -248,9 +248,6 @@ class SeedNets:
             if id(p) not in where:
                 raise ValueError(f"parameter {name} is in no parameter group")
             self.names[name] = where[id(p)]
-        with torch.enable_grad():  # [K, ...] views of the stacks, made once: the gradients flow into the stacks
-            views = {g: stack.unflatten(stack.param) for g, stack in self.groups.items()}
-        self.views = {name: views[g][i] for name, (g, i) in self.names.items()}
         self.buffers = {name: stack_tensors_([b.get_buffer(name) for b in bundles])
                         for name, _ in self.bundle.named_buffers()}
         self.dtype = next(iter(self.groups.values())).param.dtype
@@ -285,7 +282,17 @@ class SeedNets:
             return fn(apply, *a)
 
         in_dims = (0, 0, *(None if a is None else 0 for a in args))  # None arguments pass through as None
-        return vmap(one, in_dims=in_dims)({n: self.views[n] for n in names}, self.buffers, *args)
+        return vmap(one, in_dims=in_dims)(self._views(names), self.buffers, *args)
+
+    def _views(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """[K, ...] views of the stacks for these parameters, made anew on every call: views kept from one call to
+        the next would keep their autograd nodes (and the stream those were made on) alive, and a CUDA graph
+        captured on another stream then fails ("operation would make the legacy stream depend on a capturing
+        blocking stream")."""
+        groups = {self.names[n][0] for n in names}
+        with torch.enable_grad():
+            views = {g: self.groups[g].unflatten(self.groups[g].param) for g in groups}
+        return {n: views[self.names[n][0]][self.names[n][1]] for n in names}
 
     def call(self, fn: Callable[..., Any], *args: Any, uses: Sequence[str] | None = None) -> Any:
         """fn(m, *args) for every seed at once (see the class docstring)."""
