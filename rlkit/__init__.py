@@ -15,7 +15,7 @@ from typing import Any
 from rlkit.agents import REGISTRY, get_agent_class
 from rlkit.core.checkpoint import CheckpointError, peek_algo
 from rlkit.core.config import ConfigError
-from rlkit.core.device import auto_device, resolve_device, seed_everything
+from rlkit.core.device import GraphedStep, auto_device, resolve_device, seed_everything
 from rlkit.core.envs import TORCH_ENV_IDS, SpaceError, make_vec_env
 
 __version__ = "0.1.0"
@@ -26,7 +26,7 @@ _LAZY.update({cls + "Config": module for module, cls in REGISTRY.values()})
 __all__ = [
     "REINFORCE", "REINFORCEConfig", "QAC", "QACConfig", "A2C", "A2CConfig", "TRPO", "TRPOConfig",
     "DDPG", "DDPGConfig", "load_agent", "make_agent", "make_env", "make_vec_env", "resolve_device", "auto_device",
-    "seed_everything", "CheckpointError", "ConfigError", "SpaceError", "TORCH_ENV_IDS",
+    "seed_everything", "GraphedStep", "CheckpointError", "ConfigError", "SpaceError", "TORCH_ENV_IDS",
 ]
 
 
@@ -37,10 +37,11 @@ def __getattr__(name: str) -> Any:
 
 
 def make_env(env_id: str, **kwargs: Any) -> Any:
-    """One Gymnasium env (what evaluation uses); kwargs go to gymnasium.make."""
-    import gymnasium as gym
+    """One Gymnasium env, as evaluation builds it; kwargs go to gymnasium.make. An Atari id gets the evaluation
+    preprocessing (whole games, raw rewards; docs/guide.md#atari) unless atari_preprocessing=False."""
+    from rlkit.core.envs import env_factory
 
-    return gym.make(env_id, **kwargs)
+    return env_factory(env_id, kwargs)[0]()
 
 
 def load_agent(path: str, env: Any = None, device: str = "auto", **kwargs: Any) -> Any:

@@ -86,6 +86,12 @@ def _build_parser() -> _Parser:
     t.add_argument("--env-backend", default="gymnasium", choices=("gymnasium", "torch"),
                    help="torch: batched classic-control envs on --device (docs/performance.md); evaluation still "
                         "uses Gymnasium's env")
+    t.add_argument("--vectorization", default=None, choices=("auto", "sync", "async"),
+                   help="step the envs in this process (sync) or in one worker process each (async); auto (the "
+                        "default): async for an Atari id with --n-envs > 1, else sync")
+    t.add_argument("--no-atari-preprocessing", action="store_true",
+                   help="an Atari id: build the env as gymnasium.make does, without rlkit's preprocessing "
+                        "(env kwarg atari_preprocessing=false; docs/guide.md#atari)")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     e.add_argument("path")
@@ -168,6 +174,7 @@ def _resume_conflicts(cls: Any, payload: dict[str, Any], overrides: dict[str, An
 
 def _train(args: argparse.Namespace) -> int:
     from rlkit.agents import get_agent_class
+    from rlkit.core.atari import atari_install_hint
     from rlkit.core.config import load_config_file, parse_set_option
     from rlkit.core.envs import is_known_env_id
     from rlkit.core.logger import default_run_dir
@@ -185,13 +192,15 @@ def _train(args: argparse.Namespace) -> int:
     cls = get_agent_class(args.algo)
     algo = cls.algo
     env_kwargs = _parse_env_kwargs(args.env_kwargs)
+    if args.no_atari_preprocessing:
+        env_kwargs["atari_preprocessing"] = False
 
     import gymnasium as gym
 
     if not is_known_env_id(args.env_id):
         close = [k for k in gym.registry if args.env_id.split(":")[-1].lower().split("-")[0] in k.lower()][:5]
         raise ValueError(f"unknown Gymnasium environment id {args.env_id!r}"
-                         + (f"; did you mean one of {close}?" if close else ""))
+                         + (f"; did you mean one of {close}?" if close else "") + atari_install_hint(args.env_id))
     overrides: dict[str, Any] = {}
     if args.config:
         overrides.update(load_config_file(args.config))
@@ -200,6 +209,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides[k] = v
     if args.n_envs is not None:
         overrides["n_envs"] = args.n_envs
+    if args.vectorization is not None:
+        overrides["vectorization"] = args.vectorization
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         ckpt, payload, skipped = _newest_valid_checkpoint(resume, algo)
@@ -245,8 +256,9 @@ def _train(args: argparse.Namespace) -> int:
                     env_backend=args.env_backend)
         remaining = steps
         what = f"{remaining:,} steps"
+    graphs = "; CUDA graphs" if getattr(agent, "cuda_graphs", False) is True else ""
     print(f"rlkit: training {algo} on {args.env_id}: {what}; seed {seed}; device {agent.device} "
-          f"({agent.device_reason}) -> {run_dir}", file=sys.stderr)
+          f"({agent.device_reason}){graphs} -> {run_dir}", file=sys.stderr)
     from rlkit.core.rundir import TrainingInterrupted
 
     try:
@@ -291,7 +303,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     _check_int("--episodes", args.episodes, 1)
     resolve_device(args.device)  # a missing GPU is named as such before the checkpoint is even read
-    agent = load_agent(args.path, env=args.env, device=args.device)
+    # evaluation steps one env: an agent rebuilt on another env id needs no more (a run of 16 Atari envs would
+    # otherwise start 16 worker processes only to evaluate)
+    agent = load_agent(args.path, env=args.env, device=args.device, **({"n_envs": 1} if args.env else {}))
     stats = agent.evaluate(n_episodes=args.episodes, deterministic=not args.stochastic)
     print(f"{agent.algo} on {agent.env_id}: mean return {stats['mean_return']:.2f} +/- {stats['std_return']:.2f} "
           f"(mean length {stats['mean_length']:.1f}, {args.episodes} episodes)")
@@ -303,12 +317,15 @@ def _list(args: argparse.Namespace) -> int:
 
     present = set(available())
     if args.presets:
-        from rlkit.core.config import load_presets
+        from rlkit.core.config import PRESET_FAMILIES, load_presets
 
         for name in REGISTRY:
             for env_id, p in sorted(load_presets(name).items()):
                 fields = ", ".join(f"{k}={v}" for k, v in p["config"].items())
-                print(f"{name:<10} {env_id:<16} {int(p['steps']):>9,} steps  {fields}\n{'':<11}source: {p['source']}")
+                family = f"{'':<11}applies to: every {env_id} id without a preset of its own\n" \
+                    if env_id in PRESET_FAMILIES else ""
+                print(f"{name:<10} {env_id:<16} {int(p['steps']):>9,} steps  {fields}\n{family}"
+                      f"{'':<11}source: {p['source']}")
         return 0
     for name in REGISTRY:
         if name in present:

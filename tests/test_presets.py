@@ -19,7 +19,8 @@ def test_make_agent_and_preset_true_apply_the_preset_and_keywords_override_it():
     assert b.config.n_envs == 4 and b.config.lr_schedule == preset["lr_schedule"]
     assert rlkit.A2C("CartPole-v1", device="cpu").config.lr_schedule == "constant"  # no preset unless asked
     assert rlkit.make_agent("a2c", "Acrobot-v1", device="cpu").config == rlkit.A2CConfig()  # none for this env
-    with pytest.raises(ConfigError, match=r"no a2c preset for 'Acrobot-v1'; presets exist for: CartPole-v1"):
+    with pytest.raises(ConfigError, match=r"no a2c preset for 'Acrobot-v1'; presets exist for: "
+                                          r"Ant-v5, BipedalWalker-v3, CartPole-v1"):
         rlkit.A2C("Acrobot-v1", preset=True, device="cpu")
 
 

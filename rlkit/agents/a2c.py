@@ -31,15 +31,15 @@ from torch.nn import functional as F
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer, obs_cat
-from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_sample_freq, check_unit_interval, preset_config)
+from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_sample_freq, check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields
-from rlkit.core.device import configure_threads, seed_everything
+from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.losses import policy_gradient_loss
-from rlkit.core.networks import (ACTIVATIONS, MLP, EncoderSpec, NetworkSpec, action_dim, make_actor, make_obs_encoder,
-                                 make_v_critic, network_source, obs_storage)
-from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop
+from rlkit.core.networks import (ACTIVATIONS, MLP, EncoderSpec, NetworkSpec, action_dim, action_storage, make_actor,
+                                 make_obs_encoder, make_v_critic, network_source, obs_storage)
+from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop, set_lr
 from rlkit.core.returns import explained_variance, gae, normalize
 
 
@@ -48,6 +48,9 @@ class A2CConfig:
     # Collection
     n_envs: int = 8
     """Number of parallel environments."""
+    vectorization: str = "auto"
+    """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
+    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
     n_steps: int = 5
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
@@ -120,15 +123,20 @@ class A2CConfig:
     """Periodic checkpoints kept (the final one is always kept)."""
     torch_threads: int = 1
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+    cuda_graphs: bool | str = "auto"
+    """Replay each rollout and each update as one CUDA graph ("auto": on a CUDA device with env_backend="torch",
+    without gSDE; docs/performance.md, "On-device training")."""
 
     def __post_init__(self) -> None:
         check_positive(self, "n_envs", "n_steps", "learning_rate", "rms_eps", "reward_scale", "clip_obs", "clip_reward")
+        check_cuda_graphs(self)
         check_unit_interval(self, "gamma", "gae_lambda", "rms_alpha")
         check_nonnegative(self, "ent_coef", "vf_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
         check_hidden_sizes(self)
         check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_choice(self, "lr_schedule", ("constant", "linear"))
         check_choice(self, "optimizer", ("rmsprop", "adam"))
         check_sample_freq(self)
@@ -156,7 +164,7 @@ class A2C:
     """Synchronous advantage actor-critic with GAE. See the module docstring for the equations."""
 
     algo = "a2c"
-    supported_actions = ("Discrete", "Box")
+    supported_actions = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 
     def __init__(self, env: EnvLike, config: A2CConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
@@ -182,8 +190,7 @@ class A2C:
         self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.n_steps * es.n_envs)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
-        discrete = es.action_space.__class__.__name__ == "Discrete"
-        if cfg.use_sde and discrete:
+        if cfg.use_sde and es.action_space.__class__.__name__ != "Box":
             raise SpaceError(f"A2C: use_sde needs a Box action space, not {es.action_space}")
         if cfg.shared_trunk and (policy is not None or critic is not None):
             raise ValueError("A2C: shared_trunk builds both networks itself; pass policy=/critic= without it")
@@ -205,19 +212,20 @@ class A2C:
                                 orthogonal=cfg.ortho_init).to(self.device)
         self.critic = make_v_critic(obs_enc, cfg.hidden_sizes, cfg.activation, net=critic,
                                     orthogonal=cfg.ortho_init).to(self.device)
+        # CUDA graphs of the rollout and the update (cuda_graphs): the optimiser then keeps its scalars on the device
+        self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
         # One flat parameter/gradient buffer: the optimiser step and the clip are a few ops, not dozens.
         self.flat = FlatParameters([*self.actor.parameters(), *self.critic.parameters()])
         if cfg.optimizer == "rmsprop":
             self.optimizer: FlatRMSprop | FlatAdam = FlatRMSprop(self.flat.param, cfg.learning_rate, cfg.rms_alpha,
-                                                                 cfg.rms_eps)
+                                                                 cfg.rms_eps, capturable=self.cuda_graphs)
         else:
-            self.optimizer = FlatAdam(self.flat.param, cfg.learning_rate, eps=cfg.rms_eps)
+            self.optimizer = FlatAdam(self.flat.param, cfg.learning_rate, eps=cfg.rms_eps, capturable=self.cuda_graphs)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             obs_shape, obs_dtype = obs_storage(es.obs_space)  # uint8 images stay uint8
-            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape,
-                                        () if discrete else es.action_space.shape,
-                                        torch.int64 if discrete else torch.float32, self.device, obs_dtype)
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape, *action_storage(es.action_space),
+                                        self.device, obs_dtype)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self.actor.reset_noise(es.n_envs)  # gSDE only
         self.num_timesteps = 0
@@ -260,7 +268,8 @@ class A2C:
     def update(self, buf: RolloutBuffer, diagnostics: bool = True) -> dict[str, torch.Tensor]:
         """One gradient step of the joint loss on a rollout. Returns tensor diagnostics (no host sync); with
         diagnostics=False only the losses (entropy and explained variance cost ops that learn() needs only on
-        the updates it logs).
+        the updates it logs). Device work only, so learn() can replay it as a CUDA graph (learn() counts
+        n_updates).
 
         Shapes: rollout tensors [T, N, ...]; the loss is on the T * N flattened samples.
         """
@@ -287,7 +296,6 @@ class A2C:
         info["train/loss_v"] = loss_v.detach()
         if diagnostics:
             info["train/explained_variance"] = explained_variance(values.detach(), returns)
-        self.n_updates += 1
         return info
 
     # ---- the loop -------------------------------------------------------------------------------------------
@@ -301,16 +309,23 @@ class A2C:
                                    eval_freq, n_eval_episodes)
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
+        # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph (the
+        # diagnostics are then computed on every update); otherwise these are plain calls.
+        graphs = self.cuda_graphs
+        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self.actor.sample_actions,
+                                                             self._sde_before_step if cfg.use_sde else None),
+                              graphs, "A2C rollout", generators=self.collector.generators)
+        update = GraphedStep(lambda: self.update(self.buffer, diagnostics=graphs or run.log_due(self)), graphs,
+                             "A2C update")
         try:
             while self.num_timesteps < run.target:
                 if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of the run's total budget ahead)
-                    frac = run.schedule_fraction(self)
-                    self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
+                    set_lr(self.optimizer, cfg.learning_rate * run.schedule_fraction(self))
                 self.actor.reset_noise(self.collector.n_envs)  # gSDE: fresh exploration matrices every rollout
-                self.collector.collect(self.buffer, self.actor.sample_actions,
-                                       self._sde_before_step if cfg.use_sde else None)
+                collect()
                 self.num_timesteps += batch
-                info = self.update(self.buffer, diagnostics=run.log_due(self))
+                info = update()
+                self.n_updates += 1
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
                 if not run.end_of_iteration(self, info):
                     break

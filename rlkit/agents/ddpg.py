@@ -51,6 +51,9 @@ class DDPGConfig:
     # Collection
     n_envs: int = 1
     """Number of parallel environments (each vector step adds n_envs transitions)."""
+    vectorization: str = "auto"
+    """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
+    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions (allocated up front on the training device)."""
     learning_starts: int = 100
@@ -128,6 +131,7 @@ class DDPGConfig:
         check_hidden_sizes(self)
         check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_choice(self, "noise_type", ("normal", "ornstein_uhlenbeck", "none"))
 
 

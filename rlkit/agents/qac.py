@@ -14,6 +14,9 @@ it, since that episode takes no further action. Deviations:
   * The last step of a rollout bootstraps from Q_w(s_T, a_T) where a_T ~ pi(s_T) is sampled at update time
     and then really executed as the first action of the next rollout (so the SARSA target stays exact).
   * Psi can be standardised per batch (normalize_q; subtracting the batch mean acts as a baseline).
+  * MultiDiscrete / MultiBinary actions: Q_w(s, a) = sum_d Q_d(s, a_d) (rlkit.core.networks.FactorisedQCritic),
+    additive like the product policy's score, so it keeps what the policy gradient uses of Q and E_pi[Q_w] is exact
+    (docs/algorithms/actor_critic.md).
   * Linear learning-rate decay (lr_schedule="linear") runs over the run's total budget (agent.total_budget), like SB3.
 """
 from __future__ import annotations
@@ -27,14 +30,15 @@ import torch
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer, obs_map, obs_where
-from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_unit_interval, preset_config)
+from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields
-from rlkit.core.device import configure_threads, seed_everything
+from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
-from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, make_actor, make_obs_encoder, make_q_critic,
-                                 network_source, obs_storage)
+from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, action_storage, make_actor, make_obs_encoder,
+                                 make_q_critic, network_source, obs_storage)
+from rlkit.core.optim import load_optimizer_state, optimizer_state_dict, set_lr
 from rlkit.core.returns import explained_variance, normalize
 
 
@@ -43,6 +47,9 @@ class QACConfig:
     # Collection
     n_envs: int = 8
     """Number of parallel environments."""
+    vectorization: str = "auto"
+    """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
+    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
     n_steps: int = 8
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
@@ -74,8 +81,9 @@ class QACConfig:
     """Standardise Q(s, a) within each batch before it weights grad log pi (mean 0, std 1)."""
     q_baseline: bool = False
     """Subtract the state-dependent baseline b(s) = E_{a~pi}[Q_w(s, a)] from Q_w(s, a) before it weights
-    grad log pi (Discrete: the exact sum over actions; Box: Q_w at one fresh sample). Any function of the state is
-    an unbiased baseline (Sutton & Barto 2018, sec. 13.4); it removes the variation across states from Psi."""
+    grad log pi (Discrete, MultiDiscrete, MultiBinary: the exact sum over actions; Box: Q_w at one fresh sample).
+    Any function of the state is an unbiased baseline (Sutton & Barto 2018, sec. 13.4); it removes the variation
+    across states from Psi."""
     # Optimisation
     learning_rate: float = 7e-4
     """Adam step size of the actor."""
@@ -98,8 +106,12 @@ class QACConfig:
     """Periodic checkpoints kept (the final one is always kept)."""
     torch_threads: int = 1
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+    cuda_graphs: bool | str = "auto"
+    """Replay each rollout and each update as one CUDA graph ("auto": on a CUDA device with env_backend="torch";
+    docs/performance.md, "On-device training")."""
 
     def __post_init__(self) -> None:
+        check_cuda_graphs(self)
         check_positive(self, "n_envs", "n_steps", "learning_rate", "q_learning_rate", "clip_obs", "clip_reward")
         check_unit_interval(self, "gamma")
         check_nonnegative(self, "ent_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
@@ -107,6 +119,7 @@ class QACConfig:
         check_hidden_sizes(self)
         check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_choice(self, "lr_schedule", ("constant", "linear"))
 
 
@@ -115,14 +128,15 @@ class QAC:
     """Q actor-critic: the policy gradient weighted by an on-policy SARSA critic Q_w(s, a)."""
 
     algo = "qac"
-    supported_actions = ("Discrete", "Box")
+    supported_actions = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 
     def __init__(self, env: EnvLike, config: QACConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
                  encoder: EncoderSpec = None, preset: bool = False, env_backend: str = "gymnasium",
                  env_kwargs: dict[str, Any] | None = None, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
-        rlkit.core.networks: the critic is Q(s, .) [B, n] for Discrete(n), Q on [features, action] for a Box);
+        rlkit.core.networks: the critic is Q(s, .) [B, n] for Discrete(n), Q on [features, action] for a Box,
+        per-dimension outputs [B, sum(nvec)] for MultiDiscrete(nvec) and [B, 2n] for MultiBinary(n));
         default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env id (rlkit list
         --presets).
         env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
@@ -142,7 +156,8 @@ class QAC:
         self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.n_steps * es.n_envs)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
-        self.discrete = es.action_space.__class__.__name__ == "Discrete"
+        # Discrete, MultiDiscrete, MultiBinary: finitely many actions per dimension, a critic output for each
+        self.discrete = es.action_space.__class__.__name__ != "Box"
 
         self.networks = {"policy": network_source(policy), "critic": network_source(critic),
                          "encoder": network_source(encoder)}
@@ -152,22 +167,28 @@ class QAC:
         critic_enc = make_obs_encoder(es.obs_space, cfg, encoder, share_statistics=actor_enc)
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
                                 cfg.log_std_init, encoder=actor_enc, net=policy).to(self.device)
-        # Discrete: one Q output per action; Box: Q(s, a) on [features, action], the action clipped to the Box
+        # Discrete: one Q output per action; MultiDiscrete/MultiBinary: Q(s, a) = sum_d Q_d(s, a_d), one output per
+        # (dimension, choice); Box: Q(s, a) on [features, action], the action clipped to the Box
         self.critic = make_q_critic(critic_enc, es.action_space, cfg.hidden_sizes, cfg.activation,
                                     net=critic).to(self.device)
         if not self.discrete:
             self._low = torch.as_tensor(es.action_space.low, dtype=torch.float32, device=self.device)
             self._high = torch.as_tensor(es.action_space.high, dtype=torch.float32, device=self.device)
-        self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
-        self.q_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.q_learning_rate)
+        # CUDA graphs of the rollout and the update (cuda_graphs) need Adam's step count on the device (capturable)
+        self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
+        graph_kw: dict[str, Any] = {"capturable": True, "fused": True} if self.cuda_graphs else {}
+        self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate, **graph_kw)
+        self.q_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.q_learning_rate, **graph_kw)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             obs_shape, obs_dtype = obs_storage(es.obs_space)  # uint8 images stay uint8
-            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape,
-                                        () if self.discrete else es.action_space.shape,
-                                        torch.int64 if self.discrete else torch.float32, self.device, obs_dtype)
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape, *action_storage(es.action_space),
+                                        self.device, obs_dtype)
             self.collector = agent_io.make_collector(es, self.device, cfg)
-        self._next = None  # a_T chosen in update(), executed first in the next rollout
+            # a_T chosen in update(), executed first in the next rollout (when _has_next); written in place, so a
+            # CUDA graph of the rollout reads the a_T that a graph of the update wrote
+            self._next = torch.zeros_like(self.buffer.actions[0])
+        self._has_next = False
         self.num_timesteps = 0
         self.n_updates = 0
 
@@ -177,7 +198,7 @@ class QAC:
         return agent_io.numpy_act(policy, obs, self.observation_space, self.action_space, self.device)
 
     def value(self, obs: Any) -> np.ndarray:
-        """V(s) = E_{a~pi}[Q_w(s, a)]: exact for Discrete, one-sample estimate for Box."""
+        """V(s) = E_{a~pi}[Q_w(s, a)]: exact for Discrete, MultiDiscrete and MultiBinary, one sample for Box."""
         return agent_io.numpy_value(self._q_baseline, obs, self.observation_space, self.device)
 
     def _q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -185,18 +206,18 @@ class QAC:
                                                                            self._low))
 
     def _rollout_policy(self, obs: torch.Tensor) -> torch.Tensor:
-        if self._next is not None:  # the a_T that the last update bootstrapped from: execute exactly it
-            nxt, self._next = self._next, None
-            return nxt
+        if self._has_next:  # the a_T that the last update bootstrapped from: execute exactly it, once
+            self._has_next = False
+            return self._next
         return self.actor.sample_actions(obs)
 
     # ---- one update -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def _q_baseline(self, obs: torch.Tensor) -> torch.Tensor:
-        """b(s) = E_{a~pi}[Q_w(s, a)]: exact over Discrete actions, one sample for Box. Shape [B]."""
+        """b(s) = E_{a~pi}[Q_w(s, a)]: exact over Discrete actions (and over MultiDiscrete/MultiBinary ones, where
+        Q_w = sum_d Q_d(s, a_d) and E_pi[Q_w] = sum_d sum_k pi_d(k|s) Q_d(s, k)), one sample for Box. Shape [B]."""
         if self.discrete:
-            probs = torch.softmax(self.actor.dist_params(obs)[0], -1)
-            return (probs * self.critic.all_actions(obs)).sum(-1)
+            return (self.actor.action_probs(obs) * self.critic.all_actions(obs)).sum(-1)
         return self._q(obs, self.actor.sample_actions(obs))
 
     def td_targets(self, buf: RolloutBuffer, a_T: torch.Tensor, a_final: torch.Tensor) -> torch.Tensor:
@@ -215,10 +236,13 @@ class QAC:
         return buf.rewards + self.config.gamma * torch.where(buf.terminated, torch.zeros_like(q_next), q_next)
 
     def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
-        """One SARSA critic step and one policy-gradient step on a rollout. Returns tensor diagnostics."""
+        """One SARSA critic step and one policy-gradient step on a rollout. Returns tensor diagnostics.
+        Device work only, so learn() can replay it as a CUDA graph (learn() counts n_updates)."""
         cfg = self.config
         with torch.no_grad():
-            a_T = self._next = self.actor.sample_actions(buf.last_obs)  # a_T: executed first in the next rollout
+            a_T = self.actor.sample_actions(buf.last_obs)  # a_T: executed first in the next rollout
+            self._next.copy_(a_T)
+            self._has_next = True
             a_final = self.actor.sample_actions(buf.flat(buf.final_obs)).view_as(buf.actions)  # used where truncated
         y = self.td_targets(buf, a_T, a_final)
         obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
@@ -243,7 +267,6 @@ class QAC:
         self.pi_optimizer.step()
         info["train/loss_q"] = loss_q.detach()
         info["train/explained_variance"] = explained_variance(q.detach(), y.reshape(-1))
-        self.n_updates += 1
         return info
 
     # ---- the loop -------------------------------------------------------------------------------------------
@@ -257,15 +280,20 @@ class QAC:
                                    eval_freq, n_eval_episodes)
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
+        # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph
+        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self._rollout_policy),
+                              self.cuda_graphs, "QAC rollout", generators=self.collector.generators)
+        update = GraphedStep(lambda: self.update(self.buffer), self.cuda_graphs, "QAC update")
         try:
             while self.num_timesteps < run.target:
                 if cfg.lr_schedule == "linear":  # lr_k = lr_0 * (fraction of the run's total budget ahead)
                     frac = run.schedule_fraction(self)
-                    self.pi_optimizer.param_groups[0]["lr"] = cfg.learning_rate * frac
-                    self.q_optimizer.param_groups[0]["lr"] = cfg.q_learning_rate * frac
-                self.collector.collect(self.buffer, self._rollout_policy)
+                    set_lr(self.pi_optimizer, cfg.learning_rate * frac)
+                    set_lr(self.q_optimizer, cfg.q_learning_rate * frac)
+                collect()
                 self.num_timesteps += batch
-                info = self.update(self.buffer)
+                info = update()
+                self.n_updates += 1
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
                 if not run.end_of_iteration(self, info):
                     break
@@ -281,26 +309,30 @@ class QAC:
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "pi_optimizer": self.pi_optimizer.state_dict(), "q_optimizer": self.q_optimizer.state_dict(),
+                "pi_optimizer": optimizer_state_dict(self.pi_optimizer),
+                "q_optimizer": optimizer_state_dict(self.q_optimizer),
                 "collector": self.collector.state_dict() if self.env is not None else {}, "n_updates": self.n_updates,
                 # the a_T chosen for the envs' current s_T: executed first when a resume restores those envs
-                "next": [self._next.cpu()] if self._next is not None else []}
+                "next": [self._next.cpu()] if self._has_next else []}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
-        self.pi_optimizer.load_state_dict(state["pi_optimizer"])
-        self.q_optimizer.load_state_dict(state["q_optimizer"])
+        load_optimizer_state(self.pi_optimizer, state["pi_optimizer"])
+        load_optimizer_state(self.q_optimizer, state["q_optimizer"])
         if self.env is not None:
             self.collector.load_state_dict(state["collector"])
         self.n_updates = int(state["n_updates"])
         nxt = state.get("next") or []
-        self._next = nxt[0].to(self.device) if len(nxt) >= 1 else None
+        # a_T of other envs (another n_envs) cannot be executed: the envs start afresh then (envs_restored)
+        self._has_next = self.env is not None and len(nxt) >= 1 and tuple(nxt[0].shape) == tuple(self._next.shape)
+        if self._has_next:
+            self._next.copy_(nxt[0])
 
     def envs_restored(self, restored: bool) -> None:
         """Called after loading: a_T belongs to the saved s_T, so it is dropped when the envs start afresh."""
         if not restored:
-            self._next = None
+            self._has_next = False
 
     def save(self, path: str | Path) -> Path:
         return agent_io.save_agent(self, path)

@@ -25,14 +25,15 @@ import torch
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import RolloutBuffer
-from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_unit_interval, preset_config)
+from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields
-from rlkit.core.device import configure_threads, seed_everything
+from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
-from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, make_actor, make_obs_encoder, make_v_critic,
-                                 network_source, obs_storage)
+from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, action_storage, make_actor, make_obs_encoder,
+                                 make_v_critic, network_source, obs_storage)
+from rlkit.core.optim import load_optimizer_state, optimizer_state_dict
 from rlkit.core.returns import explained_variance, normalize, reward_to_go
 
 
@@ -41,6 +42,9 @@ class REINFORCEConfig:
     # Collection
     n_envs: int = 8
     """Number of parallel environments."""
+    vectorization: str = "auto"
+    """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
+    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
     n_steps: int = 128
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
@@ -94,8 +98,12 @@ class REINFORCEConfig:
     """Periodic checkpoints kept (the final one is always kept)."""
     torch_threads: int = 1
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+    cuda_graphs: bool | str = "auto"
+    """Replay each rollout and each update as one CUDA graph ("auto": on a CUDA device with env_backend="torch";
+    docs/performance.md, "On-device training")."""
 
     def __post_init__(self) -> None:
+        check_cuda_graphs(self)
         check_positive(self, "n_envs", "n_steps", "learning_rate", "vf_learning_rate", "vf_iters", "clip_obs",
                        "clip_reward")
         check_unit_interval(self, "gamma")
@@ -104,13 +112,14 @@ class REINFORCEConfig:
         check_hidden_sizes(self)
         check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "vectorization", ("auto", "sync", "async"))
 
 
 class REINFORCE:
     """Policy gradient with reward-to-go. See the module docstring for the equations."""
 
     algo = "reinforce"
-    supported_actions = ("Discrete", "Box")
+    supported_actions = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 
     def __init__(self, env: EnvLike, config: REINFORCEConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
@@ -147,15 +156,16 @@ class REINFORCE:
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
                                 cfg.log_std_init, encoder=actor_enc, net=policy).to(self.device)
         self.critic = make_v_critic(critic_enc, cfg.hidden_sizes, cfg.activation, net=critic).to(self.device)
-        self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
-        self.vf_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.vf_learning_rate)
+        # CUDA graphs of the rollout and the update (cuda_graphs) need Adam's step count on the device (capturable)
+        self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
+        graph_kw: dict[str, Any] = {"capturable": True, "fused": True} if self.cuda_graphs else {}
+        self.pi_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate, **graph_kw)
+        self.vf_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.vf_learning_rate, **graph_kw)
 
-        discrete = es.action_space.__class__.__name__ == "Discrete"
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             obs_shape, obs_dtype = obs_storage(es.obs_space)  # uint8 images stay uint8
-            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape,
-                                        () if discrete else es.action_space.shape,
-                                        torch.int64 if discrete else torch.float32, self.device, obs_dtype)
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape, *action_storage(es.action_space),
+                                        self.device, obs_dtype)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self.num_timesteps = 0
         self.n_updates = 0
@@ -171,7 +181,8 @@ class REINFORCE:
 
     # ---- one update -----------------------------------------------------------------------------------------
     def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
-        """One policy-gradient step and vf_iters baseline steps on a full rollout. Returns tensor diagnostics."""
+        """One policy-gradient step and vf_iters baseline steps on a full rollout. Returns tensor diagnostics.
+        Device work only, so learn() can replay it as a CUDA graph (learn() counts n_updates)."""
         cfg = self.config
         T, N = buf.n_steps, buf.n_envs
         obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
@@ -206,7 +217,6 @@ class REINFORCE:
                 self.vf_optimizer.step()
             info["train/loss_v"] = loss_v.detach()
             info["train/explained_variance"] = explained_variance(values.reshape(-1), target)
-        self.n_updates += 1
         return info
 
     # ---- the loop -------------------------------------------------------------------------------------------
@@ -219,11 +229,16 @@ class REINFORCE:
         run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback, total_budget,
                                    eval_freq, n_eval_episodes)
         batch = self.config.n_steps * self.collector.n_envs
+        # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph
+        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self.actor.sample_actions),
+                              self.cuda_graphs, "REINFORCE rollout", generators=self.collector.generators)
+        update = GraphedStep(lambda: self.update(self.buffer), self.cuda_graphs, "REINFORCE update")
         try:
             while self.num_timesteps < run.target:
-                self.collector.collect(self.buffer, self.actor.sample_actions)
+                collect()
                 self.num_timesteps += batch
-                info = self.update(self.buffer)
+                info = update()
+                self.n_updates += 1
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
                 if not run.end_of_iteration(self, info):
                     break
@@ -239,14 +254,15 @@ class REINFORCE:
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "pi_optimizer": self.pi_optimizer.state_dict(), "vf_optimizer": self.vf_optimizer.state_dict(),
+                "pi_optimizer": optimizer_state_dict(self.pi_optimizer),
+                "vf_optimizer": optimizer_state_dict(self.vf_optimizer),
                 "collector": self.collector.state_dict() if self.env is not None else {}, "n_updates": self.n_updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
-        self.pi_optimizer.load_state_dict(state["pi_optimizer"])
-        self.vf_optimizer.load_state_dict(state["vf_optimizer"])
+        load_optimizer_state(self.pi_optimizer, state["pi_optimizer"])
+        load_optimizer_state(self.vf_optimizer, state["vf_optimizer"])
         if self.env is not None:
             self.collector.load_state_dict(state["collector"])
         self.n_updates = int(state["n_updates"])

@@ -34,13 +34,13 @@ import torch.nn.functional as F
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import Obs, RolloutBuffer, obs_index, obs_len
-from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_sample_freq, check_unit_interval, ConfigError, preset_config)
+from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_sample_freq, check_unit_interval, ConfigError, preset_config)
 from rlkit.core.config import check_encoder_fields
-from rlkit.core.device import configure_threads, seed_everything
+from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
-from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, make_actor, make_obs_encoder, make_v_critic,
-                                 network_source, obs_storage)
+from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, action_storage, make_actor, make_obs_encoder,
+                                 make_v_critic, network_source, obs_storage)
 from rlkit.core.optim import FlatAdam, FlatParameters, conjugate_gradient, flat_grad
 from rlkit.core.returns import explained_variance, gae, normalize
 
@@ -50,6 +50,9 @@ class TRPOConfig:
     # Collection
     n_envs: int = 2
     """Number of parallel environments."""
+    vectorization: str = "auto"
+    """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
+    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
     n_steps: int = 1024
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
@@ -120,8 +123,12 @@ class TRPOConfig:
     """Periodic checkpoints kept (the final one is always kept)."""
     torch_threads: int = 1
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
+    cuda_graphs: bool | str = "auto"
+    """Replay each rollout and each update as one CUDA graph ("auto": on a CUDA device with env_backend="torch",
+    without gSDE; docs/performance.md, "On-device training")."""
 
     def __post_init__(self) -> None:
+        check_cuda_graphs(self)
         check_positive(self, "n_envs", "n_steps", "max_kl", "cg_max_steps", "line_search_max_iter",
                        "learning_rate", "n_critic_updates", "batch_size", "fvp_subsample", "clip_obs", "clip_reward")
         check_unit_interval(self, "gamma", "gae_lambda", "fvp_subsample")
@@ -133,6 +140,7 @@ class TRPOConfig:
         check_encoder_fields(self)
         check_sample_freq(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "vectorization", ("auto", "sync", "async"))
 
 
 # ---- the pieces of a TRPO step, as plain functions ----------------------------------------------------------
@@ -195,7 +203,7 @@ class TRPO:
     """Trust-region policy optimisation with GAE. See the module docstring for the equations."""
 
     algo = "trpo"
-    supported_actions = ("Discrete", "Box")
+    supported_actions = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 
     def __init__(self, env: EnvLike, config: TRPOConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
@@ -221,9 +229,8 @@ class TRPO:
         self.device, self.device_reason = agent_io.choose_device(device, self.algo, es, cfg.n_steps * es.n_envs)
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
-        self.discrete = es.action_space.__class__.__name__ == "Discrete"
 
-        if cfg.use_sde and self.discrete:
+        if cfg.use_sde and es.action_space.__class__.__name__ != "Box":
             raise SpaceError(f"TRPO: use_sde needs a Box action space, not {es.action_space}")
         self.networks = {"policy": network_source(policy), "critic": network_source(critic),
                          "encoder": network_source(encoder)}
@@ -237,13 +244,14 @@ class TRPO:
         # Flat parameter vectors: theta is read and written in one op; Adam steps one tensor.
         self.pi_flat = FlatParameters(self.actor.parameters())
         self.vf_flat = FlatParameters(self.critic.parameters())
-        self.vf_optimizer = FlatAdam(self.vf_flat.param, cfg.learning_rate, eps=1e-5)
+        # CUDA graphs of the rollout and the update (cuda_graphs): the optimiser then keeps its scalars on the device
+        self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
+        self.vf_optimizer = FlatAdam(self.vf_flat.param, cfg.learning_rate, eps=1e-5, capturable=self.cuda_graphs)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
             obs_shape, obs_dtype = obs_storage(es.obs_space)  # uint8 images stay uint8
-            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape,
-                                        () if self.discrete else es.action_space.shape,
-                                        torch.int64 if self.discrete else torch.float32, self.device, obs_dtype)
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape, *action_storage(es.action_space),
+                                        self.device, obs_dtype)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self.actor.reset_noise(es.n_envs)  # gSDE only
         self.num_timesteps = 0
@@ -267,6 +275,7 @@ class TRPO:
     # ---- one update -----------------------------------------------------------------------------------------
     def update(self, buf: RolloutBuffer) -> dict[str, torch.Tensor]:
         """GAE, one trust-region policy step, then the critic fit. Returns tensor diagnostics (no host sync).
+        Device work only, so learn() can replay it as a CUDA graph (learn() counts n_updates).
 
         Shapes: rollout tensors [T, N, ...]; the losses use the T * N flattened samples."""
         cfg = self.config
@@ -284,7 +293,6 @@ class TRPO:
         info = self.policy_step(obs, actions, adv)
         info["train/loss_v"] = self.fit_critic(obs, returns)
         info["train/explained_variance"] = explained_variance(values.reshape(-1), returns)
-        self.n_updates += 1
         return info
 
     def policy_step(self, obs: Obs, actions: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -353,13 +361,18 @@ class TRPO:
                                    eval_freq, n_eval_episodes)
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
+        # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph
+        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self.actor.sample_actions,
+                                                             self._sde_before_step if cfg.use_sde else None),
+                              self.cuda_graphs, "TRPO rollout", generators=self.collector.generators)
+        update = GraphedStep(lambda: self.update(self.buffer), self.cuda_graphs, "TRPO update")
         try:
             while self.num_timesteps < run.target:
                 self.actor.reset_noise(self.collector.n_envs)  # gSDE: fresh exploration matrices every rollout
-                self.collector.collect(self.buffer, self.actor.sample_actions,
-                                       self._sde_before_step if cfg.use_sde else None)
+                collect()
                 self.num_timesteps += batch
-                info = self.update(self.buffer)
+                info = update()
+                self.n_updates += 1
                 self.actor.encoder.update_stats(self.buffer.flat(self.buffer.obs))  # no-op unless normalize_obs
                 if not run.end_of_iteration(self, info):
                     break

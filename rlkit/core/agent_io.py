@@ -17,15 +17,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlkit.core.atari import evaluation_cap
 from rlkit.core.checkpoint import (CheckpointError, check_agent_payload, load_checkpoint, rotate_checkpoints,
                                    save_checkpoint, write_file_atomic)
 from rlkit.core.config import ConfigError, config_to_dict
-from rlkit.core.device import auto_device, resolve_device, rng_state, set_rng_state
+from rlkit.core.device import (auto_device, resolve_cuda_graphs, resolve_device, rng_state, set_rng_state,
+                               to_host)
 from rlkit.core.envs import (ENV_BACKENDS, EnvLike, Spaces, TorchVecEnv, check_spaces, env_factory, is_known_env_id,
-                             load_vec_env_state, make_vec_env, space_from_dict, space_signature, space_to_dict,
-                             sub_env_seeds, to_env_actions, vec_env_state)
+                             load_vec_env_state, make_vec_env, reports_game_scores, space_from_dict, space_signature,
+                             space_to_dict, sub_env_seeds, to_env_actions, vec_env_state)
 from rlkit.core.errors import NonFiniteError, first_non_finite
-from rlkit.core.logger import Logger
+from rlkit.core.logger import Logger, scalar_metric
 from rlkit.core.networks import has_image_obs, load_network_factory
 from rlkit.core.normalize import ReturnNormalizer
 from rlkit.core.rollout import RolloutCollector, check_finite_metrics, evaluate_policy, obs_shapes
@@ -43,6 +45,7 @@ class EnvSetup:
     obs_space: gym.Space
     action_space: gym.Space
     n_envs: int
+    game_scores: bool = False  # the training envs report whole-game scores in infos (Atari): the collector logs them
 
 
 def setup_env(
@@ -52,7 +55,7 @@ def setup_env(
     seed: int | None,
     supported_actions: tuple[str, ...],
     require_bounded_actions: bool = False,
-    vectorization: str = "sync",
+    vectorization: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     env_backend: str = "gymnasium",
     device: torch.device | str = "auto",
@@ -66,8 +69,14 @@ def setup_env(
 
     env_backend="torch" (or a ready TorchVecEnv as `env`) trains on rlkit/core/torch_envs.py's batched envs on
     `device` (the agent's); evaluation still runs Gymnasium's env of the same id (the factory). An agent that
-    cannot step tensors (tensor_steps=False) refuses them with one line."""
+    cannot step tensors (tensor_steps=False) refuses them with one line.
+
+    `vectorization` (auto | sync | async; default: cfg.vectorization when the config has the field, else auto)
+    is make_vec_env's. An Atari id gets rlkit's Atari preprocessing: the vector env is the training stack, the
+    factory (evaluation) builds the evaluation env (rlkit.core.atari)."""
     n_envs = cfg.n_envs
+    if vectorization is None:
+        vectorization = getattr(cfg, "vectorization", "auto")
     if env_backend not in ENV_BACKENDS:
         raise ValueError(f"{algo}: env_backend must be one of {', '.join(ENV_BACKENDS)}, got {env_backend!r}")
     if isinstance(env, Spaces):
@@ -103,7 +112,8 @@ def setup_env(
     initial_obs, _ = venv.reset(seed=sub_env_seeds(seed, venv.num_envs))
     cfg.n_envs = venv.num_envs
     initial_obs = dict(initial_obs) if isinstance(initial_obs, dict) else np.asarray(initial_obs)  # Dict: by key
-    return EnvSetup(venv, initial_obs, factory, env_id, obs_space, act_space, venv.num_envs)
+    return EnvSetup(venv, initial_obs, factory, env_id, obs_space, act_space, venv.num_envs,
+                    game_scores=reports_game_scores(env, env_kwargs))
 
 
 def make_collector(es: EnvSetup, device: torch.device, cfg: Any) -> RolloutCollector:
@@ -113,7 +123,15 @@ def make_collector(es: EnvSetup, device: torch.device, cfg: Any) -> RolloutColle
     if normalizer is not None and isinstance(es.venv, TorchVecEnv):
         raise ValueError("normalize_reward is not available with env_backend='torch' yet (the normaliser works on "
                          "the NumPy rewards of Gymnasium's envs); use the Gymnasium backend or scale rewards")
-    return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer)
+    return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer, game_scores=es.game_scores)
+
+
+def cuda_graphs(algo: str, cfg: Any, es: EnvSetup, device: torch.device) -> tuple[bool, str]:
+    """(on, why) for an on-policy agent's cfg.cuda_graphs (core.device.resolve_cuda_graphs): on for a CUDA device
+    whose torch env steps on it, except with gSDE (use_sde: its noise matrices are drawn outside the rollout)."""
+    env_on_device = isinstance(es.venv, TorchVecEnv) and es.venv.device == device
+    obstacle = "gSDE (use_sde) draws its noise outside the rollout" if getattr(cfg, "use_sde", False) else None
+    return resolve_cuda_graphs(cfg.cuda_graphs, device, env_on_device, obstacle, who=algo)
 
 
 def choose_device(device: str | torch.device, algo: str, es: EnvSetup, batch_size: int) -> tuple[torch.device, str]:
@@ -229,7 +247,9 @@ def evaluate_agent(
     seed: int | None,
     env: gym.Env | None = None,
 ) -> dict[str, float]:
-    """Evaluate on a fresh env (from the agent's factory unless `env` is given), seeded from the run seed."""
+    """Evaluate on a fresh env (from the agent's factory unless `env` is given), seeded from the run seed. An Atari
+    env plays whole games (from an Atari id: no life-loss terminals, raw rewards) up to the game's frame limit;
+    games cut there are counted in a RuntimeWarning."""
     if env is None:
         if factory is None:
             raise ValueError("this agent has no environment to evaluate on (it was built from an unregistered "
@@ -241,7 +261,11 @@ def evaluate_agent(
         raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
     n_episodes = int(n_episodes)  # NumPy integers are accepted as learn() accepts them
     eval_seed = None if seed is None else sub_env_seeds(seed, 1, stream=1)[0]
+    cap = evaluation_cap(eval_env)  # an Atari game: capped by its frame limit, a game cut there is reported
     try:
+        if cap is not None:
+            return evaluate_policy(act, eval_env, n_episodes, seed=eval_seed, max_steps_per_episode=cap[0],
+                                   truncation_note=cap[1])
         return evaluate_policy(act, eval_env, n_episodes, seed=eval_seed)
     finally:
         if env is None:
@@ -462,6 +486,9 @@ def save_run_checkpoint(agent: Any, path: Path) -> Path:
     return path
 
 
+_NONE = torch.iinfo(torch.int64).max  # LearnRun.loss_watch: no non-finite loss seen
+
+
 @dataclass
 class LearnRun:
     """The edges of one learn() call, the same for every agent: metrics are logged every `log_interval`
@@ -488,6 +515,7 @@ class LearnRun:
     eval_freq: int = 0
     n_eval_episodes: int = 10
     next_eval: int | None = None
+    loss_watch: torch.Tensor | None = None  # torch envs: environment step of the first non-finite loss (device)
 
     def schedule_fraction(self, agent: Any) -> float:
         """The fraction of the run's total budget still ahead (1 at step 0, 0 at the budget): linear schedules
@@ -527,6 +555,7 @@ class LearnRun:
     def end_of_iteration(self, agent: Any, metrics: dict[str, Any]) -> bool:
         """After an update: log (and call back) when due, then checkpoint when due. False means stop."""
         go_on = True
+        self.watch_losses(agent, metrics)
         evaluated = self.eval_due(agent)
         if evaluated:
             metrics = {**metrics, **self.evaluate(agent)}
@@ -535,13 +564,38 @@ class LearnRun:
         self.checkpoint_if_due(agent)
         return go_on
 
+    def watch_losses(self, agent: Any, metrics: dict[str, Any]) -> None:
+        """Torch envs (nothing is read back between logs): remember on the device the environment step of the first
+        update whose loss was NaN/inf, so the next log can name it. A few device ops, no host read."""
+        if self.loss_watch is None:
+            return
+        losses = [v for k, v in metrics.items() if k.startswith("train/loss") and isinstance(v, torch.Tensor)]
+        if losses:
+            total = torch.stack([(v if v.dim() == 0 else v.sum()).detach().float() for v in losses]).sum()  # NaN stays
+            first = torch.where(torch.isfinite(total), _NONE, agent.num_timesteps)
+            torch.minimum(self.loss_watch, first, out=self.loss_watch)
+
     def log(self, agent: Any, metrics: dict[str, Any]) -> bool:
-        """Record metrics at the agent's step, stop with NonFiniteError on a non-finite loss, call the callback;
-        False means stop (the callback returned False)."""
+        """Record metrics at the agent's step, stop with NonFiniteError on a non-finite value, call the callback;
+        False means stop (the callback returned False).
+
+        Everything still on a device (the update's tensor metrics; with a torch env, the collector's step counter,
+        episode statistics and non-finite records, and the first non-finite loss) is read here in ONE host
+        transfer: with the torch env backend this is the only host synchronisation between two logs."""
+        collector = agent.collector
+        logged = {k: scalar_metric(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        host = to_host({"metrics": logged, "collector": collector.device_snapshot(), "loss_watch": self.loss_watch})
         steps = agent.num_timesteps
-        metrics = {**metrics, "time/sps": (steps - self.start) / max(time.perf_counter() - self.t0, 1e-9),
-                   **agent.collector.episode_stats()}
+        collector.apply_snapshot(host["collector"])  # a NaN/inf from the env (or an action) stops the run here
+        metrics = {**host["metrics"], "time/sps": (steps - self.start) / max(time.perf_counter() - self.t0, 1e-9),
+                   **collector.episode_stats(refresh=False)}
         values = self.logger.record(metrics, steps)
+        first_bad = host["loss_watch"]
+        if first_bad is not None and first_bad != _NONE:
+            bad = [k for k, v in values.items() if k.startswith("train/loss") and not math.isfinite(v)]
+            raise NonFiniteError(f"{agent.algo}: non-finite {', '.join(bad) or 'loss'} first in the update at "
+                                 f"environment step {first_bad} (found at the log of step {steps}); training stopped "
+                                 "(the last saved checkpoint is untouched)")
         check_finite_metrics(agent.algo, values, steps)
         self.next_log = (steps // self.log_interval + 1) * self.log_interval
         return not (self.callback is not None and self.callback(agent, values) is False)
@@ -643,4 +697,6 @@ def begin_learn(agent: Any, total_steps: int, run_dir: str | Path | None, progre
                     next_log=(start // int(log_interval) + 1) * int(log_interval), t0=time.perf_counter(),
                     run_dir=rd, lock=lock, signals=signals, total_budget=budget, eval_freq=int(eval_freq),
                     n_eval_episodes=int(n_eval_episodes),
-                    next_eval=(start // int(eval_freq) + 1) * int(eval_freq) if eval_freq else None)
+                    next_eval=(start // int(eval_freq) + 1) * int(eval_freq) if eval_freq else None,
+                    loss_watch=(torch.full((), _NONE, dtype=torch.int64, device=agent.device)
+                                if getattr(agent.collector, "tensor_env", False) else None))

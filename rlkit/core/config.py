@@ -9,7 +9,7 @@ import json
 import math
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 C = TypeVar("C")
 
@@ -126,6 +126,13 @@ def check_sample_freq(cfg: Any, name: str = "sde_sample_freq") -> None:
                           f"got {v!r}")
 
 
+def check_cuda_graphs(cfg: Any, name: str = "cuda_graphs") -> None:
+    """true, false or "auto"."""
+    v = getattr(cfg, name)
+    if not (isinstance(v, bool) or v == "auto"):
+        raise ConfigError(f"{type(cfg).__name__}.{name} must be true, false or \"auto\", got {v!r}")
+
+
 def check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
     v = getattr(cfg, name)
     if v not in choices:
@@ -216,9 +223,26 @@ def load_presets(algo: str) -> dict[str, dict[str, Any]]:
     return json.loads(text)
 
 
+# Preset families: a preset keyed by a family's name applies to every env id the family's predicate accepts,
+# when no preset has that exact id (an exact id always wins). rlkit.core.envs registers "atari" (every Atari
+# id): this module knows no environment.
+PRESET_FAMILIES: dict[str, Callable[[str], bool]] = {}
+
+
+def preset_key(presets: dict[str, Any], env_id: Any) -> str | None:
+    """The key of `presets` that applies to `env_id`: the id itself, else the first family that accepts it."""
+    if not isinstance(env_id, str):
+        return None
+    if env_id in presets:
+        return env_id
+    return next((f for f, accepts in PRESET_FAMILIES.items() if f in presets and accepts(env_id)), None)
+
+
 def preset_for(algo: str, env_id: str) -> dict[str, Any] | None:
-    """The preset for this (algo, env id), or None."""
-    return load_presets(algo).get(env_id)
+    """The preset for this (algo, env id), or None: the exact id's, else its family's (e.g. "atari")."""
+    presets = load_presets(algo)
+    key = preset_key(presets, env_id)
+    return presets[key] if key is not None else None
 
 
 def preset_config(algo: str, env: Any, wanted: bool) -> dict[str, Any] | None:
@@ -227,6 +251,8 @@ def preset_config(algo: str, env: Any, wanted: bool) -> dict[str, Any] | None:
     if not wanted:
         return None
     presets = load_presets(algo)
-    if not isinstance(env, str) or env not in presets:
-        raise ConfigError(f"no {algo} preset for {env!r}; presets exist for: {', '.join(sorted(presets)) or 'none'}")
-    return dict(presets[env]["config"])
+    key = preset_key(presets, env)
+    if key is None:
+        names = [k + (f" (any {k} id)" if k in PRESET_FAMILIES else "") for k in sorted(presets)]
+        raise ConfigError(f"no {algo} preset for {env!r}; presets exist for: {', '.join(names) or 'none'}")
+    return dict(presets[key]["config"])

@@ -1,9 +1,11 @@
-"""The device layer: the only place that decides where tensors live, plus seeding and conversions."""
+"""The device layer: the only place that decides where tensors live, plus seeding, conversions (to_host: many
+tensors read in one transfer) and CUDA graphs (GraphedStep and the cuda_graphs rule)."""
 from __future__ import annotations
 
 import ctypes
 import random
-from typing import Any
+import warnings
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -181,6 +183,170 @@ def capture_cuda_graph(fn: Any, warmup: int = 3) -> tuple["torch.cuda.CUDAGraph"
     torch.cuda.synchronize()
     torch.cuda.set_rng_state(rng)
     return graph, out
+
+
+CUDA_GRAPHS_CHOICES = (True, False, "auto")
+
+
+def resolve_cuda_graphs(setting: bool | str, device: torch.device, env_on_device: bool, obstacle: str | None = None,
+                        who: str = "") -> tuple[bool, str]:
+    """Whether an on-policy agent's learn() replays its rollout and its update as CUDA graphs, and why.
+
+    "auto" (the agents' default) and True mean yes on a CUDA device whose env steps there (the torch env backend:
+    only then is the whole rollout device work) unless `obstacle` names a reason against it (gSDE redraws its
+    noise outside the rollout). True that cannot be honoured warns (RuntimeWarning) and runs eagerly; "auto"
+    falls back silently. Returns (on, reason)."""
+    if setting is False:
+        return False, "cuda_graphs=False"
+    if device.type != "cuda":
+        problem = f"the device is {device}, not a CUDA GPU"
+    elif not env_on_device:
+        problem = "the env steps on the host (only the torch env backend keeps the rollout on the device)"
+    else:
+        problem = obstacle
+    if problem is None:
+        return True, "a CUDA device with the torch env backend"
+    if setting is True:
+        warnings.warn(f"rlkit: {who + ': ' if who else ''}cuda_graphs=True, but {problem}; training runs eagerly",
+                      RuntimeWarning, stacklevel=3)
+    return False, problem
+
+
+class GraphedStep:
+    """A no-argument step of a training loop (a rollout, an update), run eagerly for its first `warmup` calls and
+    from then on replayed as ONE CUDA graph, captured at call warmup + 1 (when `enabled`; else always eager).
+
+    The eager calls are real iterations: they also create what the step creates lazily (optimiser moments,
+    cuBLAS handles) before the capture, so nothing needs undoing afterwards. Only CUDA work is recorded: `fn`'s
+    Python code runs once, at capture, so `fn` keeps all its state in tensors that it updates in place and takes
+    the same Python branches on every call (host-side counters are advanced by the caller). Random numbers: the
+    default CUDA generator and `generators` (e.g. a torch env's) are registered with the graph, so every replay
+    draws what an eager call at that point would (the generators' offsets advance as in eager mode).
+
+    Returns fn's result: under replay the same tensors every call, overwritten by the next replay. If capturing
+    fails (an op that is not capturable), a RuntimeWarning names the step and the reason and fn runs eagerly
+    from then on.
+    """
+
+    def __init__(self, fn: Callable[[], Any], enabled: bool, name: str, warmup: int = 2,
+                 generators: Sequence[torch.Generator] = ()) -> None:
+        self.fn, self.enabled, self.name, self.warmup = fn, bool(enabled), name, int(warmup)
+        self.generators = [g for g in generators if g.device.type == "cuda"]
+        self.graph: Any = None
+        self.out: Any = None
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out
+        if self.enabled and self.calls >= self.warmup:
+            self.calls += 1
+            return self._capture_and_replay()
+        self.calls += 1
+        if not self.enabled:
+            return self.fn()
+        with warnings.catch_warnings():  # the warm-up steps a capturable optimiser eagerly, as intended
+            warnings.filterwarnings("ignore", message=".*capturable=True.*without CUDA graph capture")
+            return self.fn()
+
+    def _capture_and_replay(self) -> Any:
+        states: list[torch.Tensor] = []
+        stream = None
+        try:
+            states = [torch.cuda.get_rng_state()] + [g.get_state() for g in self.generators]
+            stream = torch.cuda.current_stream()
+            graph = torch.cuda.CUDAGraph()
+            if hasattr(graph, "register_generator_state"):  # recent torch also registers generators on first use
+                for g in self.generators:
+                    graph.register_generator_state(g)
+            with torch.cuda.graph(graph):
+                out = self.fn()
+        except Exception as e:  # noqa: BLE001 - any capture failure: say why, then run eagerly
+            self.enabled = False
+            if stream is not None:
+                torch.cuda.set_stream(stream)  # a capture that failed in capture_end leaves its side stream current
+                torch.cuda.synchronize()
+            self._restore(states)
+            reason = (str(e).strip().splitlines() or [""])[0][:200]
+            warnings.warn(f"rlkit: {self.name} runs eagerly: CUDA graph capture failed ({type(e).__name__}: "
+                          f"{reason})", RuntimeWarning, stacklevel=3)
+            return self.fn()
+        self._restore(states)  # capture draws nothing; keep the generators exactly where eager calls would be
+        self.graph, self.out = graph, out
+        graph.replay()
+        return out
+
+    def _restore(self, states: list[torch.Tensor]) -> None:
+        """Put the generators' host states back where they differ (a capture should not move them)."""
+        if states:
+            if not torch.equal(torch.cuda.get_rng_state(), states[0]):
+                torch.cuda.set_rng_state(states[0])
+            for g, s in zip(self.generators, states[1:]):
+                if not torch.equal(g.get_state(), s):
+                    g.set_state(s)
+
+
+def to_host(tree: Any) -> Any:
+    """A copy of a nested dict/list/tuple in which every tensor has been read to the host in ONE transfer per
+    device (one synchronisation, not one per tensor): a 0-dim tensor becomes a Python bool, int or float (by its
+    dtype), a larger one a NumPy array of its dtype. Everything else is returned as it is."""
+    tensors: list[torch.Tensor] = []
+
+    def collect(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            tensors.append(x.detach())
+            return _Slot(len(tensors) - 1)
+        if isinstance(x, dict):
+            return {k: collect(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return type(x)(collect(v) for v in x)
+        return x
+
+    skeleton = collect(tree)
+    values: list[Any] = [None] * len(tensors)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    for device, idx in by_device.items():
+        if device.type == "cpu":
+            arrays = [tensors[i].numpy().copy() for i in idx]
+        else:  # one float64 vector (exact for every float32 value and every integer below 2**53), one copy
+            flat = torch.cat([tensors[i].reshape(-1).to(torch.float64) for i in idx]).cpu().numpy()
+            arrays, start = [], 0
+            for i in idx:
+                t = tensors[i]
+                n = t.numel()
+                arrays.append(flat[start:start + n].reshape(tuple(t.shape)).astype(_numpy_dtype(t.dtype)))
+                start += n
+        for i, a in zip(idx, arrays):
+            values[i] = a.item() if a.ndim == 0 else a
+
+    def fill(x: Any) -> Any:
+        if isinstance(x, _Slot):
+            return values[x.index]
+        if isinstance(x, dict):
+            return {k: fill(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return type(x)(fill(v) for v in x)
+        return x
+
+    return fill(skeleton)
+
+
+class _Slot:
+    """Where to_host puts the host value of the tensor with this index."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _numpy_dtype(dtype: torch.dtype) -> Any:
+    if dtype == torch.bool:
+        return np.bool_
+    if dtype.is_floating_point:
+        return np.float64 if dtype == torch.float64 else np.float32
+    return np.int64
 
 
 class HostStager:

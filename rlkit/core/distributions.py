@@ -1,4 +1,5 @@
-"""Categorical and diagonal-Gaussian policy heads as plain functions on their parameters.
+"""Categorical, diagonal-Gaussian and the product (MultiDiscrete, MultiBinary) policy heads as plain functions on
+their parameters.
 
 Plain functions instead of torch.distributions objects: no argument validation and no object per step in the
 acting path. Every quantity is per sample: log-probs, entropies and KLs sum over action dimensions.
@@ -6,8 +7,10 @@ acting path. Every quantity is per sample: log-probs, entropies and KLs sum over
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
+from torch.nn import functional as F
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -35,6 +38,114 @@ def categorical_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tens
     log_p = torch.log_softmax(p_logits, dim=-1)
     log_q = torch.log_softmax(q_logits, dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+# ---- Independent categoricals, one per dimension (MultiDiscrete; padded logits [..., D, K]) ----
+# Dimension d has nvec[d] choices. Its logits sit in row d of a [..., D, K] tensor, K = max(nvec); the K - nvec[d]
+# entries past them hold MULTI_PAD, a finite large negative number (not -inf: 0 * -inf = nan in the entropy, the KL
+# and their gradients). exp(MULTI_PAD - logsumexp) underflows to exactly 0 in float16/32/64, so a padded entry is
+# never sampled or the mode, and adds exactly 0 to every entropy and KL sum; log-probs read only real entries.
+# With a uniform nvec there is no padding: the padded layout is a reshape of the flat [..., sum(nvec)] logits.
+def multicategorical_pad_index(nvec: Sequence[int]) -> torch.Tensor | None:
+    """Index [D * K] that gathers padded [..., D, K] logits from flat [..., sum(nvec)] logits with one extra
+    trailing MULTI_PAD column (index sum(nvec)); None when nvec is uniform (a reshape does it)."""
+    sizes = [int(n) for n in nvec]
+    k, total = max(sizes), sum(sizes)
+    if min(sizes) == k:
+        return None
+    index, offset = [], 0
+    for n in sizes:  # once, when the actor is built
+        index += list(range(offset, offset + n)) + [total] * (k - n)
+        offset += n
+    return torch.tensor(index, dtype=torch.int64)
+
+
+def multicategorical_real_index(nvec: Sequence[int]) -> torch.Tensor | None:
+    """Positions d * K + k (k < nvec[d]) of the real entries in flattened [D * K] padded logits; None when nvec is
+    uniform (every entry is real)."""
+    sizes = [int(n) for n in nvec]
+    k = max(sizes)
+    if min(sizes) == k:
+        return None
+    return torch.tensor([d * k + i for d, n in enumerate(sizes) for i in range(n)], dtype=torch.int64)
+
+
+def multicategorical_logits(flat: torch.Tensor, n_dims: int, pad_index: torch.Tensor | None) -> torch.Tensor:
+    """Flat logits [..., sum(nvec)] (dimension after dimension) -> padded logits [..., D, K]: one reshape, or one
+    gather with pad_index = multicategorical_pad_index(nvec) for a ragged nvec."""
+    if pad_index is None:
+        return flat.reshape(*flat.shape[:-1], n_dims, flat.shape[-1] // n_dims)
+    pad = torch.full((*flat.shape[:-1], 1), _multi_pad(flat.dtype), dtype=flat.dtype, device=flat.device)
+    padded = torch.cat([flat, pad], dim=-1).index_select(-1, pad_index)
+    return padded.reshape(*flat.shape[:-1], n_dims, pad_index.shape[0] // n_dims)
+
+
+def _multi_pad(dtype: torch.dtype) -> float:
+    """MULTI_PAD for a dtype: half the most negative finite value, so subtracting a logit cannot overflow."""
+    return torch.finfo(dtype).min / 2
+
+
+def multicategorical_sample(logits: torch.Tensor) -> torch.Tensor:
+    """Padded logits [..., D, K] -> actions [..., D]: categorical_sample on every row at once (Gumbel-max; the
+    bounded Gumbel noise cannot lift a padded entry above a real one)."""
+    return categorical_sample(logits)
+
+
+def multicategorical_mode(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1)
+
+
+def multicategorical_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi(a) = sum_d log pi_d(a_d); actions [..., D] (integers in [0, nvec[d]))."""
+    return categorical_log_prob(logits, actions).sum(-1)
+
+
+def multicategorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    return categorical_entropy(logits).sum(-1)
+
+
+def multicategorical_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum_d KL(p_d || q_d) (the dimensions are independent under both)."""
+    return categorical_kl(p_logits, q_logits).sum(-1)
+
+
+def multicategorical_probs(logits: torch.Tensor, real_index: torch.Tensor | None) -> torch.Tensor:
+    """Padded logits [..., D, K] -> the probabilities of the real entries, flat [..., sum(nvec)] in the layout of
+    the flat logits (real_index: the positions of the real entries in the flattened [D * K]; None: no padding)."""
+    probs = torch.softmax(logits, dim=-1).flatten(-2)
+    return probs if real_index is None else probs.index_select(-1, real_index)
+
+
+# ---- Independent Bernoullis (MultiBinary; logits [..., D], P(a_d = 1) = sigmoid(logit_d)) ----
+def bernoulli_sample(logits: torch.Tensor) -> torch.Tensor:
+    """a_d = [u_d < sigmoid(l_d)], u_d ~ U[0, 1): int64 0/1 of the logits' shape."""
+    return (torch.rand_like(logits) < torch.sigmoid(logits)).to(torch.int64)
+
+
+def bernoulli_mode(logits: torch.Tensor) -> torch.Tensor:
+    return (logits > 0).to(torch.int64)
+
+
+def bernoulli_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """sum_d [a_d l_d - softplus(l_d)] = sum_d log sigmoid(+-l_d), stable for any logit."""
+    return (actions.to(logits.dtype) * logits - F.softplus(logits)).sum(-1)
+
+
+def bernoulli_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """sum_d [softplus(l_d) - sigmoid(l_d) l_d] = sum_d -p log p - (1 - p) log(1 - p)."""
+    return (F.softplus(logits) - torch.sigmoid(logits) * logits).sum(-1)
+
+
+def bernoulli_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum_d [softplus(l_q) - softplus(l_p) - sigmoid(l_p) (l_q - l_p)]."""
+    return (F.softplus(q_logits) - F.softplus(p_logits) - torch.sigmoid(p_logits) * (q_logits - p_logits)).sum(-1)
+
+
+def bernoulli_probs(logits: torch.Tensor) -> torch.Tensor:
+    """[..., D] logits -> [..., 2 * D] probabilities (P(a_d = 0), P(a_d = 1)) dimension after dimension: the layout of
+    MultiDiscrete([2] * D)."""
+    p = torch.sigmoid(logits)
+    return torch.stack([1.0 - p, p], dim=-1).flatten(-2)
 
 
 # ---- Diagonal Gaussian (mean [..., D], log_std broadcastable to it) ----

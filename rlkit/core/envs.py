@@ -6,8 +6,12 @@ and nothing is stored for a phantom reset step (the NEXT_STEP default's reward-0
 """
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import pickle
+import signal
+import weakref
 from copy import deepcopy
 from typing import Any, Callable, NamedTuple, Union
 
@@ -17,6 +21,9 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import concatenate, iterate
 
+from rlkit.core.atari import (PREPROCESSING_KEY, RecordGameScore, atari_factory, atari_install_hint, is_atari_id,
+                              register_atari)
+from rlkit.core.config import PRESET_FAMILIES
 from rlkit.core.device import resolve_device
 from rlkit.core.torch_envs import PHYSICS, TorchVecEnv
 
@@ -27,6 +34,8 @@ MAX_N_ENVS = 65_536
 # A torch vector env is a few tensors of [N, d]: millions of sub-envs fit (the GPU benchmarks use 1M).
 MAX_TORCH_N_ENVS = 1 << 26
 ENV_BACKENDS = ("gymnasium", "torch")
+VECTORIZATIONS = ("auto", "sync", "async")
+PRESET_FAMILIES["atari"] = is_atari_id  # a preset keyed "atari" applies to every Atari id (rlkit.core.config)
 
 
 class SpaceError(TypeError):
@@ -44,11 +53,15 @@ def check_spaces(algo: str, obs_space: gym.Space, action_space: gym.Space, suppo
     else:
         _check_obs_part(algo, obs_space, obs_space, "")
     kind = type(action_space).__name__
+    shown = " ".join(str(action_space).split())  # one line: NumPy prints a 2-D nvec over several
     if kind not in supported_actions:
         raise SpaceError(
-            f"{algo} does not support action space {action_space} ({kind}); "
+            f"{algo} does not support action space {shown} ({kind}); "
             f"supported action spaces: {', '.join(supported_actions)}"
         )
+    if isinstance(action_space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)) \
+            and int(np.prod(action_space.shape)) < 1:
+        raise SpaceError(f"{algo} cannot use action space {shown}: it has no action dimensions")
     if isinstance(action_space, gym.spaces.Box):
         if len(action_space.shape) != 1 or int(action_space.shape[0]) < 1:
             # policies output a flat action vector; anything else breaks broadcasting after the run started
@@ -103,6 +116,11 @@ def space_signature(obs_space: gym.Space, action_space: gym.Space) -> str:
             return f"Box{tuple(s.shape)}"
         if isinstance(s, gym.spaces.Dict):
             return "Dict(" + ", ".join(f"{k}={one(s.spaces[k])}" for k in sorted(s.spaces)) + ")"
+        if isinstance(s, gym.spaces.MultiDiscrete):
+            start = "" if not np.any(s.start) else f", start={np.asarray(s.start).tolist()}"
+            return f"MultiDiscrete({np.asarray(s.nvec).tolist()}{start})"
+        if isinstance(s, gym.spaces.MultiBinary):
+            return f"MultiBinary{tuple(s.shape)}"
         return repr(s)
     return f"obs={one(obs_space)} act={one(action_space)}"
 
@@ -150,39 +168,44 @@ class SameStepSyncVectorEnv(gym.vector.SyncVectorEnv):
         return obs_batch, self._rewards.copy(), self._terminations.copy(), self._truncations.copy(), infos
 
 
-def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None) -> tuple[Callable[[], gym.Env] | None, str]:
+def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None, training: bool = False
+                ) -> tuple[Callable[[], gym.Env] | None, str]:
     """Return (a callable that builds one env, an id to name runs) for an id, a callable or an Env instance.
 
+    An Atari id gets rlkit's Atari preprocessing (rlkit.core.atari) unless env_kwargs holds
+    atari_preprocessing=False: with `training`, the training envs' stack (life-loss terminals, clipped rewards,
+    game scores reported in infos; what make_vec_env builds), else the evaluation env (whole games, raw rewards).
     A ready VectorEnv gives no factory (None) unless it carries a spec to rebuild from.
     """
     kwargs = env_kwargs or {}
     if isinstance(env, str):
+        name = env
         if ":" in env:  # "module:EnvId", as gymnasium.make: importing the module registers the id
             import_env_module(env)
-            if env.split(":", 1)[1] not in gym.registry:
-                raise ValueError(f"importing {env.split(':', 1)[0]!r} did not register {env.split(':', 1)[1]!r} "
+            name = env.split(":", 1)[1]
+            if name not in gym.registry and not (register_atari() and name in gym.registry):
+                raise ValueError(f"importing {env.split(':', 1)[0]!r} did not register {name!r} "
                                  "with Gymnasium (gymnasium.register(id=..., entry_point=...) in that module)")
-            return (lambda: gym.make(env, **kwargs)), env
-        if env not in gym.registry:
+        elif env not in gym.registry and not (register_atari() and env in gym.registry):
             close = [k for k in gym.registry if env.lower().split("-")[0] in k.lower()][:5]
             hint = f"; did you mean one of {close}?" if close else ""
-            raise ValueError(f"unknown Gymnasium environment id {env!r}{hint}")
+            raise ValueError(f"unknown Gymnasium environment id {env!r}{hint}{atari_install_hint(env)}")
+        if is_atari_id(name):
+            return atari_factory(env, kwargs, training), env
+        if PREPROCESSING_KEY in kwargs:
+            raise ValueError(f"env_kwargs {PREPROCESSING_KEY} applies to Atari ids only; {env!r} is not one")
         return (lambda: gym.make(env, **kwargs)), env
-    if isinstance(env, VectorEnv):
-        spec = getattr(env, "spec", None)
-        if spec is None:  # a vector env of registered envs: the sub-envs carry the spec
-            try:
-                spec = env.get_attr("spec")[0]
-            except Exception:  # noqa: BLE001 - foreign vector envs may not support get_attr
-                spec = None
+    if isinstance(env, (VectorEnv, gym.Env)):
+        spec = _instance_spec(env)
+        names = _wrapper_names(spec)
+        if "AtariPreprocessing" in names and spec.id in gym.registry:
+            # built by rlkit's Atari preprocessing: rebuilt from the id (the spec cannot rebuild its wrappers), as
+            # the training stack only where the given env is one
+            return atari_factory(spec.id, {**_made_kwargs(spec), **kwargs}, training and "RecordGameScore" in names
+                                 ), spec.id
         if spec is not None and spec.id in gym.registry:
             return (lambda: gym.make(spec, **kwargs)), spec.id
-        return None, type(env).__name__
-    if isinstance(env, gym.Env):
-        spec = env.spec
-        if spec is not None and spec.id in gym.registry:
-            return (lambda: gym.make(spec, **kwargs)), spec.id
-        return None, type(env.unwrapped).__name__
+        return None, type(env if isinstance(env, VectorEnv) else env.unwrapped).__name__
     if callable(env):
         name = getattr(env, "__name__", type(env).__name__)
         return env, name
@@ -190,6 +213,42 @@ def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None) -> tuple
         f"env must be a Gymnasium id, a callable returning a gymnasium.Env, a gymnasium.Env or a VectorEnv; "
         f"got {type(env).__name__}"
     )
+
+
+def _instance_spec(env: VectorEnv | gym.Env) -> Any:
+    """The EnvSpec of an Env, or of a vector env's sub-envs (None when there is none)."""
+    spec = getattr(env, "spec", None)
+    if spec is None and isinstance(env, VectorEnv):  # a vector env of registered envs: the sub-envs carry it
+        try:
+            spec = env.get_attr("spec")[0]
+        except Exception:  # noqa: BLE001 - foreign vector envs may not support get_attr
+            spec = None
+    return spec
+
+
+def _wrapper_names(spec: Any) -> set[str]:
+    return {w.name for w in getattr(spec, "additional_wrappers", ())}
+
+
+def _made_kwargs(spec: Any) -> dict[str, Any]:
+    """The gymnasium.make keyword arguments an env was built with, beyond its registration's."""
+    registered = gym.registry[spec.id].kwargs if spec.id in gym.registry else {}
+    return {k: v for k, v in spec.kwargs.items() if k != "frameskip" and registered.get(k, object()) != v}
+
+
+def reports_game_scores(env: Any, env_kwargs: dict[str, Any] | None = None) -> bool:
+    """Whether the training envs for `env` report whole-game scores in their infos (an Atari id with the
+    preprocessing on, or envs built from one): the collector then logs those instead of summing the (clipped,
+    per-life) rewards."""
+    if isinstance(env, (VectorEnv, gym.Env)):
+        one = env.envs[0] if isinstance(env, gym.vector.SyncVectorEnv) else env
+        while isinstance(one, gym.Wrapper):
+            if isinstance(one, RecordGameScore):
+                return True
+            one = one.env
+        return "RecordGameScore" in _wrapper_names(_instance_spec(env))
+    return (isinstance(env, str) and (env_kwargs or {}).get(PREPROCESSING_KEY, True) is not False
+            and is_atari_id(env))
 
 
 def import_env_module(env_id: str) -> None:
@@ -204,11 +263,11 @@ def import_env_module(env_id: str) -> None:
 
 def is_known_env_id(env_id: str) -> bool:
     """Whether gymnasium.make would accept `env_id` (a registered id, or module:EnvId whose module registers it);
-    the module is imported for the second form."""
+    the module is imported for the second form, and ale-py (which registers the Atari ids) for an unknown id."""
     if ":" in env_id:
         import_env_module(env_id)
-        return env_id.split(":", 1)[1] in gym.registry
-    return env_id in gym.registry
+        env_id = env_id.split(":", 1)[1]
+    return env_id in gym.registry or (register_atari() and env_id in gym.registry)
 
 
 def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
@@ -216,10 +275,16 @@ def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
 
     Only rlkit's own SameStepSyncVectorEnv is saved: its sub-envs live in this process, and Gymnasium's
     classic-control and toy-text envs pickle with their simulator state, RNG and wrapper counters (TimeLimit's
-    elapsed steps), so a restored run continues the same episodes. Unpickling runs code: only load_vec_env_state
-    (reached through an explicit restore_env=True / --resume) ever reads these bytes."""
+    elapsed steps), so a restored run continues the same episodes. Atari envs are not: an ale-py env pickles
+    without its emulator state (it would restart the game under wrappers that count on the old one).
+    Unpickling runs code: only load_vec_env_state (reached through an explicit restore_env=True / --resume) ever
+    reads these bytes."""
+    if isinstance(venv, gym.vector.AsyncVectorEnv):
+        return None, "the sub-envs of an AsyncVectorEnv live in worker processes and are not saved"
     if not isinstance(venv, SameStepSyncVectorEnv):
         return None, f"{type(venv).__name__} is not rlkit's SameStepSyncVectorEnv"
+    if any(hasattr(env.unwrapped, "ale") for env in venv.envs):  # it pickles, but restarts the emulator
+        return None, "the Atari emulator's state (ale-py) does not survive pickling"
     try:
         data = pickle.dumps({"envs": venv.envs, "action_space": venv.action_space,
                              "single_action_space": venv.single_action_space})
@@ -253,7 +318,7 @@ def make_vec_env(
     env: EnvLike,
     n_envs: int = 1,
     seed: int | None = None,
-    vectorization: str = "sync",
+    vectorization: str = "auto",
     env_kwargs: dict[str, Any] | None = None,
     algo: str | None = None,
     supported_actions: tuple[str, ...] = ("Discrete", "Box"),
@@ -266,6 +331,13 @@ def make_vec_env(
     `env` may be a Gymnasium id, a callable returning an Env, an Env instance (n_envs must be 1 unless it has a
     registered spec) or a ready VectorEnv (which must already use AutoresetMode.SAME_STEP). With `algo`, its
     spaces are checked against `supported_actions` first (SpaceError naming the algorithm and the space).
+    An Atari id gets the training envs' preprocessing (rlkit.core.atari; env_kwargs atari_preprocessing=False
+    switches it off).
+
+    vectorization: "sync" steps the sub-envs in this process (SameStepSyncVectorEnv); "async" in one worker
+    process each (Gymnasium's AsyncVectorEnv, also SAME_STEP: the same observations, rewards, flags and final
+    observations); "auto" is async for an Atari id with n_envs > 1 (an emulator step costs far more than the
+    inter-process traffic), sync otherwise.
 
     backend="torch" builds a TorchVecEnv instead (rlkit/core/torch_envs.py: the classic-control ids in
     TORCH_ENV_IDS, all tensors on `device`, the state in `dtype`); `vectorization` and `env_kwargs` do not apply.
@@ -278,6 +350,8 @@ def make_vec_env(
         raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
     if n_envs > MAX_N_ENVS:  # a typo like n_envs=1e9 would otherwise build envs until memory runs out
         raise ValueError(f"n_envs must be at most {MAX_N_ENVS:,} (sub-environments in one process), got {n_envs:,}")
+    if vectorization not in VECTORIZATIONS:
+        raise ValueError(f"vectorization must be one of {', '.join(VECTORIZATIONS)}, got {vectorization!r}")
     if isinstance(env, VectorEnv):
         mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if mode != AutoresetMode.SAME_STEP:
@@ -290,7 +364,7 @@ def make_vec_env(
         venv = env
     else:
         if isinstance(env, gym.Env) and not isinstance(env, VectorEnv):
-            factory, _ = env_factory(env, env_kwargs)
+            factory, _ = env_factory(env, env_kwargs, training=True)
             if factory is None:
                 if n_envs != 1:
                     raise ValueError("an unregistered gymnasium.Env instance can only be used with n_envs=1; "
@@ -298,13 +372,13 @@ def make_vec_env(
                 instance = env
                 factory = lambda: instance  # noqa: E731
         else:
-            factory, _ = env_factory(env, env_kwargs)
+            factory, _ = env_factory(env, env_kwargs, training=True)
+        if vectorization == "auto":
+            vectorization = "async" if n_envs > 1 and is_atari_id(env) else "sync"
         if vectorization == "sync":
             venv = SameStepSyncVectorEnv([factory] * n_envs)
-        elif vectorization == "async":
-            venv = gym.vector.AsyncVectorEnv([factory] * n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
         else:
-            raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+            venv = make_async_vec_env(factory, n_envs)
     if algo is not None:
         try:
             check_spaces(algo, venv.single_observation_space, venv.single_action_space, supported_actions)
@@ -313,6 +387,34 @@ def make_vec_env(
             raise
     seed_vec_env(venv, seed)
     return venv
+
+
+def make_async_vec_env(factory: Callable[[], gym.Env], n_envs: int) -> gym.vector.AsyncVectorEnv:
+    """Gymnasium's AsyncVectorEnv (SAME_STEP autoreset) with one worker process per env. The workers ignore
+    SIGINT: Ctrl-C reaches the whole process group, and training must finish its iteration and checkpoint with
+    live envs (rlkit.core.rundir.StopSignals); the main process closes the workers when it exits."""
+    venv = gym.vector.AsyncVectorEnv([_worker_env_fn(factory, os.getpid())] * n_envs,
+                                     autoreset_mode=AutoresetMode.SAME_STEP)
+    atexit.register(_close_at_exit, weakref.ref(venv))
+    return venv
+
+
+def _worker_env_fn(factory: Callable[[], gym.Env], main_pid: int) -> Callable[[], gym.Env]:
+    def build() -> gym.Env:
+        if os.getpid() != main_pid:  # AsyncVectorEnv also builds one env in the main process to read the spaces
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited through fork
+        return factory()
+    return build
+
+
+def _close_at_exit(ref: "weakref.ReferenceType[gym.vector.AsyncVectorEnv]") -> None:
+    venv = ref()
+    if venv is not None and not venv.closed:
+        try:
+            venv.close()
+        except Exception:  # noqa: BLE001 - workers already gone at exit: nothing left to close
+            pass
 
 
 TORCH_ENV_IDS = tuple(PHYSICS)
@@ -350,9 +452,16 @@ def seed_vec_env(venv: VectorEnv, seed: int | None) -> Any:
 
 
 def to_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
-    """Policy output -> what the env accepts: Discrete as int64, Box clipped to its bounds in its dtype."""
+    """Policy output -> what the env accepts: Discrete as int64, Box clipped to its bounds in its dtype; MultiDiscrete
+    and MultiBinary from the policy's flat [B, D] indices from 0 to [B, *shape] in the space's dtype (int64 and int8
+    by default), with MultiDiscrete's start added."""
     if isinstance(action_space, gym.spaces.Discrete):
         return actions.astype(np.int64, copy=False) + int(action_space.start)
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        out = actions.reshape(actions.shape[0], *action_space.shape).astype(action_space.dtype, copy=False)
+        return out + action_space.start if np.any(action_space.start) else out
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        return actions.reshape(actions.shape[0], *action_space.shape).astype(action_space.dtype, copy=False)
     if isinstance(action_space, gym.spaces.Box):  # np.minimum/np.maximum: np.clip's wrapper costs ~3 us more
         return np.minimum(np.maximum(actions, action_space.low), action_space.high).astype(action_space.dtype,
                                                                                             copy=False)
@@ -368,19 +477,26 @@ class Spaces(NamedTuple):
 
 
 def space_to_dict(space: gym.Space) -> dict[str, Any]:
-    """A Box, Discrete or Dict (of those) space as plain data (tensors, numbers, strings) that weights-only loading
-    accepts; a Box keeps its dtype (a uint8 image stays an image after loading)."""
+    """A Box, Discrete, MultiDiscrete, MultiBinary or Dict (of Box and Discrete) space as plain data (tensors,
+    numbers, strings) that weights-only loading accepts; a Box keeps its dtype (a uint8 image stays an image)."""
     if isinstance(space, gym.spaces.Dict):
         return {"type": "Dict", "spaces": {k: space_to_dict(space.spaces[k]) for k in sorted(space.spaces)}}
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": torch.as_tensor(np.asarray(space.nvec, dtype=np.int64)),
+                "start": torch.as_tensor(np.asarray(space.start, dtype=np.int64)),
+                "dtype": np.dtype(space.dtype).name}
+    if isinstance(space, gym.spaces.MultiBinary):
+        return {"type": "MultiBinary", "shape": [int(d) for d in space.shape]}
     if isinstance(space, gym.spaces.Box):  # infinite bounds as masks: a checkpoint holds only finite tensors
         low, high = np.array(space.low, dtype=np.float64), np.array(space.high, dtype=np.float64)
         return {"type": "Box", "low": torch.from_numpy(np.where(np.isinf(low), 0.0, low)),
                 "high": torch.from_numpy(np.where(np.isinf(high), 0.0, high)),
                 "low_inf": torch.from_numpy(np.isinf(low)), "high_inf": torch.from_numpy(np.isinf(high)),
                 "shape": list(space.shape), "dtype": np.dtype(space.dtype).name}
-    raise SpaceError(f"cannot record space {space}: supported spaces are Box, Discrete and Dict of those")
+    raise SpaceError(f"cannot record space {space}: supported spaces are Box, Discrete, MultiDiscrete, MultiBinary "
+                     "and Dict")
 
 
 def space_from_dict(d: dict[str, Any]) -> gym.Space:
@@ -394,4 +510,9 @@ def space_from_dict(d: dict[str, Any]) -> gym.Space:
         low = np.where(d["low_inf"].numpy(), -np.inf, d["low"].numpy())
         high = np.where(d["high_inf"].numpy(), np.inf, d["high"].numpy())
         return gym.spaces.Box(low.astype(dtype), high.astype(dtype), shape=tuple(d["shape"]), dtype=dtype)
+    if d.get("type") == "MultiDiscrete":
+        return gym.spaces.MultiDiscrete(d["nvec"].numpy(), dtype=np.dtype(d["dtype"]), start=d["start"].numpy())
+    if d.get("type") == "MultiBinary":
+        shape = [int(x) for x in d["shape"]]
+        return gym.spaces.MultiBinary(shape[0] if len(shape) == 1 else shape)
     raise SpaceError(f"unknown recorded space {d!r}")

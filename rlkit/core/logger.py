@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rlkit.core.config import config_to_dict
+from rlkit.core.device import to_host
 
 
 def default_run_dir(env_id: str, algo: str, seed: int | None, root: str | os.PathLike = "runs") -> Path:
@@ -33,10 +34,10 @@ def default_run_dir(env_id: str, algo: str, seed: int | None, root: str | os.Pat
     return path
 
 
-def _to_float(v: Any) -> float:
-    if isinstance(v, torch.Tensor):
-        return float(v.detach().float().mean().item())
-    return float(v)
+def scalar_metric(v: torch.Tensor) -> torch.Tensor:
+    """A tensor metric as the 0-dim value that is logged: its mean (in float32, float64 kept)."""
+    v = v.detach()
+    return v.mean() if v.dtype == torch.float64 else v.float().mean()
 
 
 def _rewrite_csv(path: Path, keys: list[str], rows: list[dict[str, str]]) -> None:
@@ -142,9 +143,11 @@ class Logger:
         self._writer.add_text("config", "| key | value |\n|---|---|\n" + rows, 0)
 
     def record(self, metrics: dict[str, Any], step: int) -> dict[str, float]:
-        """Log scalars at environment step `step`. Tensors are read here (one sync per call, not per metric
-        in the hot loop). Returns the float values."""
-        values = {k: _to_float(v) for k, v in metrics.items() if v is not None}
+        """Log scalars at environment step `step`. Tensors are read here, all in one host transfer (one sync per
+        call, not per metric, and none in the hot loop). Returns the float values."""
+        host = to_host({k: scalar_metric(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()
+                        if v is not None})
+        values = {k: float(v) for k, v in host.items()}
         self.latest.update(values)
         if self._writer is not None:
             for k, v in values.items():

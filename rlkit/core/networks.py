@@ -7,10 +7,14 @@ here add what is the same for every network (encoding the observation, the distr
     role                                  input x                        output
     policy, Discrete(n) actions           [B, obs_dim]                   logits [B, n]
     policy, Box actions (d dims)          [B, obs_dim]                   means [B, d] (the wrapper adds log_std)
+    policy, MultiDiscrete(nvec) actions   [B, obs_dim]                   logits [B, sum(nvec)], dimension by dimension
+    policy, MultiBinary(n) actions        [B, obs_dim]                   logits [B, n] (P(a_d = 1) = sigmoid)
     deterministic policy (DDPG)           [B, obs_dim]                   [B, d], then tanh and scaled to the Box
     V critic                              [B, obs_dim]                   [B] or [B, 1]
     Q critic, Box actions                 [B, obs_dim + d]  (x, action)  [B] or [B, 1]
     Q critic, Discrete(n) actions         [B, obs_dim]                   [B, n]
+    Q critic, MultiDiscrete(nvec)         [B, obs_dim]                   [B, sum(nvec)]: Q_d(s, k), summed over d
+    Q critic, MultiBinary(n)              [B, obs_dim]                   [B, 2n]: as MultiDiscrete([2] * n)
 
 x is the encoded observation, obs_dim its width (the encoder's out_dim; see "observation encoding" below): a Box
 flattened to float32 (normalised with normalize_obs), a Discrete observation one-hot, an image through a CNN
@@ -25,6 +29,8 @@ Every actor has the same surface, so agents never branch on the space:
   mode(obs) -> action                   dist_params(obs) -> tuple
   log_prob_entropy(obs, actions)        log_prob_from_params(params, actions)   entropy_from_params(params)
   kl(old_params, new_params)
+The actors of finite action sets (Discrete, MultiDiscrete, MultiBinary) also give action_probs(obs) in the layout of
+their Q critic's all_actions(obs), so E_pi[Q(s, .)] is one product and sum.
 """
 from __future__ import annotations
 
@@ -92,12 +98,33 @@ def obs_dim(space: gym.Space) -> int:
 
 
 def action_dim(space: gym.Space) -> int:
-    """Number of actor outputs: K logits for Discrete(K), D means for Box of D dims."""
+    """Number of actor outputs: K logits for Discrete(K), D means for Box of D dims, sum(nvec) logits for
+    MultiDiscrete(nvec), one logit per bit for MultiBinary (multi-dimensional ones flattened)."""
     if isinstance(space, gym.spaces.Discrete):
         return int(space.n)
-    if isinstance(space, gym.spaces.Box):
+    if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
         return int(np.prod(space.shape))
-    raise TypeError(f"action space {space} is not supported; supported: Box, Discrete")
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return int(np.sum(space.nvec))
+    raise TypeError(f"action space {space} is not supported; supported: Box, Discrete, MultiDiscrete, MultiBinary")
+
+
+def action_nvec(space: gym.spaces.MultiDiscrete | gym.spaces.MultiBinary) -> tuple[int, ...]:
+    """Choices per action dimension, flattened: nvec for MultiDiscrete, 2 per bit for MultiBinary."""
+    if isinstance(space, gym.spaces.MultiBinary):
+        return (2,) * int(np.prod(space.shape))
+    return tuple(int(n) for n in np.asarray(space.nvec).reshape(-1))
+
+
+def action_storage(space: gym.Space) -> tuple[tuple[int, ...], torch.dtype]:
+    """(shape, dtype) of one policy action as agents store it: () int64 for Discrete, (D,) int64 for MultiDiscrete
+    and MultiBinary (flattened; to_env_actions restores the space's shape, dtype and start), the Box's shape in
+    float32 (the unclipped sample)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return (), torch.int64
+    if isinstance(space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        return (int(np.prod(space.shape)),), torch.int64
+    return tuple(space.shape), torch.float32
 
 
 # ---- user networks: build, check, and name them so a checkpoint can rebuild them -------------------------------
@@ -520,6 +547,10 @@ class CategoricalActor(nn.Module):
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encoder(obs)).argmax(-1)
 
+    def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
+        """pi(a|s) for every action [B, K]: the layout of DiscreteQCritic.all_actions (QAC's exact E_pi[Q])."""
+        return torch.softmax(self.net(self.encoder(obs)), -1)
+
     def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.dist_params(obs)
         return self.log_prob_from_params(params, actions), self.entropy_from_params(params)
@@ -532,6 +563,102 @@ class CategoricalActor(nn.Module):
 
     def kl(self, old_params: tuple[torch.Tensor, ...], new_params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return D.categorical_kl(old_params[0], new_params[0])
+
+
+class MultiCategoricalActor(nn.Module):
+    """pi(a|s) = prod_d softmax(logits_d) over MultiDiscrete(nvec): the network's flat [B, sum(nvec)] logits are cut
+    into one block per dimension and padded to [B, D, max(nvec)] (distributions.multicategorical_*); log-probs,
+    entropies and KLs sum over the dimensions. Actions are [B, D] int64 indices from 0 (the env's start is added by
+    to_env_actions)."""
+
+    def __init__(self, encoder: nn.Module, net: nn.Module, nvec: Sequence[int]):
+        super().__init__()
+        self.encoder, self.net = encoder, net
+        self.nvec = tuple(int(n) for n in nvec)
+        # index tensors (None for a uniform nvec) as non-persistent buffers: they follow .to(device), stay out of
+        # checkpoints and are no parameters (TRPO's and A2C's flat parameter vectors never see them)
+        self.register_buffer("pad_index", D.multicategorical_pad_index(self.nvec), persistent=False)
+        self.register_buffer("real_index", D.multicategorical_real_index(self.nvec), persistent=False)
+
+    def reset_noise(self, n: int) -> None:
+        """Nothing to redraw (gSDE is for Box actions); here so agents need not branch on the space."""
+
+    def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor]:
+        """(padded logits [B, D, K],)."""
+        return (D.multicategorical_logits(self.net(self.encoder(obs)), len(self.nvec), self.pad_index),)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.dist_params(obs)[0]
+        a = D.multicategorical_sample(logits)
+        return a, D.multicategorical_log_prob(logits, a)
+
+    def sample_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch)."""
+        return D.multicategorical_sample(self.dist_params(obs)[0])
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return D.multicategorical_mode(self.dist_params(obs)[0])
+
+    def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
+        """pi_d(k|s) per dimension and choice, flat [B, sum(nvec)]: the layout of FactorisedQCritic.all_actions."""
+        return D.multicategorical_probs(self.dist_params(obs)[0], self.real_index)
+
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        params = self.dist_params(obs)
+        return self.log_prob_from_params(params, actions), self.entropy_from_params(params)
+
+    def entropy_from_params(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return D.multicategorical_entropy(params[0])
+
+    def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
+        return D.multicategorical_log_prob(params[0], actions)
+
+    def kl(self, old_params: tuple[torch.Tensor, ...], new_params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return D.multicategorical_kl(old_params[0], new_params[0])
+
+
+class BernoulliActor(nn.Module):
+    """pi(a|s) = prod_d Bernoulli(a_d; sigmoid(logits_d)) over MultiBinary(n): the network gives one logit per bit
+    (distributions.bernoulli_*); log-probs, entropies and KLs sum over the bits. Actions are [B, n] int64 0/1."""
+
+    def __init__(self, encoder: nn.Module, net: nn.Module):
+        super().__init__()
+        self.encoder, self.net = encoder, net
+
+    def reset_noise(self, n: int) -> None:
+        """Nothing to redraw (gSDE is for Box actions); here so agents need not branch on the space."""
+
+    def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.net(self.encoder(obs)),)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(self.encoder(obs))
+        a = D.bernoulli_sample(logits)
+        return a, D.bernoulli_log_prob(logits, a)
+
+    def sample_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch)."""
+        return D.bernoulli_sample(self.net(self.encoder(obs)))
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return D.bernoulli_mode(self.net(self.encoder(obs)))
+
+    def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
+        """(P(a_d = 0), P(a_d = 1)) per bit, flat [B, 2n]: the layout of FactorisedQCritic.all_actions."""
+        return D.bernoulli_probs(self.net(self.encoder(obs)))
+
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        params = self.dist_params(obs)
+        return self.log_prob_from_params(params, actions), self.entropy_from_params(params)
+
+    def entropy_from_params(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return D.bernoulli_entropy(params[0])
+
+    def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
+        return D.bernoulli_log_prob(params[0], actions)
+
+    def kl(self, old_params: tuple[torch.Tensor, ...], new_params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return D.bernoulli_kl(old_params[0], new_params[0])
 
 
 class GaussianActor(nn.Module):
@@ -619,8 +746,9 @@ def make_actor(
     use_sde: bool = False,
     net: NetworkSpec = None,
     orthogonal: bool = True,
-) -> CategoricalActor | GaussianActor:
-    """The stochastic actor for a space: categorical for Discrete, diagonal Gaussian (gSDE with use_sde) for Box.
+) -> CategoricalActor | MultiCategoricalActor | BernoulliActor | GaussianActor:
+    """The stochastic actor for a space: categorical for Discrete, one categorical per dimension for MultiDiscrete,
+    one Bernoulli per bit for MultiBinary, diagonal Gaussian (gSDE with use_sde) for Box.
     `net` is the user's policy network (module or factory, see the module docstring); default: an MLP with a
     0.01-gain head (near-uniform initial policy)."""
     enc = encoder if encoder is not None else ObsEncoder(obs_space)
@@ -629,6 +757,10 @@ def make_actor(
                                                               orthogonal), "policy")
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalActor(enc, body)
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        return MultiCategoricalActor(enc, body, action_nvec(action_space))
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        return BernoulliActor(enc, body)
     return GaussianActor(enc, body, n_out, log_std_init, use_sde)
 
 
@@ -689,6 +821,27 @@ class DiscreteQCritic(nn.Module):
         return self.all_actions(obs).gather(-1, actions.long().reshape(-1, 1)).squeeze(-1)
 
 
+class FactorisedQCritic(nn.Module):
+    """Q(s, a) = sum_d Q_d(s, a_d) for MultiDiscrete(nvec) (MultiBinary(n) as nvec = [2] * n): the network gives one
+    output per (dimension, choice), flat [B, sum(nvec)]; forward(obs, actions [B, D]) sums the chosen output of each
+    dimension: -> [B]. Additive in the dimensions, as the score of the product policy is (sum_d grad log pi_d), so
+    under a ~ pi(.|s) its least-squares fit keeps exactly what the policy gradient uses of Q (docs/algorithms/
+    actor_critic.md), and E_pi[Q] = sum of action_probs * all_actions is exact."""
+
+    def __init__(self, encoder: nn.Module, net: nn.Module, nvec: Sequence[int]):
+        super().__init__()
+        self.encoder, self.net = encoder, net
+        starts = np.concatenate([[0], np.cumsum(nvec)[:-1]]).astype(np.int64)
+        self.register_buffer("offsets", torch.as_tensor(starts), persistent=False)  # where dimension d's block starts
+
+    def all_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.encoder(obs))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        idx = actions.long().reshape(actions.shape[0], -1) + self.offsets
+        return self.all_actions(obs).gather(-1, idx).sum(-1)
+
+
 def make_v_critic(encoder: nn.Module, hidden_sizes: Sequence[int], activation: str, net: NetworkSpec = None,
                   orthogonal: bool = True) -> VCritic:
     """V(s) with the user's network or an MLP (gain-1 head) on the encoder's out_dim features."""
@@ -699,13 +852,19 @@ def make_v_critic(encoder: nn.Module, hidden_sizes: Sequence[int], activation: s
 
 
 def make_q_critic(encoder: nn.Module, action_space: gym.Space, hidden_sizes: Sequence[int], activation: str,
-                  net: NetworkSpec = None, orthogonal: bool = True) -> QCritic | DiscreteQCritic:
-    """Q(s, .) per action for Discrete(n), Q(s, a) on [features, action] for a Box."""
+                  net: NetworkSpec = None, orthogonal: bool = True) -> QCritic | DiscreteQCritic | FactorisedQCritic:
+    """Q(s, .) per action for Discrete(n), Q(s, a) on [features, action] for a Box, a sum of per-dimension
+    outputs for MultiDiscrete and MultiBinary (FactorisedQCritic)."""
     f = encoder.out_dim
     if isinstance(action_space, gym.spaces.Discrete):
         n = int(action_space.n)
         body = build_network(net, f, n, lambda: MLP(f, hidden_sizes, n, activation, 1.0, orthogonal), "critic")
         return DiscreteQCritic(encoder, body)
+    if isinstance(action_space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        nvec = action_nvec(action_space)
+        body = build_network(net, f, sum(nvec), lambda: MLP(f, hidden_sizes, sum(nvec), activation, 1.0, orthogonal),
+                             "critic")
+        return FactorisedQCritic(encoder, body, nvec)
     d = action_dim(action_space)
     body = build_network(net, f + d, 1, lambda: MLP(f + d, hidden_sizes, 1, activation, 1.0, orthogonal),
                          "critic", scalar_out=True)

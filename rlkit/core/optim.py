@@ -113,29 +113,34 @@ class FlatRMSprop:
     same order, on ONE flat parameter:   v <- alpha * v + (1 - alpha) * g^2;   p <- p - lr * g / (sqrt(v) + eps).
     Why not torch.optim.RMSprop: its per-step Python bookkeeping costs more than these three lines (measured
     ~150 us against ~40 us per step on the CPU). Quacks like an optimiser: param_groups, step, state_dict.
+    capturable=True (CUDA graphs): set_lr() keeps the learning rate in a device tensor, read by the step.
     """
 
-    def __init__(self, param: torch.Tensor, lr: float, alpha: float, eps: float) -> None:
+    def __init__(self, param: torch.Tensor, lr: float, alpha: float, eps: float, capturable: bool = False) -> None:
         self.param = param
-        self.param_groups = [{"lr": lr, "alpha": alpha, "eps": eps}]
+        self.capturable = capturable
+        self.param_groups: list[dict[str, Any]] = [{"lr": lr, "alpha": alpha, "eps": eps}]
         self.square_avg = torch.zeros_like(param, memory_format=torch.contiguous_format)
         self._denom = torch.empty_like(self.square_avg)
 
     def step(self) -> None:
         g, group = self.param.grad, self.param_groups[0]
+        lr = group["lr"]
         with torch.no_grad():
             self.square_avg.mul_(group["alpha"]).addcmul_(g, g, value=1.0 - group["alpha"])
             torch.sqrt(self.square_avg, out=self._denom).add_(group["eps"])
-            self.param.addcdiv_(g, self._denom, value=-group["lr"])
-
+            if isinstance(lr, torch.Tensor):  # a device learning rate: p <- p - g / ((sqrt(v) + eps) / lr)
+                self.param.addcdiv_(g, self._denom.div_(lr), value=-1.0)
+            else:
+                self.param.addcdiv_(g, self._denom, value=-lr)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"square_avg": self.square_avg.clone(), "param_groups": [dict(g) for g in self.param_groups]}
+        return {"square_avg": self.square_avg.clone(), "param_groups": _plain_groups(self.param_groups)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_state_shape(state["square_avg"], self.square_avg)
         self.square_avg.copy_(state["square_avg"])
-        self.param_groups[0].update(state["param_groups"][0])
+        _load_groups(self.param_groups, state["param_groups"])
 
 
 class FlatAdam:
@@ -143,16 +148,20 @@ class FlatAdam:
     FlatRMSprop (torch.optim.Adam's step wrapper costs ~200 us per call on the CPU, the arithmetic a few):
         m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2;
         p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    capturable=True (CUDA graphs): the step count t and the bias corrections live on the device (as torch's
+    capturable Adam keeps them), and set_lr() keeps the learning rate in a device tensor.
     """
 
     def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, capturable: bool = False) -> None:
         self.param = param
-        self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps}]
+        self.capturable = capturable
+        self.param_groups: list[dict[str, Any]] = [{"lr": lr, "betas": tuple(betas), "eps": eps}]
         self.exp_avg = torch.zeros_like(param, memory_format=torch.contiguous_format)
         self.exp_avg_sq = torch.zeros_like(self.exp_avg)
         self._denom = torch.empty_like(self.exp_avg)
         self.steps = 0
+        self._t = torch.zeros((), dtype=torch.float64, device=param.device) if capturable else None
 
     def _scalars(self) -> tuple[float, float, float, float, float, float]:
         group = self.param_groups[0]
@@ -160,6 +169,8 @@ class FlatAdam:
         return b1, b2, group["lr"] / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t), group["eps"], group["lr"]
 
     def step(self) -> None:
+        if self._t is not None:
+            return self._device_step()
         self.steps += 1
         b1, b2, step_size, bc2_sqrt, eps, _ = self._scalars()
         g = self.param.grad
@@ -169,17 +180,93 @@ class FlatAdam:
             torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(eps)
             self.param.addcdiv_(self.exp_avg, self._denom, value=-step_size)
 
+    def _device_step(self) -> None:
+        """The same update with t, the bias corrections and the learning rate as device tensors (no host value
+        changes from step to step, so a CUDA graph of it stays right)."""
+        group = self.param_groups[0]
+        b1, b2 = group["betas"]
+        g, t, dtype = self.param.grad, self._t, self.param.dtype
+        with torch.no_grad():
+            t.add_(1.0)
+            step_size = (group["lr"] / (1.0 - torch.pow(b1, t))).to(dtype)
+            bc2_sqrt = torch.sqrt(1.0 - torch.pow(b2, t)).to(dtype)
+            self.exp_avg.lerp_(g, 1.0 - b1)
+            self.exp_avg_sq.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(group["eps"]).div_(step_size)
+            self.param.addcdiv_(self.exp_avg, self._denom, value=-1.0)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(), "steps": self.steps,
-                "param_groups": [dict(g) for g in self.param_groups]}
+        steps = int(self._t.item()) if self._t is not None else self.steps  # (a host read: checkpoints only)
+        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(), "steps": steps,
+                "param_groups": _plain_groups(self.param_groups)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_state_shape(state["exp_avg"], self.exp_avg)
         self.exp_avg.copy_(state["exp_avg"])
         self.exp_avg_sq.copy_(state["exp_avg_sq"])
         self.steps = int(state["steps"])
-        self.param_groups[0].update(state["param_groups"][0])
+        if self._t is not None:
+            self._t.fill_(self.steps)
+        _load_groups(self.param_groups, state["param_groups"])
+
+
+def set_lr(optimizer: Any, lr: float) -> None:
+    """Set the learning rate of every param group (a schedule's step). A rate that is a tensor is filled in place
+    (a CUDA graph reads it there); a capturable optimizer (torch's with capturable=True, FlatAdam/FlatRMSprop with
+    capturable=True) gets a device tensor on its first call, so a learning-rate schedule keeps working while the
+    update is replayed as a CUDA graph."""
+    for group in optimizer.param_groups:
+        current = group["lr"]
+        if isinstance(current, torch.Tensor):
+            current.fill_(lr)
+        elif group.get("capturable", False) or getattr(optimizer, "capturable", False):
+            param = group["params"][0] if "params" in group else optimizer.param
+            group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=param.device)
+        else:
+            group["lr"] = lr
+
+
+def optimizer_state_dict(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """optimizer.state_dict() with tensor learning rates (set_lr under CUDA graphs) as plain floats, so a
+    checkpoint loads on any device and into an optimizer of either kind (a host read: checkpoints only)."""
+    state = optimizer.state_dict()
+    state["param_groups"] = _plain_groups(state["param_groups"])
+    return state
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """optimizer.load_state_dict(state), keeping this optimizer's own implementation settings (capturable,
+    fused, foreach: what the device and CUDA graphs need, not what the checkpoint's run used) and its learning-rate
+    tensors (filled with the saved rate), with Adam's step counters moved to where those settings keep them."""
+    kept = [{k: g[k] for k in ("capturable", "fused", "foreach") if k in g} for g in optimizer.param_groups]
+    lrs = [g["lr"] if isinstance(g["lr"], torch.Tensor) else None for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, keep, lr in zip(optimizer.param_groups, kept, lrs):
+        group.update(keep)
+        if lr is not None:
+            lr.fill_(float(group["lr"]))
+            group["lr"] = lr
+        on_device = bool(group.get("capturable") or group.get("fused"))
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                optimizer.state[p]["step"] = step.to(p.device if on_device else torch.device("cpu"))
+
+
+def _plain_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Param groups with tensor learning rates as floats."""
+    return [{k: (float(v) if k == "lr" and isinstance(v, torch.Tensor) else v) for k, v in g.items()} for g in groups]
+
+
+def _load_groups(groups: list[dict[str, Any]], saved: list[dict[str, Any]]) -> None:
+    """Take the saved hyperparameters; a device learning rate stays the same tensor (filled with the saved rate)."""
+    values = dict(saved[0])
+    lr = values.pop("lr")
+    groups[0].update(values)
+    if isinstance(groups[0]["lr"], torch.Tensor):
+        groups[0]["lr"].fill_(float(lr))
+    else:
+        groups[0]["lr"] = lr
 
 
 def _check_state_shape(saved: torch.Tensor, own: torch.Tensor) -> None:

@@ -9,8 +9,9 @@ V(final_obs)); after termination nothing is bootstrapped, so nothing is stored.
 
 A TorchVecEnv (rlkit/core/torch_envs.py, env backend "torch") takes the collector's tensor path with the same
 semantics: observations, actions, rewards and flags stay tensors on the device, final observations are written
-into buffer.final_obs by masking, and episode statistics live in device tensors that are read only when
-episode_stats() or state_dict() is called (when logging or checkpointing), so no step waits for the host.
+into buffer.final_obs by masking, and the step counter, episode statistics and non-finite checks live in device
+tensors read in one host transfer only by sync() (episode_stats(), state_dict(); LearnRun reads them together with
+the metrics it logs), so no step waits for the host and a whole rollout can be replayed as a CUDA graph.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from rlkit.core.buffers import RolloutBuffer, obs_map
+from rlkit.core.device import to_host
 from rlkit.core.envs import to_env_actions
 from rlkit.core.networks import obs_storage
 from rlkit.core.normalize import ReturnNormalizer
@@ -102,13 +104,21 @@ class RolloutCollector:
     terminated/truncated, non-finite checks and episode statistics. On-policy agents call `collect()` (T steps of
     `policy(obs) -> actions` into a RolloutBuffer); DDPG calls `step()` directly. Completed episodes
     are kept in `episode_returns` / `episode_lengths` (the last 100).
+
+    With `game_scores` (decided once, for envs that report whole games: rlkit's Atari training envs) the
+    statistics are the scores the env reports in the infos of the reset after each game, info["game_score"] and
+    info["game_length"] (rlkit.core.atari.RecordGameScore: every life, unclipped rewards), not the sums of the
+    rewards the agent trains on, which end at each lost life and are clipped.
     """
 
     EPISODE_WINDOW = 100  # episode_stats() averages the last this many finished episodes
+    _NONE = torch.iinfo(torch.int64).max  # the tensor path's first-non-finite records: nothing seen yet
 
     def __init__(self, env: gym.vector.VectorEnv | TorchVecEnv, device: torch.device, initial_obs: Any,
-                 check_finite: bool = True, reward_normalizer: ReturnNormalizer | None = None) -> None:
+                 check_finite: bool = True, reward_normalizer: ReturnNormalizer | None = None,
+                 game_scores: bool = False) -> None:
         self.env = env
+        self.game_scores = game_scores
         self.reward_normalizer = reward_normalizer
         self.device = device
         self.action_space = env.single_action_space
@@ -117,7 +127,7 @@ class RolloutCollector:
         # Discrete(n) starting at 0: the policy's int64 actions are already what the env takes
         self._actions_as_is = isinstance(self.action_space, gym.spaces.Discrete) and int(self.action_space.start) == 0
         self.tensor_env = isinstance(env, TorchVecEnv)  # a torch env: the tensor path below, no NumPy arrays
-        # Observations stay in their storage dtype (rlkit.core.envs.obs_storage): uint8 images cross to the device
+        # Observations stay in their storage dtype (rlkit.core.networks.obs_storage): uint8 images cross to the device
         # as uint8; a Dict observation is a dict of arrays (decided once here, not per step).
         _, dtype = obs_storage(env.single_observation_space)
         self._dict_obs = isinstance(dtype, dict)
@@ -174,14 +184,28 @@ class RolloutCollector:
                         part[i] = final_obs[i][k]
                 else:
                     true_next[i] = final_obs[i]
-                self.episode_returns.append(float(self._ep_return[i]))
-                self.episode_lengths.append(int(self._ep_length[i]))
-            self.episodes_done += int(done.sum())
+                if not self.game_scores:
+                    self.episode_returns.append(float(self._ep_return[i]))
+                    self.episode_lengths.append(int(self._ep_length[i]))
+            if self.game_scores:
+                self._record_games(info)
+            else:
+                self.episodes_done += int(done.sum())
             self._ep_return[done] = 0.0
             self._ep_length[done] = 0
         obs, self.obs_np = self.obs_np, next_obs
         train_rewards = rewards if self.reward_normalizer is None else self.reward_normalizer(rewards, done)
         return StepResult(obs, true_next, rewards, terminated, truncated, train_rewards)
+
+    def _record_games(self, info: dict[str, Any]) -> None:
+        """Append the whole-game scores the envs reported in this step's infos (sub-envs in order)."""
+        reported = info.get("_game_score")
+        if reported is None:
+            return
+        for i in np.flatnonzero(reported):
+            self.episode_returns.append(float(info["game_score"][i]))
+            self.episode_lengths.append(int(info["game_length"][i]))
+            self.episodes_done += 1
 
     def _staging(self, buffer: RolloutBuffer) -> tuple[np.ndarray, ...]:
         """NumPy arrays for obs, actions, rewards, terminated, truncated: zero-copy views of a CPU
@@ -237,23 +261,37 @@ class RolloutCollector:
         return buffer
 
     # ---- the tensor path (a TorchVecEnv: everything stays on the device) --------------------------------------
+    # Nothing here reads a value back to the host, and every tensor the loop touches is updated in place, so a
+    # rollout can run inside a CUDA graph (core.device.GraphedStep). steps_done, the episode statistics and the
+    # non-finite checks are kept on the device and read in ONE host transfer by sync() (episode_stats() and
+    # state_dict() call it: when logging and checkpointing).
     def _init_tensor_path(self, initial_obs: Any) -> None:
         env, dev, K = self.env, self.device, self.EPISODE_WINDOW
-        self._obs_t = torch.as_tensor(initial_obs, dtype=torch.float32).to(dev)
+        self._obs_t = torch.as_tensor(initial_obs, dtype=torch.float32).to(dev).clone()
         self._low = self._high = None  # Box bounds as tensors on the env's device (the clip of to_env_actions)
         if isinstance(self.action_space, gym.spaces.Box):
             self._low = torch.as_tensor(self.action_space.low, device=env.device)
             self._high = torch.as_tensor(self.action_space.high, device=env.device)
         # Running episodes, and a ring of the last K finished ones (slot K takes the writes to drop): fixed
-        # shapes, filled by scatter, read only by episode_stats()/state_dict().
+        # shapes, filled by scatter, read only by sync().
         self._ep_return_t = torch.zeros(self.n_envs, dtype=torch.float64, device=dev)
         self._ep_length_t = torch.zeros(self.n_envs, dtype=torch.int64, device=dev)
         self._ring_return = torch.zeros(K + 1, dtype=torch.float64, device=dev)
         self._ring_length = torch.zeros(K + 1, dtype=torch.int64, device=dev)
         self._episodes_t = torch.zeros((), dtype=torch.int64, device=dev)  # finished episodes, ever
-        self._bad_t = torch.zeros((), dtype=torch.bool, device=dev)  # a non-finite reward/observation was seen
-        self._bad_step = torch.full((), -1, dtype=torch.int64, device=dev)
         self._episodes_base = 0  # episodes finished before load_state_dict() refilled the ring
+        self._steps_t = torch.zeros((), dtype=torch.int64, device=dev)  # steps_done, on the device
+        self._steps_base = 0  # steps_done when _steps_t was last set from the host
+        # The first non-finite env output and the first non-finite action, each as one key: the environment
+        # step of that vector step + the sub-env index (min over keys = the first in time, then in sub-env order).
+        self._env_bad = torch.full((), self._NONE, dtype=torch.int64, device=dev)
+        self._act_bad = torch.full((), self._NONE, dtype=torch.int64, device=dev)
+        self._sub_env = torch.arange(self.n_envs, device=dev)
+
+    @property
+    def generators(self) -> list[torch.Generator]:
+        """The torch generators a rollout draws from besides torch's default one (a torch env's resets)."""
+        return [self.env.generator] if self.tensor_env else []
 
     def _env_actions_tensor(self, actions: torch.Tensor) -> torch.Tensor:
         """Policy output -> what the env takes, on the env's device (the tensor twin of to_env_actions)."""
@@ -263,18 +301,26 @@ class RolloutCollector:
         start = int(self.action_space.start)
         return a.long() if start == 0 else a.long() + start
 
-    def _step_tensor(self, env_actions: torch.Tensor) -> StepResult:
-        """step() for a TorchVecEnv: the same bookkeeping as tensor ops, no host sync."""
-        K = self.EPISODE_WINDOW
+    def _first_bad(self, record: torch.Tensor, bad: torch.Tensor) -> None:
+        """record <- min(record, key of the first sub-env flagged in `bad` [N]) without leaving the device."""
+        keys = torch.where(bad, self._steps_t + self._sub_env, self._NONE)
+        torch.minimum(record, keys.amin(), out=record)
+
+    def _step_tensor(self, env_actions: torch.Tensor, actions: torch.Tensor | None = None,
+                     keep_obs: bool = True) -> StepResult:
+        """step() for a TorchVecEnv: the same bookkeeping as tensor ops, no host sync. `actions` (the policy's, when
+        given) are checked for NaN/inf too, so a non-finite action is blamed on the agent, not the env. With
+        keep_obs=False the returned obs is the collector's own observation tensor, overwritten by this step."""
+        K, N = self.EPISODE_WINDOW, self.n_envs
         out = self.env.step(env_actions)
         dev = self.device
         rewards, terminated, truncated = out.reward.to(dev), out.terminated.to(dev), out.truncated.to(dev)
         next_obs, true_next = out.obs.to(dev), out.final_obs.to(dev)
         done = terminated | truncated
-        if self.check_finite:  # remembered on the device; raised by check_finite_tensor() (collect() ends with it)
-            ok = torch.isfinite(rewards).all() & torch.isfinite(true_next).all()
-            self._bad_step = torch.where(~ok & ~self._bad_t, self.steps_done, self._bad_step)
-            self._bad_t |= ~ok
+        if self.check_finite:  # remembered on the device; raised by sync() (when logging or checkpointing)
+            self._first_bad(self._env_bad, ~(torch.isfinite(rewards) & torch.isfinite(true_next.view(N, -1)).all(1)))
+            if actions is not None and actions.is_floating_point():
+                self._first_bad(self._act_bad, ~torch.isfinite(actions.view(N, -1)).all(1))
         self._ep_return_t += rewards
         self._ep_length_t += 1
         # Episodes ending now go to the ring in sub-env order (as the NumPy path appends them); when more than K
@@ -289,59 +335,88 @@ class RolloutCollector:
         self._episodes_t += count
         self._ep_return_t.masked_fill_(done, 0.0)
         self._ep_length_t.masked_fill_(done, 0)
-        self.steps_done += self.n_envs
-        obs, self._obs_t = self._obs_t, next_obs
+        self._steps_t += N
+        obs = self._obs_t.clone() if keep_obs else self._obs_t
+        self._obs_t.copy_(next_obs)  # in place: a CUDA graph of the rollout keeps reading the same tensor
         return StepResult(obs, true_next, rewards, terminated, truncated, rewards)
-
-    def check_finite_tensor(self) -> None:
-        """Raise NonFiniteError if a step of the tensor path saw a NaN/inf reward or observation (one host read)."""
-        if self.tensor_env and self.check_finite and bool(self._bad_t):
-            raise NonFiniteError(f"environment returned a non-finite reward or observation at environment step "
-                                 f"{int(self._bad_step)}")
 
     def _collect_tensor(self, buffer: RolloutBuffer, policy: Policy,
                         before_step: Callable[[int], None] | None) -> RolloutBuffer:
-        """collect() for a TorchVecEnv: every write is a device tensor copy; final_obs by masking."""
+        """collect() for a TorchVecEnv: every write is a device tensor copy; final_obs by masking. No host read:
+        non-finite values are raised by the next sync()."""
         shape = (self.n_envs,) + (1,) * (buffer.final_obs.dim() - 2)
         for t in range(buffer.n_steps):
             if before_step is not None:
                 before_step(t)
             with torch.no_grad():
                 actions = policy(self._obs_t)
+            buffer.obs[t] = self._obs_t
             buffer.actions[t] = actions
-            res = self._step_tensor(self._env_actions_tensor(actions))
-            buffer.obs[t] = res.obs
+            res = self._step_tensor(self._env_actions_tensor(actions), actions, keep_obs=False)
             buffer.rewards[t], buffer.terminated[t], buffer.truncated[t] = res.rewards, res.terminated, res.truncated
             buffer.final_obs[t] = torch.where(res.truncated.view(shape), res.next_obs, 0.0)
         buffer.last_obs.copy_(self._obs_t)
-        self.check_finite_tensor()  # the one host read of a rollout
         return buffer
 
-    def _sync_episodes(self) -> None:
-        """Copy the device ring into episode_returns / episode_lengths / episodes_done (oldest first)."""
+    def device_snapshot(self) -> dict[str, torch.Tensor]:
+        """What sync() reads from the device, as tensors (empty for a NumPy env): the ring of finished episodes,
+        the episode and step counters and the first-non-finite records. LearnRun reads it in the same host
+        transfer as the metrics it logs (core.device.to_host) and hands the result to apply_snapshot()."""
+        if not self.tensor_env:
+            return {}
         K = self.EPISODE_WINDOW
-        total = int(self._episodes_t)
+        return {"ring_return": self._ring_return[:K], "ring_length": self._ring_length[:K],
+                "episodes": self._episodes_t, "steps": self._steps_t, "env_bad": self._env_bad,
+                "act_bad": self._act_bad}
+
+    def apply_snapshot(self, snap: dict[str, Any]) -> None:
+        """Take a host copy of device_snapshot(): episode_returns/episode_lengths/episodes_done/steps_done are
+        refreshed, then a non-finite value seen on the device raises NonFiniteError naming the environment step
+        and sub-env where it first appeared, blaming the agent for a non-finite action and the env otherwise."""
+        if not snap:
+            return
+        K = self.EPISODE_WINDOW
+        total = int(snap["episodes"])
         n = min(total, K)
         order = [(total - n + j) % K for j in range(n)]
-        rets, lens = self._ring_return.cpu().tolist(), self._ring_length.cpu().tolist()
         self.episode_returns.clear()
-        self.episode_returns.extend(rets[i] for i in order)
+        self.episode_returns.extend(float(snap["ring_return"][i]) for i in order)
         self.episode_lengths.clear()
-        self.episode_lengths.extend(int(lens[i]) for i in order)
+        self.episode_lengths.extend(int(snap["ring_length"][i]) for i in order)
         self.episodes_done = self._episodes_base + total
+        self.steps_done = int(snap["steps"])
+        if not self.check_finite:
+            return
+        env_key, act_key = int(snap["env_bad"]), int(snap["act_bad"])
+        if min(env_key, act_key) == self._NONE:
+            return
+        vector_steps, i = divmod(min(env_key, act_key) - self._steps_base, self.n_envs)
+        step = self._steps_base + vector_steps * self.n_envs
+        when = (f"(sub-env {i}) at environment step {step} (reported by the first host read after it, at "
+                f"environment step {self.steps_done})")
+        if act_key <= env_key:
+            raise NonFiniteError(f"the policy returned a non-finite action {when}: the agent's parameters or "
+                                 "observation statistics hold NaN/inf")
+        raise NonFiniteError(f"environment returned a non-finite reward or observation {when}")
 
-    def episode_stats(self) -> dict[str, float]:
-        """Mean return/length over the last (up to) 100 finished episodes; empty before the first one ends."""
+    def sync(self) -> None:
+        """Torch envs: refresh steps_done and the episode statistics from the device in one host read, raising
+        NonFiniteError for a NaN/inf seen since the start (apply_snapshot). A no-op for NumPy envs."""
         if self.tensor_env:
-            self._sync_episodes()
+            self.apply_snapshot(to_host(self.device_snapshot()))
+
+    def episode_stats(self, refresh: bool = True) -> dict[str, float]:
+        """Mean return/length over the last (up to) 100 finished episodes; empty before the first one ends.
+        Torch envs: read from the device first (sync()) unless refresh=False (a snapshot was just applied)."""
+        if self.tensor_env and refresh:
+            self.sync()
         if not self.episode_returns:
             return {}
         return {"rollout/episode_return": float(np.mean(self.episode_returns)),
                 "rollout/episode_length": float(np.mean(self.episode_lengths))}
 
     def state_dict(self) -> dict[str, Any]:
-        if self.tensor_env:
-            self._sync_episodes()
+        self.sync()
         state = {"episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
                  "episodes_done": self.episodes_done, "steps_done": self.steps_done}
         if self.reward_normalizer is not None:
@@ -382,6 +457,10 @@ class RolloutCollector:
             self._ring_length[:n] = torch.tensor(list(self.episode_lengths), dtype=torch.int64)
             self._episodes_t.fill_(n)
             self._episodes_base = self.episodes_done - n
+            self._steps_t.fill_(self.steps_done)
+            self._steps_base = self.steps_done
+            self._env_bad.fill_(self._NONE)
+            self._act_bad.fill_(self._NONE)
 
 
 def evaluate_policy(
@@ -390,13 +469,16 @@ def evaluate_policy(
     n_episodes: int,
     seed: int | None = None,
     max_steps_per_episode: int | None = None,
+    truncation_note: str | None = None,
 ) -> dict[str, float]:
     """Run `n_episodes` full episodes of a single env with `act` (numpy obs -> env action).
 
     Episode k is reset with seed + k, so evaluating the same policy twice gives identical returns.
     Each episode is cut after `max_steps_per_episode` steps: by default the env's TimeLimit
     (env.spec.max_episode_steps), else DEFAULT_EVAL_MAX_EPISODE_STEPS; a cut episode counts with its partial
-    return and a RuntimeWarning says so (an env that never ends would otherwise hang here).
+    return and a RuntimeWarning says so (an env that never ends would otherwise hang here). With
+    `truncation_note` (the limit an env truncates at, e.g. an Atari game's frame limit), episodes the env
+    truncated are counted in a RuntimeWarning too.
     Returns {"mean_return", "std_return", "mean_length", "n_episodes", "capped_episodes"}.
     """
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
@@ -408,7 +490,7 @@ def evaluate_policy(
     if isinstance(max_steps_per_episode, bool) or not isinstance(max_steps_per_episode, (int, np.integer)) \
             or max_steps_per_episode < 1:
         raise ValueError(f"max_steps_per_episode must be a positive integer, got {max_steps_per_episode!r}")
-    returns, lengths, capped = [], [], 0
+    returns, lengths, capped, truncated = [], [], 0, 0
     for k in range(n_episodes):
         obs, _ = env.reset(seed=None if seed is None else seed + k)
         total, length = 0.0, 0
@@ -417,6 +499,7 @@ def evaluate_policy(
             total += float(r)
             length += 1
             if term or trunc:
+                truncated += int(bool(trunc) and not term)
                 break
             if length >= max_steps_per_episode:
                 capped += 1
@@ -428,6 +511,9 @@ def evaluate_policy(
                       "steps and were cut (their returns are partial); the env has no TimeLimit shorter than that "
                       "(wrap it in gymnasium.wrappers.TimeLimit or pass max_steps_per_episode)",
                       RuntimeWarning, stacklevel=2)
+    if truncation_note and truncated:
+        warnings.warn(f"{truncated} of {n_episodes} evaluation episodes were truncated at {truncation_note} "
+                      "(their returns are partial)", RuntimeWarning, stacklevel=2)
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
             "mean_length": float(np.mean(lengths)), "n_episodes": float(n_episodes),
             "capped_episodes": float(capped)}

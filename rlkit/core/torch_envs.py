@@ -193,6 +193,11 @@ class TorchVecEnv:
         self.elapsed = torch.zeros(self.num_envs, dtype=torch.int32, device=self.device)
         self.reset(seed)
 
+    @property
+    def generator(self) -> torch.Generator:
+        """The generator of the reset states (a CUDA graph of step() must register it: core.device.GraphedStep)."""
+        return self._gen
+
     def _draw(self) -> torch.Tensor:
         u = torch.rand(self.state.shape, generator=self._gen, dtype=self.dtype, device=self.device)
         return self._low + self._span * u  # Gymnasium's uniform(low, high): low + (high - low) * U[0, 1)

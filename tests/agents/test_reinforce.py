@@ -111,8 +111,8 @@ def test_wrong_space_and_wrong_algorithm_checkpoints_leave_live_agent_unchanged(
 
 
 def test_unsupported_spaces_and_bad_config():
-    env = lambda: gym.wrappers.TimeLimit(_MultiBinaryEnv(), 5)
-    with pytest.raises(SpaceError, match=r"reinforce does not support action space MultiBinary\(3\).*Discrete, Box"):
+    env = lambda: gym.wrappers.TimeLimit(_TupleActionEnv(), 5)
+    with pytest.raises(SpaceError, match=r"reinforce does not support action space Tuple\(.*: Discrete, Box, Multi"):
         REINFORCE(env, device="cpu")
     with pytest.raises(ConfigError, match="learning_rate must be > 0"):
         REINFORCE("CartPole-v1", learning_rate=-1.0)
@@ -120,9 +120,9 @@ def test_unsupported_spaces_and_bad_config():
         REINFORCE("CartPole-v1", config=REINFORCEConfig(), lr=1.0)
 
 
-class _MultiBinaryEnv(gym.Env):
+class _TupleActionEnv(gym.Env):
     observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
-    action_space = gym.spaces.MultiBinary(3)
+    action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(2)))
 
     def reset(self, *, seed=None, options=None):
         return np.zeros(2, np.float32), {}

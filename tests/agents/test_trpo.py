@@ -264,8 +264,8 @@ def test_five_save_load_cycles_change_no_hyperparameter(tmp_path):
 
 
 def test_unsupported_spaces_and_bad_config():
-    with pytest.raises(SpaceError, match=r"trpo does not support action space MultiBinary\(3\).*Discrete, Box"):
-        TRPO(lambda: gym.wrappers.TimeLimit(_MultiBinaryEnv(), 5), device="cpu")
+    with pytest.raises(SpaceError, match=r"trpo does not support action space Tuple\(.*: Discrete, Box, Multi"):
+        TRPO(lambda: gym.wrappers.TimeLimit(_TupleActionEnv(), 5), device="cpu")
     for bad, field in [({"max_kl": 0.0}, "max_kl"), ({"line_search_shrink": 1.0}, "line_search_shrink"),
                        ({"fvp_subsample": 1.5}, "fvp_subsample"), ({"cg_max_steps": 0}, "cg_max_steps"),
                        ({"cg_damping": -1.0}, "cg_damping"), ({"line_search_max_iter": 0}, "line_search_max_iter")]:
@@ -277,9 +277,9 @@ def test_unsupported_spaces_and_bad_config():
         TRPO("CartPole-v1", target_kl=0.01)
 
 
-class _MultiBinaryEnv(gym.Env):
+class _TupleActionEnv(gym.Env):
     observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
-    action_space = gym.spaces.MultiBinary(3)
+    action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(2)))
 
     def reset(self, *, seed=None, options=None):
         return np.zeros(2, np.float32), {}

@@ -175,17 +175,44 @@ def test_episode_window_keeps_the_last_100_when_many_end_at_once_and_survives_a_
     assert fresh.episodes_done == n and list(fresh.episode_returns) == list(col.episode_returns)
 
 
-def test_a_non_finite_action_stops_the_rollout_with_the_step():
+def test_a_non_finite_action_is_remembered_on_the_device_and_blamed_on_the_policy():
     col = _collector("Pendulum-v1", 3)
     buf = RolloutBuffer(8, 3, (3,), (1,), torch.float32, torch.device("cpu"))
+    calls = []
 
     def nan_policy(o):
+        calls.append(1)
         a = torch.zeros(o.shape[0], 1)
-        a[1] = float("nan") if col.steps_done == 6 else 0.0
+        a[1] = float("nan") if len(calls) == 3 else 0.0  # the third vector step: environment steps 6..8
         return a
 
-    with pytest.raises(NonFiniteError, match="non-finite reward or observation at environment step 6"):
-        col.collect(buf, nan_policy)
+    col.collect(buf, nan_policy)  # no host read inside a rollout: the check is a device record
+    with pytest.raises(NonFiniteError, match=r"policy returned a non-finite action \(sub-env 1\) at environment "
+                                             r"step 6 \(reported .* at environment step 24\)"):
+        col.sync()
+    with pytest.raises(NonFiniteError):  # the record stays until the collector is reloaded
+        col.episode_stats()
+
+
+def test_a_non_finite_env_output_is_blamed_on_the_env_with_the_first_step_and_sub_env():
+    col = _collector("CartPole-v1", 4)
+    step = col.env.step
+    seen = []
+
+    def bad_step(actions):
+        out = step(actions)
+        seen.append(1)
+        if len(seen) in (5, 7):  # first at the fifth vector step (environment step 16), sub-env 2
+            out.reward[2 if len(seen) == 5 else 0] = float("inf")
+        return out
+
+    col.env.step = bad_step
+    buf = RolloutBuffer(8, 4, (4,), (), torch.int64, torch.device("cpu"))
+    col.collect(buf, lambda o: torch.zeros(o.shape[0], dtype=torch.int64))
+    with pytest.raises(NonFiniteError, match=r"environment returned a non-finite reward or observation "
+                                             r"\(sub-env 2\) at environment step 16 "):
+        col.state_dict()  # a checkpoint reads the records too
+    assert col.steps_done == 32  # refreshed by the read before it raised
 
 
 @pytest.mark.cuda

@@ -1,0 +1,119 @@
+"""A2C with the Atari preset on Pong, trained in pieces that each fit a time-capped sitting, then reported.
+
+    python experiments/atari_pong.py [--steps 4000000] [--run-dir runs/atari_pong] [--time-limit 540]
+                                     [--env PongNoFrameskip-v4] [--seed 0] [--device cuda|cpu]
+                                     [--eval-episodes 5] [--checkpoint-interval 200000]
+
+A thin wrapper over `rlkit train a2c ENV` (the "atari" preset: 16 envs in worker processes, n_steps 5, RMSprop,
+linear lr decay over --steps; the Atari preprocessing of docs/guide.md#atari). The first call starts the run in
+--run-dir; every later call continues it (`--resume RUN_DIR`: the newest checkpoint, its config and seed). A
+call trains until --steps, or until --time-limit seconds have passed: then it sends itself SIGINT, so training
+finishes its iteration, writes a checkpoint and stops (call again to go on; a checkpoint is also written every
+--checkpoint-interval steps, against a hard kill). When the run reaches --steps, `rlkit train` evaluates
+--eval-episodes whole games. Each call ends by printing
+
+    steps/s of this piece (environment steps per second of training, from progress.csv's time/sps)
+    the mean training game score over the last 100 games (whole games, all lives, unclipped)
+
+and writing RUN_DIR/curve.csv (step, mean game score over the last 100 games). Run it on a machine with a core
+per env (16) and a GPU; --device defaults to cuda when one is there.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rlkit.cli import main as rlkit_main
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=4_000_000, help="the run's total environment steps")
+    p.add_argument("--run-dir", default="runs/atari_pong")
+    p.add_argument("--time-limit", type=float, default=540.0,
+                   help="seconds this call may train before it checkpoints and stops (0: no limit)")
+    p.add_argument("--env", default="PongNoFrameskip-v4")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--eval-episodes", type=int, default=5, help="whole games evaluated once the run is complete")
+    p.add_argument("--checkpoint-interval", type=int, default=200_000)
+    p.add_argument("--log-interval", type=int, default=10_000)
+    return p.parse_args()
+
+
+def train_piece(args: argparse.Namespace, run_dir: Path) -> int:
+    """One `rlkit train` call that starts or continues the run; SIGINT to this process at the time limit."""
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    argv = ["train", "a2c", args.env, "--steps", str(args.steps), "--run-dir", str(run_dir), "--device", args.device,
+            "--no-progress", "--eval-episodes", str(args.eval_episodes), "--log-interval", str(args.log_interval)]
+    if any((run_dir / "checkpoints").glob("*.pt")):
+        argv += ["--resume", str(run_dir)]
+    else:
+        argv += ["--seed", str(args.seed), "--set", f"checkpoint_interval={args.checkpoint_interval}"]
+    timer = None
+    if args.time_limit > 0:
+        timer = threading.Timer(args.time_limit, os.kill, (os.getpid(), signal.SIGINT))
+        timer.daemon = True
+        timer.start()
+    try:
+        return rlkit_main(argv)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def report(run_dir: Path, t_start_step: int) -> None:
+    """steps/s of this piece, the mean game score over the last 100 games, and RUN_DIR/curve.csv."""
+    path = run_dir / "progress.csv"
+    if not path.exists():
+        print("no progress.csv yet: nothing trained")
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    curve = [(int(float(r["step"])), float(r["rollout/episode_return"])) for r in rows
+             if r.get("rollout/episode_return")]
+    with (run_dir / "curve.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "mean_game_score_last_100"])
+        w.writerows(curve)
+    piece = [r for r in rows if int(float(r["step"])) > t_start_step and r.get("time/sps")]
+    step = int(float(rows[-1]["step"])) if rows else 0
+    sps = float(piece[-1]["time/sps"]) if piece else float("nan")
+    score = f"{curve[-1][1]:+.2f}" if curve else "(no game finished yet)"
+    print(f"step {step:,}: {sps:,.0f} steps/s this piece; mean training game score over the last 100 games "
+          f"{score}; curve ({len(curve)} points) in {run_dir / 'curve.csv'}")
+    result = run_dir / "result.json"  # written by `rlkit train` when the run is complete
+    if result.exists():
+        r = json.loads(result.read_text())
+        if "mean_return" in r:
+            print(f"evaluation: {r['mean_return']:+.2f} +/- {r['std_return']:.2f} over whole games")
+
+
+def main() -> int:
+    args = parse()
+    run_dir = Path(args.run_dir)
+    start = 0
+    if (run_dir / "progress.csv").exists():
+        with (run_dir / "progress.csv").open(newline="") as f:
+            steps = [int(float(r["step"])) for r in csv.DictReader(f)]
+        start = steps[-1] if steps else 0
+    t0 = time.time()
+    code = train_piece(args, run_dir)
+    what = {0: "run complete", 130: "stopped at the time limit: run again to continue"}.get(code, "error")
+    print(f"rlkit train exited with {code} after {time.time() - t0:.0f} s ({what})")
+    report(run_dir, start)
+    return 0 if code in (0, 130) else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

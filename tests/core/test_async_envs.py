@@ -1,0 +1,76 @@
+"""vectorization="async": Gymnasium's AsyncVectorEnv with SAME_STEP autoreset gives the same transitions as the
+sync path, its workers survive Ctrl-C, and checkpoints fall back cleanly (its sub-envs cannot be saved)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import rlkit
+from rlkit.core.envs import SameStepSyncVectorEnv, make_vec_env, vec_env_state
+
+
+def test_async_matches_sync_step_for_step_with_true_final_observations():
+    sync = make_vec_env("CartPole-v1", n_envs=4, seed=3, vectorization="sync")
+    asyn = make_vec_env("CartPole-v1", n_envs=4, seed=3, vectorization="async")
+    assert isinstance(sync, SameStepSyncVectorEnv) and isinstance(asyn, gym.vector.AsyncVectorEnv)
+    o1, _ = sync.reset(seed=[5, 6, 7, 8])
+    o2, _ = asyn.reset(seed=[5, 6, 7, 8])
+    np.testing.assert_array_equal(o1, o2)
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(200):
+        a = rng.integers(0, 2, 4)
+        s, r = sync.step(a), asyn.step(a)
+        for x, y in zip(s[:4], r[:4]):  # observations (the reset ones where an episode ended), rewards, flags
+            np.testing.assert_array_equal(x, y)
+        done = s[2] | s[3]
+        ends += int(done.sum())
+        for i in np.flatnonzero(done):
+            np.testing.assert_array_equal(s[4]["final_obs"][i], r[4]["final_obs"][i])
+    assert ends >= 20
+    sync.close()
+    asyn.close()
+
+
+def test_auto_is_sync_for_other_envs_and_bad_modes_are_named():
+    v = make_vec_env("CartPole-v1", n_envs=2)
+    assert isinstance(v, SameStepSyncVectorEnv)
+    v.close()
+    with pytest.raises(ValueError, match="vectorization must be one of auto, sync, async, got 'threads'"):
+        make_vec_env("CartPole-v1", n_envs=2, vectorization="threads")
+    with pytest.raises(rlkit.ConfigError, match=r"A2CConfig.vectorization must be one of"):
+        rlkit.A2CConfig(vectorization="threads")
+
+
+def test_workers_ignore_sigint_and_the_main_process_keeps_its_handler():
+    before = signal.getsignal(signal.SIGINT)
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0, vectorization="async")
+    assert signal.getsignal(signal.SIGINT) is before  # the spaces probe built in this process changed nothing
+    for p in venv.processes:
+        os.kill(p.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    time.sleep(0.3)
+    assert all(p.is_alive() for p in venv.processes)
+    venv.step(np.zeros(2, dtype=np.int64))  # still stepping: training can finish its iteration and checkpoint
+    venv.close()
+    assert not any(p.is_alive() for p in venv.processes)
+
+
+def test_async_checkpoints_fall_back_to_fresh_episodes(tmp_path):
+    agent = rlkit.A2C("CartPole-v1", n_envs=2, seed=0, device="cpu", vectorization="async")
+    assert isinstance(agent.env, gym.vector.AsyncVectorEnv)
+    data, why = vec_env_state(agent.env)
+    assert data is None and "worker processes" in why
+    agent.learn(40, run_dir=tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "final.pt"
+    assert not ckpt.with_suffix(".envstate").exists()
+    resumed = rlkit.A2C.load(ckpt, env="CartPole-v1", device="cpu", restore_env=True)
+    assert resumed.config.vectorization == "async" and isinstance(resumed.env, gym.vector.AsyncVectorEnv)
+    assert "fresh episodes" in resumed.resume_note and "worker processes" in resumed.resume_note
+    resumed.learn(20, run_dir=tmp_path / "run", progress=False)
+    agent.env.close()
+    resumed.env.close()
