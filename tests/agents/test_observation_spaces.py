@@ -203,6 +203,17 @@ def test_channels_last_and_first_are_detected_and_can_be_overridden():
     forced.learn(8, progress=False)
 
 
+def test_atari_frame_stacks_go_through_the_nature_cnn_as_uint8():
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    agent = rlkit.A2C("PongNoFrameskip-v4", n_envs=1, n_steps=4, device="cpu", seed=0, vectorization="sync")
+    first = convs(agent.actor)[0]
+    assert first.in_channels == 4 and agent.actor.encoder.preprocess.channels_first  # (4, 84, 84): channels first
+    assert agent.actor.encoder.body.linear.in_features == 64 * 7 * 7 and agent.actor.encoder is agent.critic.encoder
+    assert agent.buffer.obs.dtype == torch.uint8 and agent.collector.obs.dtype == torch.uint8
+    agent.learn(8, progress=False)
+
+
 def test_image_obs_false_flattens_and_true_requires_an_image():
     flat = make("reinforce", "image_hwc", image_obs=False)
     assert not convs(flat.actor) and isinstance(flat.actor.encoder, ObsEncoder)
