@@ -462,7 +462,8 @@ def _list(args: argparse.Namespace) -> int:
     for name in REGISTRY:
         if name in present:
             cls = get_agent_class(name)
-            print(f"{name:<10} actions: {', '.join(cls.supported_actions):<16} observations: Box, Discrete")
+            print(f"{name:<10} actions: {', '.join(cls.supported_actions):<16} "
+                  "observations: Box, image Box (CNN), Discrete, Dict")
         else:
             print(f"{name:<10} (not in this installation)")
     return 0

@@ -30,14 +30,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from rlkit.core import agent_io
-from rlkit.core.buffers import Rollout, RolloutBuffer
+from rlkit.core.buffers import Rollout, RolloutBuffer, obs_cat
 from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
                                check_positive, check_sample_freq, check_unit_interval, preset_config)
+from rlkit.core.config import check_encoder_fields
 from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.losses import policy_gradient_loss
-from rlkit.core.networks import (ACTIVATIONS, MLP, NetworkSpec, ObsEncoder, action_dim, action_storage, make_actor,
-                                 make_v_critic, network_source)
+from rlkit.core.networks import (ACTIVATIONS, MLP, EncoderSpec, NetworkSpec, action_dim, action_storage, make_actor,
+                                 make_obs_encoder, make_v_critic, network_source, obs_storage)
 from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop, clip_grad_norm_, set_lr
 from rlkit.core.returns import explained_variance, gae, normalize
 from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, StackedFlatOptimizer, stack_rollouts
@@ -55,7 +56,7 @@ class A2CConfig:
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
     """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
-    evaluation)."""
+    evaluation). Vector parts only: image pixels are scaled to [0, 1], never normalised."""
     normalize_reward: bool = False
     """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
     VecNormalize); the logged episode returns stay raw."""
@@ -63,6 +64,16 @@ class A2CConfig:
     """Clip normalised observations to [-clip_obs, clip_obs]."""
     clip_reward: float = 10.0
     """Clip normalised rewards to [-clip_reward, clip_reward]."""
+    # Observation encoding
+    image_obs: bool | None = None
+    """Encode images with a CNN. An image is a uint8 Box of rank 3 (HxWxC or CxHxW) with bounds 0..255, alone or
+    as a key of a Dict (None: detect them so, as Stable-Baselines3 does; False: no observation is an image, every
+    Box is flattened into the MLP; True: every uint8 Box of rank 3 is one, whatever its bounds)."""
+    image_channels_first: bool | None = None
+    """Layout of image observations: None detects it (channels first when the first dimension is the smallest, as
+    Stable-Baselines3); True: CxHxW; False: HxWxC (permuted to CxHxW on the device)."""
+    cnn_features_dim: int = 512
+    """Width of the default image encoder's output (the Nature-DQN CNN's final Linear + ReLU)."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -124,6 +135,7 @@ class A2CConfig:
         check_nonnegative(self, "ent_coef", "vf_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
         check_hidden_sizes(self)
+        check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_choice(self, "lr_schedule", ("constant", "linear"))
@@ -151,7 +163,7 @@ def a2c_loss(actor: nn.Module, critic: nn.Module, b: Rollout, cfg: A2CConfig, di
     same code runs for one agent and, through torch.func, for many seeds at once (rlkit.core.seeds)."""
     T, N = b.rewards.shape
     obs, actions = b.flat(b.obs), b.flat(b.actions)
-    v_all = critic(torch.cat([obs, b.last_obs]))  # V(s_t) for the batch and V(s_T) in one pass
+    v_all = critic(obs_cat([obs, b.last_obs]))  # V(s_t) for the batch and V(s_T) in one pass
     values = v_all[:T * N]
     adv, returns = a2c_advantages(critic, b, values.detach().view(T, N), v_all[T * N:].detach(), cfg, final_pass)
     adv, returns = adv.reshape(-1), returns.reshape(-1)
@@ -194,14 +206,16 @@ class A2C:
 
     def __init__(self, env: EnvLike, config: A2CConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
-                 **overrides: Any) -> None:
+                 encoder: EncoderSpec = None, preset: bool = False, env_backend: str = "gymnasium",
+                 env_kwargs: dict[str, Any] | None = None, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks); default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env
         id (rlkit list --presets).
         env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
         stays on Gymnasium's env). env_kwargs go to gymnasium.make
-        (and are saved in checkpoints). Other keywords are A2CConfig fields."""
+        (and are saved in checkpoints). Other keywords are A2CConfig fields.
+        `encoder`: your own observation encoder (nn.Module or factory f(observation_space) -> nn.Module; the
+        protocol is in rlkit.core.networks.make_obs_encoder); default: flatten/one-hot, a Nature CNN for images."""
         self.config = cfg = build_config(A2CConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         configure_threads(cfg.torch_threads)
         self.seed = seed
@@ -219,19 +233,22 @@ class A2C:
         if cfg.shared_trunk and (policy is not None or critic is not None):
             raise ValueError("A2C: shared_trunk builds both networks itself; pass policy=/critic= without it")
 
-        encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
+        # ONE encoder for actor and critic: the normalisation statistics and, for images, the CNN, trained by the
+        # joint loss as Stable-Baselines3's A2C shares its feature extractor (docs/architecture.md).
+        obs_enc = make_obs_encoder(es.obs_space, cfg, encoder, orthogonal=cfg.ortho_init)
         if cfg.shared_trunk:  # one trunk, two heads (gains 0.01 and 1, as Stable-Baselines3)
             hs, n_out = cfg.hidden_sizes, action_dim(es.action_space)
-            trunk = MLP(encoder.dim, hs[:-1], hs[-1], cfg.activation, math.sqrt(2), cfg.ortho_init)
+            trunk = MLP(obs_enc.out_dim, hs[:-1], hs[-1], cfg.activation, math.sqrt(2), cfg.ortho_init)
             policy = TrunkHead(trunk, n_out, 0.01, cfg.ortho_init)
             critic = TrunkHead(trunk, 1, 1.0, cfg.ortho_init)
-            self.networks = {"policy": None, "critic": None}
+            self.networks = {"policy": None, "critic": None, "encoder": network_source(encoder)}
         else:
-            self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
+            self.networks = {"policy": network_source(policy), "critic": network_source(critic),
+                             "encoder": network_source(encoder)}
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation, cfg.log_std_init,
-                                encoder=encoder, use_sde=cfg.use_sde, net=policy,
+                                encoder=obs_enc, use_sde=cfg.use_sde, net=policy,
                                 orthogonal=cfg.ortho_init).to(self.device)
-        self.critic = make_v_critic(encoder, cfg.hidden_sizes, cfg.activation, net=critic,
+        self.critic = make_v_critic(obs_enc, cfg.hidden_sizes, cfg.activation, net=critic,
                                     orthogonal=cfg.ortho_init).to(self.device)
         # CUDA graphs of the rollout and the update (cuda_graphs): the optimiser then keeps its scalars on the device
         self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
@@ -244,8 +261,9 @@ class A2C:
             self.optimizer = FlatAdam(self.flat.param, cfg.learning_rate, eps=cfg.rms_eps, capturable=self.cuda_graphs)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
-            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                        *action_storage(es.action_space), self.device)
+            obs_shape, obs_dtype = obs_storage(es.obs_space)  # uint8 images stay uint8
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape, *action_storage(es.action_space),
+                                        self.device, obs_dtype)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self.actor.reset_noise(es.n_envs)  # gSDE only
         self.num_timesteps = 0

@@ -35,13 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from rlkit.core import agent_io
-from rlkit.core.buffers import ReplayBatch, ReplayBuffer
+from rlkit.core.buffers import ReplayBatch, ReplayBuffer, obs_len, obs_stager, obs_to_device
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
                                check_unit_interval, preset_config)
-from rlkit.core.device import GraphedStep, HostStager, capture_cuda_graph, configure_threads, seed_everything
+from rlkit.core.config import check_encoder_fields
+from rlkit.core.device import GraphedStep, capture_cuda_graph, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
-from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, NetworkSpec, ObsEncoder, QCritic, build_network,
-                                 make_q_critic, network_source)
+from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, EncoderSpec, NetworkSpec, QCritic, build_network,
+                                 make_obs_encoder, make_q_critic, network_source, obs_storage, tie_statistics)
 from rlkit.core.optim import polyak_update
 from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, stack_tensors_
 
@@ -78,7 +79,7 @@ class DDPGConfig:
     """Ornstein-Uhlenbeck time step."""
     normalize_obs: bool = False
     """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
-    evaluation)."""
+    evaluation). Vector parts only: image pixels are scaled to [0, 1], never normalised."""
     normalize_reward: bool = False
     """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
     VecNormalize); the logged episode returns stay raw."""
@@ -86,6 +87,16 @@ class DDPGConfig:
     """Clip normalised observations to [-clip_obs, clip_obs]."""
     clip_reward: float = 10.0
     """Clip normalised rewards to [-clip_reward, clip_reward]."""
+    # Observation encoding
+    image_obs: bool | None = None
+    """Encode images with a CNN. An image is a uint8 Box of rank 3 (HxWxC or CxHxW) with bounds 0..255, alone or
+    as a key of a Dict (None: detect them so, as Stable-Baselines3 does; False: no observation is an image, every
+    Box is flattened into the MLP; True: every uint8 Box of rank 3 is one, whatever its bounds)."""
+    image_channels_first: bool | None = None
+    """Layout of image observations: None detects it (channels first when the first dimension is the smallest, as
+    Stable-Baselines3); True: CxHxW; False: HxWxC (permuted to CxHxW on the device)."""
+    cnn_features_dim: int = 512
+    """Width of the default image encoder's output (the Nature-DQN CNN's final Linear + ReLU)."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -119,6 +130,7 @@ class DDPGConfig:
         check_nonnegative(self, "learning_starts", "noise_std", "ou_theta", "checkpoint_interval",
                           "keep_checkpoints", "torch_threads")
         check_hidden_sizes(self)
+        check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_choice(self, "noise_type", ("normal", "ornstein_uhlenbeck", "none"))
@@ -163,14 +175,16 @@ class DDPG:
 
     def __init__(self, env: EnvLike, config: DDPGConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
-                 **overrides: Any) -> None:
+                 encoder: EncoderSpec = None, preset: bool = False, env_backend: str = "gymnasium",
+                 env_kwargs: dict[str, Any] | None = None, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks: the policy's output goes through tanh, the critic reads [features, unit action]);
         default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env id (rlkit list
         --presets). env_backend="torch" is refused (DDPG steps its envs
         with NumPy actions). env_kwargs go to gymnasium.make
-        (and are saved in checkpoints). Other keywords are DDPGConfig fields."""
+        (and are saved in checkpoints). Other keywords are DDPGConfig fields.
+        `encoder`: your own observation encoder (nn.Module or factory f(observation_space) -> nn.Module; the
+        protocol is in rlkit.core.networks.make_obs_encoder); default: flatten/one-hot, a Nature CNN for images."""
         self.config = cfg = build_config(DDPGConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         configure_threads(cfg.torch_threads)
         self.seed = seed
@@ -184,25 +198,33 @@ class DDPG:
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
         self.n_envs = es.n_envs
-        obs_width = int(np.prod(es.obs_space.shape)) if es.obs_space.shape else 1
+        obs_shape, obs_dtype = obs_storage(es.obs_space)  # uint8 images stay uint8 (kept apart from float rows)
         self.act_dim = int(np.prod(es.action_space.shape))
         if self.env is not None:  # the buffer first: a capacity that does not fit fails before any network exists
             try:
-                self.buffer = ReplayBuffer(cfg.buffer_size, (obs_width,), (self.act_dim,), self.device)
+                self.buffer = ReplayBuffer(cfg.buffer_size, obs_shape, (self.act_dim,), self.device,
+                                           obs_dtype=obs_dtype)
             except MemoryError:
                 self.env.close()
                 raise
 
-        self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
-        enc = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # shared by actor, critic and targets
-        net = build_network(policy, enc.dim, self.act_dim, lambda: MLP(enc.dim, cfg.hidden_sizes, self.act_dim,
-                                                                        cfg.activation, orthogonal=False), "policy")
+        self.networks = {"policy": network_source(policy), "critic": network_source(critic),
+                         "encoder": network_source(encoder)}
+        # One set of observation statistics for actor, critic and targets; a CNN (images) for the actor and one
+        # for the critic (their own losses and optimisers, as Stable-Baselines3's off-policy agents), copied by
+        # the targets and Polyak-averaged with them.
+        enc = make_obs_encoder(es.obs_space, cfg, encoder, orthogonal=False)
+        critic_enc = make_obs_encoder(es.obs_space, cfg, encoder, share_statistics=enc, orthogonal=False)
+        f = enc.out_dim
+        net = build_network(policy, f, self.act_dim, lambda: MLP(f, cfg.hidden_sizes, self.act_dim,
+                                                                  cfg.activation, orthogonal=False), "policy")
         self.actor = DeterministicActor(enc, net, es.action_space).to(self.device)
-        self.critic = make_q_critic(enc, es.action_space, cfg.hidden_sizes, cfg.activation,
+        self.critic = make_q_critic(critic_enc, es.action_space, cfg.hidden_sizes, cfg.activation,
                                     net=critic, orthogonal=False).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_target.encoder = self.critic_target.encoder = enc  # one set of observation statistics
+        self.actor_target.encoder = tie_statistics(self.actor_target.encoder, self.actor.encoder)
+        self.critic_target.encoder = tie_statistics(self.critic_target.encoder, self.critic.encoder)
         cuda = self.device.type == "cuda"
         # capturable=True keeps Adam's step count on the device, which a CUDA graph needs; fused: one kernel.
         opt_kw: dict[str, Any] = {"lr": cfg.learning_rate, "capturable": cuda, "fused": True if cuda else None}
@@ -218,7 +240,7 @@ class DDPG:
         self._bias = (es.action_space.high.astype(np.float64).reshape(-1) + es.action_space.low.reshape(-1)) / 2
         if self.env is not None:
             self.collector = agent_io.make_collector(es, self.device, cfg)
-            self._obs_stage = HostStager((self.n_envs, obs_width), self.device)
+            self._obs_stage = obs_stager(obs_shape, obs_dtype, self.n_envs, self.device)
             self._obs_t = self._obs_stage(self.collector.obs_np)
         self._ou = torch.zeros(self.n_envs, self.act_dim, device=self.device)  # OU state per env
         self.num_timesteps = 0
@@ -264,10 +286,10 @@ class DDPG:
     def value(self, obs: Any, action: Any) -> np.ndarray:
         """Q(s, a) for one (observation, env action) pair or a batch."""
         o, single = agent_io.obs_batch(obs, self.observation_space, self.device)
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != ((self.act_dim,) if single else (o.shape[0], self.act_dim)):
-            raise ValueError(f"action of shape {a.shape} does not fit {o.shape[0]} observation(s) of "
-                             f"{self.action_space}: expected ({'' if single else f'{o.shape[0]}, '}{self.act_dim},)")
+        a, b = np.asarray(action, dtype=np.float64), obs_len(o)
+        if a.shape != ((self.act_dim,) if single else (b, self.act_dim)):
+            raise ValueError(f"action of shape {a.shape} does not fit {b} observation(s) of "
+                             f"{self.action_space}: expected ({'' if single else f'{b}, '}{self.act_dim},)")
         unit = (a.reshape(-1, self.act_dim) - self._bias) / self._scale  # the Box -> [-1, 1], as the critic reads it
         with torch.no_grad():
             q = self.critic(o, torch.as_tensor(unit, dtype=torch.float32, device=self.device)).cpu().numpy()
@@ -328,7 +350,7 @@ class DDPG:
         step = self.collector.step(self._to_env(unit))
         self.buffer.add(step.obs, unit, step.train_rewards, step.next_obs, step.terminated)
         if self.config.normalize_obs:  # the buffer keeps raw observations; the networks normalise when they read
-            self.actor.encoder.update_stats(torch.from_numpy(step.obs).to(self.device))
+            self.actor.encoder.update_stats(obs_to_device(step.obs, self.device))
         done = step.terminated | step.truncated
         if done.any():
             self._ou[torch.from_numpy(done).to(self.device)] = 0.0  # OU state restarts with each episode

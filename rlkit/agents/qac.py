@@ -29,14 +29,15 @@ import numpy as np
 import torch
 
 from rlkit.core import agent_io
-from rlkit.core.buffers import RolloutBuffer
+from rlkit.core.buffers import RolloutBuffer, obs_map, obs_where
 from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
                                check_positive, check_unit_interval, preset_config)
+from rlkit.core.config import check_encoder_fields
 from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
-from rlkit.core.networks import (ACTIVATIONS, NetworkSpec, ObsEncoder, action_storage, make_actor, make_q_critic,
-                                 network_source)
+from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, action_storage, make_actor, make_obs_encoder,
+                                 make_q_critic, network_source, obs_storage)
 from rlkit.core.optim import load_optimizer_state, optimizer_state_dict, set_lr
 from rlkit.core.returns import explained_variance, normalize
 
@@ -53,7 +54,7 @@ class QACConfig:
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
     """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
-    evaluation)."""
+    evaluation). Vector parts only: image pixels are scaled to [0, 1], never normalised."""
     normalize_reward: bool = False
     """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
     VecNormalize); the logged episode returns stay raw."""
@@ -61,6 +62,16 @@ class QACConfig:
     """Clip normalised observations to [-clip_obs, clip_obs]."""
     clip_reward: float = 10.0
     """Clip normalised rewards to [-clip_reward, clip_reward]."""
+    # Observation encoding
+    image_obs: bool | None = None
+    """Encode images with a CNN. An image is a uint8 Box of rank 3 (HxWxC or CxHxW) with bounds 0..255, alone or
+    as a key of a Dict (None: detect them so, as Stable-Baselines3 does; False: no observation is an image, every
+    Box is flattened into the MLP; True: every uint8 Box of rank 3 is one, whatever its bounds)."""
+    image_channels_first: bool | None = None
+    """Layout of image observations: None detects it (channels first when the first dimension is the smallest, as
+    Stable-Baselines3); True: CxHxW; False: HxWxC (permuted to CxHxW on the device)."""
+    cnn_features_dim: int = 512
+    """Width of the default image encoder's output (the Nature-DQN CNN's final Linear + ReLU)."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -106,6 +117,7 @@ class QACConfig:
         check_nonnegative(self, "ent_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
         check_hidden_sizes(self)
+        check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_choice(self, "lr_schedule", ("constant", "linear"))
@@ -120,8 +132,8 @@ class QAC:
 
     def __init__(self, env: EnvLike, config: QACConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
-                 **overrides: Any) -> None:
+                 encoder: EncoderSpec = None, preset: bool = False, env_backend: str = "gymnasium",
+                 env_kwargs: dict[str, Any] | None = None, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks: the critic is Q(s, .) [B, n] for Discrete(n), Q on [features, action] for a Box,
         per-dimension outputs [B, sum(nvec)] for MultiDiscrete(nvec) and [B, 2n] for MultiBinary(n));
@@ -129,7 +141,9 @@ class QAC:
         --presets).
         env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
         stays on Gymnasium's env). env_kwargs go to gymnasium.make
-        (and are saved in checkpoints). Other keywords are QACConfig fields."""
+        (and are saved in checkpoints). Other keywords are QACConfig fields.
+        `encoder`: your own observation encoder (nn.Module or factory f(observation_space) -> nn.Module; the
+        protocol is in rlkit.core.networks.make_obs_encoder); default: flatten/one-hot, a Nature CNN for images."""
         self.config = cfg = build_config(QACConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         configure_threads(cfg.torch_threads)
         self.seed = seed
@@ -145,13 +159,17 @@ class QAC:
         # Discrete, MultiDiscrete, MultiBinary: finitely many actions per dimension, a critic output for each
         self.discrete = es.action_space.__class__.__name__ != "Box"
 
-        self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
-        encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
+        self.networks = {"policy": network_source(policy), "critic": network_source(critic),
+                         "encoder": network_source(encoder)}
+        # One set of observation statistics for both networks; a CNN (images) for each, since the actor and Q_w
+        # have their own losses and optimisers (docs/architecture.md, "Observation encoders").
+        actor_enc = make_obs_encoder(es.obs_space, cfg, encoder)
+        critic_enc = make_obs_encoder(es.obs_space, cfg, encoder, share_statistics=actor_enc)
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
-                                cfg.log_std_init, encoder=encoder, net=policy).to(self.device)
+                                cfg.log_std_init, encoder=actor_enc, net=policy).to(self.device)
         # Discrete: one Q output per action; MultiDiscrete/MultiBinary: Q(s, a) = sum_d Q_d(s, a_d), one output per
         # (dimension, choice); Box: Q(s, a) on [features, action], the action clipped to the Box
-        self.critic = make_q_critic(encoder, es.action_space, cfg.hidden_sizes, cfg.activation,
+        self.critic = make_q_critic(critic_enc, es.action_space, cfg.hidden_sizes, cfg.activation,
                                     net=critic).to(self.device)
         if not self.discrete:
             self._low = torch.as_tensor(es.action_space.low, dtype=torch.float32, device=self.device)
@@ -163,8 +181,9 @@ class QAC:
         self.q_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.q_learning_rate, **graph_kw)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
-            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                        *action_storage(es.action_space), self.device)
+            obs_shape, obs_dtype = obs_storage(es.obs_space)  # uint8 images stay uint8
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape, *action_storage(es.action_space),
+                                        self.device, obs_dtype)
             self.collector = agent_io.make_collector(es, self.device, cfg)
             # a_T chosen in update(), executed first in the next rollout (when _has_next); written in place, so a
             # CUDA graph of the rollout reads the a_T that a graph of the update wrote
@@ -208,9 +227,9 @@ class QAC:
           y_t = r_t                                   where terminated (nothing after a real end)
         """
         T, N = buf.n_steps, buf.n_envs
-        trunc_o = buf.truncated.view(T, N, *([1] * (buf.obs.dim() - 2)))
         trunc_a = buf.truncated.view(T, N, *([1] * (buf.actions.dim() - 2)))
-        next_obs = torch.where(trunc_o, buf.final_obs, torch.cat([buf.obs[1:], buf.last_obs[None]]))
+        following = obs_map(lambda o, last: torch.cat([o[1:], last[None]]), buf.obs, buf.last_obs)  # as collected
+        next_obs = obs_where(buf.truncated, buf.final_obs, following)
         next_act = torch.where(trunc_a, a_final, torch.cat([buf.actions[1:], a_T[None]]))
         with torch.no_grad():
             q_next = self._q(buf.flat(next_obs), buf.flat(next_act)).view(T, N)

@@ -27,11 +27,12 @@ from rlkit.core import agent_io
 from rlkit.core.buffers import Rollout, RolloutBuffer
 from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
                                check_positive, check_unit_interval, preset_config)
+from rlkit.core.config import check_encoder_fields
 from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
-from rlkit.core.networks import (ACTIVATIONS, NetworkSpec, ObsEncoder, action_storage, make_actor, make_v_critic,
-                                 network_source)
+from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, action_storage, make_actor, make_obs_encoder,
+                                 make_v_critic, network_source, obs_storage)
 from rlkit.core.optim import clip_grad_norm_, load_optimizer_state, optimizer_state_dict
 from rlkit.core.returns import explained_variance, normalize, reward_to_go
 from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, stack_rollouts
@@ -49,7 +50,7 @@ class REINFORCEConfig:
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
     """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
-    evaluation)."""
+    evaluation). Vector parts only: image pixels are scaled to [0, 1], never normalised."""
     normalize_reward: bool = False
     """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
     VecNormalize); the logged episode returns stay raw."""
@@ -57,6 +58,16 @@ class REINFORCEConfig:
     """Clip normalised observations to [-clip_obs, clip_obs]."""
     clip_reward: float = 10.0
     """Clip normalised rewards to [-clip_reward, clip_reward]."""
+    # Observation encoding
+    image_obs: bool | None = None
+    """Encode images with a CNN. An image is a uint8 Box of rank 3 (HxWxC or CxHxW) with bounds 0..255, alone or
+    as a key of a Dict (None: detect them so, as Stable-Baselines3 does; False: no observation is an image, every
+    Box is flattened into the MLP; True: every uint8 Box of rank 3 is one, whatever its bounds)."""
+    image_channels_first: bool | None = None
+    """Layout of image observations: None detects it (channels first when the first dimension is the smallest, as
+    Stable-Baselines3); True: CxHxW; False: HxWxC (permuted to CxHxW on the device)."""
+    cnn_features_dim: int = 512
+    """Width of the default image encoder's output (the Nature-DQN CNN's final Linear + ReLU)."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -100,6 +111,7 @@ class REINFORCEConfig:
         check_nonnegative(self, "ent_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
         check_hidden_sizes(self)
+        check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "vectorization", ("auto", "sync", "async"))
 
@@ -147,14 +159,16 @@ class REINFORCE:
 
     def __init__(self, env: EnvLike, config: REINFORCEConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
-                 **overrides: Any) -> None:
+                 encoder: EncoderSpec = None, preset: bool = False, env_backend: str = "gymnasium",
+                 env_kwargs: dict[str, Any] | None = None, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks); default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env
         id (rlkit list --presets).
         env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
         stays on Gymnasium's env). env_kwargs go to gymnasium.make
-        (and are saved in checkpoints). Other keywords are REINFORCEConfig fields."""
+        (and are saved in checkpoints). Other keywords are REINFORCEConfig fields.
+        `encoder`: your own observation encoder (nn.Module or factory f(observation_space) -> nn.Module; the
+        protocol is in rlkit.core.networks.make_obs_encoder); default: flatten/one-hot, a Nature CNN for images."""
         self.config = cfg = build_config(REINFORCEConfig, config, preset=preset_config(self.algo, env, preset),
                                          **overrides)
         configure_threads(cfg.torch_threads)
@@ -169,11 +183,15 @@ class REINFORCE:
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
 
-        self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
-        encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
+        self.networks = {"policy": network_source(policy), "critic": network_source(critic),
+                         "encoder": network_source(encoder)}
+        # One set of observation statistics for both networks; a CNN (images) for each, since the policy and the
+        # baseline have their own losses and optimisers (docs/architecture.md, "Observation encoders").
+        actor_enc = make_obs_encoder(es.obs_space, cfg, encoder)
+        critic_enc = make_obs_encoder(es.obs_space, cfg, encoder, share_statistics=actor_enc)
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation,
-                                cfg.log_std_init, encoder=encoder, net=policy).to(self.device)
-        self.critic = make_v_critic(encoder, cfg.hidden_sizes, cfg.activation, net=critic).to(self.device)
+                                cfg.log_std_init, encoder=actor_enc, net=policy).to(self.device)
+        self.critic = make_v_critic(critic_enc, cfg.hidden_sizes, cfg.activation, net=critic).to(self.device)
         # CUDA graphs of the rollout and the update (cuda_graphs) need Adam's step count on the device (capturable)
         self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
         graph_kw: dict[str, Any] = {"capturable": True, "fused": True} if self.cuda_graphs else {}
@@ -181,8 +199,9 @@ class REINFORCE:
         self.vf_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.vf_learning_rate, **graph_kw)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
-            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                        *action_storage(es.action_space), self.device)
+            obs_shape, obs_dtype = obs_storage(es.obs_space)  # uint8 images stay uint8
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape, *action_storage(es.action_space),
+                                        self.device, obs_dtype)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self.num_timesteps = 0
         self.n_updates = 0

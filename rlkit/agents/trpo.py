@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 
 from rlkit.core import agent_io
-from rlkit.core.buffers import Rollout, RolloutBuffer
+from rlkit.core.buffers import Obs, Rollout, RolloutBuffer, obs_index, obs_len
 from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
                                check_positive, check_sample_freq, check_unit_interval, ConfigError, preset_config)
+from rlkit.core.config import check_encoder_fields
 from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
-from rlkit.core.networks import (ACTIVATIONS, NetworkSpec, ObsEncoder, action_storage, make_actor, make_v_critic,
-                                 network_source)
+from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, action_storage, make_actor, make_obs_encoder,
+                                 make_v_critic, network_source, obs_storage)
 from rlkit.core.optim import FlatAdam, FlatParameters, conjugate_gradient, flat_grad
 from rlkit.core.returns import explained_variance, gae, normalize
 from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, StackedFlatOptimizer, stack_rollouts
@@ -57,7 +58,7 @@ class TRPOConfig:
     """Steps per environment per update; a batch holds n_envs * n_steps transitions."""
     normalize_obs: bool = False
     """Normalise observations by a running mean/std (clipped to +-clip_obs; saved in checkpoints, frozen during
-    evaluation)."""
+    evaluation). Vector parts only: image pixels are scaled to [0, 1], never normalised."""
     normalize_reward: bool = False
     """Train on rewards scaled by the running std of the discounted return (rlkit.core.normalize; as SB3's
     VecNormalize); the logged episode returns stay raw."""
@@ -65,6 +66,16 @@ class TRPOConfig:
     """Clip normalised observations to [-clip_obs, clip_obs]."""
     clip_reward: float = 10.0
     """Clip normalised rewards to [-clip_reward, clip_reward]."""
+    # Observation encoding
+    image_obs: bool | None = None
+    """Encode images with a CNN. An image is a uint8 Box of rank 3 (HxWxC or CxHxW) with bounds 0..255, alone or
+    as a key of a Dict (None: detect them so, as Stable-Baselines3 does; False: no observation is an image, every
+    Box is flattened into the MLP; True: every uint8 Box of rank 3 is one, whatever its bounds)."""
+    image_channels_first: bool | None = None
+    """Layout of image observations: None detects it (channels first when the first dimension is the smallest, as
+    Stable-Baselines3); True: CxHxW; False: HxWxC (permuted to CxHxW on the device)."""
+    cnn_features_dim: int = 512
+    """Width of the default image encoder's output (the Nature-DQN CNN's final Linear + ReLU)."""
     # Loss
     gamma: float = 0.99
     """Discount factor."""
@@ -127,6 +138,7 @@ class TRPOConfig:
         if not 0.0 < self.line_search_shrink < 1.0:
             raise ConfigError(f"TRPOConfig.line_search_shrink must be in (0, 1), got {self.line_search_shrink!r}")
         check_hidden_sizes(self)
+        check_encoder_fields(self)
         check_sample_freq(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "vectorization", ("auto", "sync", "async"))
@@ -245,14 +257,16 @@ class TRPO:
 
     def __init__(self, env: EnvLike, config: TRPOConfig | dict | None = None, *, seed: int | None = None,
                  device: str | torch.device = "auto", policy: NetworkSpec = None, critic: NetworkSpec = None,
-                 preset: bool = False, env_backend: str = "gymnasium", env_kwargs: dict[str, Any] | None = None,
-                 **overrides: Any) -> None:
+                 encoder: EncoderSpec = None, preset: bool = False, env_backend: str = "gymnasium",
+                 env_kwargs: dict[str, Any] | None = None, **overrides: Any) -> None:
         """`policy` / `critic`: your own networks (nn.Module or factory f(in_dim, out_dim); the protocol is in
         rlkit.core.networks); default: MLPs of hidden_sizes. preset=True starts from the tuned preset for this env
         id (rlkit list --presets).
         env_backend="torch": train on rlkit.core.torch_envs' batched envs on the agent's device (evaluation
         stays on Gymnasium's env). env_kwargs go to gymnasium.make
-        (and are saved in checkpoints). Other keywords are TRPOConfig fields."""
+        (and are saved in checkpoints). Other keywords are TRPOConfig fields.
+        `encoder`: your own observation encoder (nn.Module or factory f(observation_space) -> nn.Module; the
+        protocol is in rlkit.core.networks.make_obs_encoder); default: flatten/one-hot, a Nature CNN for images."""
         self.config = cfg = build_config(TRPOConfig, config, preset=preset_config(self.algo, env, preset), **overrides)
         configure_threads(cfg.torch_threads)
         self.seed = seed
@@ -266,13 +280,17 @@ class TRPO:
         self.env, self.env_id, self._env_factory = es.venv, es.env_id, es.factory
         self.observation_space, self.action_space = es.obs_space, es.action_space
 
-        encoder = ObsEncoder(es.obs_space, cfg.normalize_obs, cfg.clip_obs)  # one normaliser for actor and critic
         if cfg.use_sde and es.action_space.__class__.__name__ != "Box":
             raise SpaceError(f"TRPO: use_sde needs a Box action space, not {es.action_space}")
-        self.networks = {"policy": network_source(policy), "critic": network_source(critic)}
+        self.networks = {"policy": network_source(policy), "critic": network_source(critic),
+                         "encoder": network_source(encoder)}
+        # One set of observation statistics for both networks; a CNN (images) for each: the trust-region step
+        # moves the actor's flat parameters (its CNN included), the critic's CNN is fitted by Adam.
+        actor_enc = make_obs_encoder(es.obs_space, cfg, encoder)
+        critic_enc = make_obs_encoder(es.obs_space, cfg, encoder, share_statistics=actor_enc)
         self.actor = make_actor(es.obs_space, es.action_space, cfg.hidden_sizes, cfg.activation, cfg.log_std_init,
-                                encoder=encoder, use_sde=cfg.use_sde, net=policy).to(self.device)
-        self.critic = make_v_critic(encoder, cfg.hidden_sizes, cfg.activation, net=critic).to(self.device)
+                                encoder=actor_enc, use_sde=cfg.use_sde, net=policy).to(self.device)
+        self.critic = make_v_critic(critic_enc, cfg.hidden_sizes, cfg.activation, net=critic).to(self.device)
         # Flat parameter vectors: theta is read and written in one op; Adam steps one tensor.
         self.pi_flat = FlatParameters(self.actor.parameters())
         self.vf_flat = FlatParameters(self.critic.parameters())
@@ -281,8 +299,9 @@ class TRPO:
         self.vf_optimizer = FlatAdam(self.vf_flat.param, cfg.learning_rate, eps=1e-5, capturable=self.cuda_graphs)
 
         if self.env is not None:  # an agent loaded without an env (act/value only) needs no rollout storage
-            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, es.obs_space.shape or (),
-                                        *action_storage(es.action_space), self.device)
+            obs_shape, obs_dtype = obs_storage(es.obs_space)  # uint8 images stay uint8
+            self.buffer = RolloutBuffer(cfg.n_steps, es.n_envs, obs_shape, *action_storage(es.action_space),
+                                        self.device, obs_dtype)
             self.collector = agent_io.make_collector(es, self.device, cfg)
         self.actor.reset_noise(es.n_envs)  # gSDE only
         self.num_timesteps = 0
@@ -316,8 +335,9 @@ class TRPO:
         info["train/explained_variance"] = explained_variance(values, returns)
         return info
 
-    def policy_step(self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One TRPO step of the actor on a flat batch (obs [B, ...], actions [B, ...], advantages [B])."""
+    def policy_step(self, obs: Obs, actions: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One TRPO step of the actor on a flat batch (obs [B, ...] or a dict of those, actions [B, ...],
+        advantages [B])."""
         cfg = self.config
         params = self.pi_flat.params
         new = self.actor.dist_params(obs)
@@ -329,8 +349,9 @@ class TRPO:
         g = flat_grad(surr, params, retain_graph=True)
         old_full = old
         if cfg.fvp_subsample < 1.0:  # Fisher on a random subset of the batch (same old policy, detached)
-            m = max(1, int(round(cfg.fvp_subsample * obs.shape[0])))
-            new = self.actor.dist_params(obs[torch.randperm(obs.shape[0], device=obs.device)[:m]])
+            n = obs_len(obs)
+            m = max(1, int(round(cfg.fvp_subsample * n)))
+            new = self.actor.dist_params(obs_index(obs, torch.randperm(n, device=adv.device)[:m]))
             old = tuple(p.detach() for p in new)
         grad_kl = flat_grad(self.actor.kl(old, new).mean(), params, create_graph=True)
         step, valid = natural_step(g, lambda v: fisher_vector_product(grad_kl, params, v, cfg.cg_damping),
@@ -352,17 +373,18 @@ class TRPO:
         info["train/entropy"] = self.actor.entropy_from_params(old_full).mean()
         return info
 
-    def fit_critic(self, obs: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    def fit_critic(self, obs: Obs, returns: torch.Tensor) -> torch.Tensor:
         """n_critic_updates epochs of minibatch Adam on mean (V(s) - R)^2; returns the mean loss of the last epoch.
         Each epoch shuffles once and slices contiguous minibatches."""
         cfg = self.config
-        n, bs = obs.shape[0], cfg.batch_size
-        total = torch.zeros((), device=obs.device)
+        n, bs = obs_len(obs), cfg.batch_size
+        total = torch.zeros((), device=returns.device)
         for epoch in range(cfg.n_critic_updates):
-            perm = torch.randperm(n, device=obs.device)
-            x_all, y_all = obs[perm], returns[perm]
+            perm = torch.randperm(n, device=returns.device)
+            x_all, y_all = obs_index(obs, perm), returns[perm]
             for start in range(0, n, bs):
-                loss = F.mse_loss(self.critic(x_all[start:start + bs]), y_all[start:start + bs])  # mean (V - R)^2
+                x = obs_index(x_all, slice(start, start + bs))
+                loss = F.mse_loss(self.critic(x), y_all[start:start + bs])  # mean (V - R)^2
                 self.vf_flat.zero_grad()
                 loss.backward()
                 self.vf_optimizer.step()

@@ -28,9 +28,9 @@ from rlkit.core.envs import (ENV_BACKENDS, EnvLike, Spaces, TorchVecEnv, check_s
                              space_to_dict, sub_env_seeds, to_env_actions, vec_env_state)
 from rlkit.core.errors import NonFiniteError, first_non_finite
 from rlkit.core.logger import Logger, scalar_metric
-from rlkit.core.networks import load_network_factory
+from rlkit.core.networks import has_image_obs, load_network_factory
 from rlkit.core.normalize import ReturnNormalizer
-from rlkit.core.rollout import RolloutCollector, check_finite_metrics, evaluate_policy
+from rlkit.core.rollout import RolloutCollector, check_finite_metrics, evaluate_policy, obs_shapes
 from rlkit.core.rundir import RunDirLock, StopSignals, TrainingInterrupted, open_run_dir
 
 
@@ -39,7 +39,7 @@ class EnvSetup:
     """What an agent keeps about its environment (venv is None for an agent loaded without one; a TorchVecEnv
     for env_backend="torch", whose initial_obs is then a tensor on its device)."""
     venv: gym.vector.VectorEnv | TorchVecEnv | None
-    initial_obs: np.ndarray | torch.Tensor | None
+    initial_obs: np.ndarray | dict[str, np.ndarray] | torch.Tensor | None
     factory: Callable[[], gym.Env] | None  # builds one env for evaluation (None when nothing can rebuild it)
     env_id: str
     obs_space: gym.Space
@@ -111,7 +111,8 @@ def setup_env(
     # make_vec_env reset it already; reset once more with the same seeds to fetch the observation.
     initial_obs, _ = venv.reset(seed=sub_env_seeds(seed, venv.num_envs))
     cfg.n_envs = venv.num_envs
-    return EnvSetup(venv, np.asarray(initial_obs), factory, env_id, obs_space, act_space, venv.num_envs,
+    initial_obs = dict(initial_obs) if isinstance(initial_obs, dict) else np.asarray(initial_obs)  # Dict: by key
+    return EnvSetup(venv, initial_obs, factory, env_id, obs_space, act_space, venv.num_envs,
                     game_scores=reports_game_scores(env, env_kwargs))
 
 
@@ -137,7 +138,7 @@ def choose_device(device: str | torch.device, algo: str, es: EnvSetup, batch_siz
     """(the device, why): "auto" by core.device.auto_device's rule from the env's facts, else the one asked for."""
     if not (isinstance(device, str) and device.strip().lower() == "auto"):
         return resolve_device(device), "requested"
-    image = isinstance(es.obs_space, gym.spaces.Box) and len(es.obs_space.shape or ()) >= 3
+    image = has_image_obs(es.obs_space)
     env_on_gpu = isinstance(es.venv, TorchVecEnv) and es.venv.device.type == "cuda"
     return auto_device(algo, image, int(batch_size), env_on_gpu=env_on_gpu)
 
@@ -149,26 +150,33 @@ def require_env(agent: Any, what: str) -> None:
                          f"one: pass env= to load() (a Gymnasium id, a callable, an Env or a VectorEnv)")
 
 
-def obs_batch(obs: Any, obs_space: gym.Space, device: torch.device) -> tuple[torch.Tensor, bool]:
-    """One observation or a batch of them -> (float32 tensor [B, *obs_shape] on `device`, was it a single one).
+def obs_batch(obs: Any, obs_space: gym.Space, device: torch.device, where: str = "") -> tuple[Any, bool]:
+    """One observation or a batch of them -> (tensor [B, *obs_shape] on `device`, was it a single one).
 
-    Raises ValueError naming the expected shape instead of letting a raw torch error surface. For a Discrete(n)
-    space observations are integer indices in [start, start + n): a scalar is one observation, a 1-D integer
-    array a batch; a float array (e.g. a one-hot vector) is refused, never silently read as a batch."""
+    The tensor has the storage dtype (rlkit.core.networks.obs_storage): float32, or uint8 for a uint8 Box (an
+    image crosses to the device as bytes; the encoder scales it there). A Dict space takes a dict with exactly its
+    keys and gives a dict of tensors; every key must hold one observation, or every key a batch of the same size.
+    Raises ValueError naming the expected shape (and the key: `where`) instead of letting a raw torch error
+    surface. For a Discrete(n) space observations are integer indices in [start, start + n): a scalar is one
+    observation, a 1-D integer array a batch; a float array (e.g. a one-hot vector) is refused, never silently
+    read as a batch."""
+    if isinstance(obs_space, gym.spaces.Dict):
+        return _dict_obs_batch(obs, obs_space, device)
     try:
         arr = np.asarray(obs)
     except Exception as e:  # noqa: BLE001 - ragged lists and the like: say what was expected
-        raise ValueError(f"observation {obs!r:.80} is not an array ({e})") from None
+        raise ValueError(f"observation{where} {obs!r:.80} is not an array ({e})") from None
+    dtype = torch.float32
     if isinstance(obs_space, gym.spaces.Discrete):
         n, start = int(obs_space.n), int(obs_space.start)
         if arr.ndim > 1 or arr.dtype.kind not in "iub" and not (arr.ndim == 0 and arr.dtype.kind == "f"):
-            raise ValueError(f"a {obs_space} observation is an integer index in [{start}, {start + n}), given as a "
-                             f"scalar or a 1-D integer array (a batch), got a {arr.dtype} array of shape {arr.shape}"
-                             + (" (a one-hot vector? pass its index)" if arr.ndim == 1 else ""))
+            raise ValueError(f"a {obs_space} observation{where} is an integer index in [{start}, {start + n}), given "
+                             f"as a scalar or a 1-D integer array (a batch), got a {arr.dtype} array of shape "
+                             f"{arr.shape}" + (" (a one-hot vector? pass its index)" if arr.ndim == 1 else ""))
         if arr.ndim == 0 and arr.dtype.kind == "f" and not (np.isfinite(arr) and float(arr).is_integer()):
-            raise ValueError(f"a {obs_space} observation is an integer index, got {arr.item()!r}")
+            raise ValueError(f"a {obs_space} observation{where} is an integer index, got {arr.item()!r}")
         if arr.size and (arr.min() < start or arr.max() >= start + n):
-            raise ValueError(f"a {obs_space} observation must lie in [{start}, {start + n}), got "
+            raise ValueError(f"a {obs_space} observation{where} must lie in [{start}, {start + n}), got "
                              f"{arr.min() if arr.min() < start else arr.max()}")
         single = arr.ndim == 0
         arr = arr.astype(np.int64) - start
@@ -177,13 +185,35 @@ def obs_batch(obs: Any, obs_space: gym.Space, device: torch.device) -> tuple[tor
         single = arr.shape == shape
         if not single and (arr.ndim != len(shape) + 1 or arr.shape[1:] != shape):
             batch = f"(batch, {', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
-            raise ValueError(f"observation of shape {arr.shape} does not fit {obs_space}: expected shape {shape} "
-                             f"(one observation) or {batch} "
+            raise ValueError(f"observation{where} of shape {arr.shape} does not fit {obs_space}: expected shape "
+                             f"{shape} (one observation) or {batch} "
                              "(a batch)")
         if arr.dtype.kind not in "biuf":
-            raise ValueError(f"observation must be numeric, got dtype {arr.dtype}")
+            raise ValueError(f"observation{where} must be numeric, got dtype {arr.dtype}")
+        if obs_space.dtype == np.uint8:  # kept as bytes up to the device (images: scaled there)
+            dtype = torch.uint8
+            if arr.dtype != np.uint8 and arr.size and not (np.all(arr == np.round(arr)) and arr.min() >= 0
+                                                            and arr.max() <= 255):
+                raise ValueError(f"observation{where} of {obs_space} must hold integers in [0, 255] (uint8 pixel "
+                                 f"values, not scaled ones), got values in [{arr.min()}, {arr.max()}]")
     batch = arr[None] if single else arr
-    return torch.as_tensor(batch, dtype=torch.float32, device=device), single
+    return torch.as_tensor(batch, dtype=dtype, device=device), single
+
+
+def _dict_obs_batch(obs: Any, obs_space: gym.spaces.Dict, device: torch.device) -> tuple[dict[str, Any], bool]:
+    """obs_batch for a Dict space: each key by its own space; all single observations or all one batch size."""
+    keys = sorted(obs_space.spaces)
+    if not isinstance(obs, dict):
+        raise ValueError(f"a Dict observation is a dict with keys {keys}, got {type(obs).__name__}")
+    if sorted(map(str, obs)) != keys:
+        raise ValueError(f"a Dict observation has keys {keys}, got {sorted(map(str, obs))}")
+    parts = {k: obs_batch(obs[k], obs_space.spaces[k], device, f" (key {k!r})") for k in keys}
+    single = {p[1] for p in parts.values()}
+    sizes = {p[0].shape[0] for p in parts.values()}
+    if len(single) > 1 or len(sizes) > 1:
+        raise ValueError(f"the keys of a Dict observation must all hold one observation or all a batch of the same "
+                         f"size, got {({k: tuple(p[0].shape) for k, p in parts.items()})}")
+    return {k: p[0] for k, p in parts.items()}, single.pop()
 
 
 def numpy_act(
@@ -384,9 +414,9 @@ def restore_env_state(agent: Any, checkpoint: Path, payload: dict[str, Any]) -> 
         state = pickle.loads(f.read_bytes())  # noqa: S301 - opted in (restore_env=True / --resume)
         if state["num_timesteps"] != agent.num_timesteps:
             raise ValueError(f"it is from step {state['num_timesteps']}, the checkpoint from {agent.num_timesteps}")
-        if np.asarray(state["collector"]["obs"]).shape != agent.collector.obs_np.shape:
-            raise ValueError(f"it holds {len(state['collector']['obs'])} envs, the agent has "
-                             f"{agent.collector.n_envs}")
+        if obs_shapes(state["collector"]["obs"]) != obs_shapes(agent.collector.obs_np):
+            raise ValueError(f"it holds observations of shape {obs_shapes(state['collector']['obs'])}, the "
+                             f"agent's {agent.collector.n_envs} envs give {obs_shapes(agent.collector.obs_np)}")
         load_vec_env_state(agent.env, state["venv"])
         agent.collector.load_episode_state(state["collector"])
     except Exception as e:  # noqa: BLE001 - checked before anything changed: the fresh envs stay as they are

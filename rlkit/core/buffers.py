@@ -2,35 +2,121 @@
 
 RolloutBuffer: one on-policy rollout of T steps from N envs ([T, N, ...] tensors).
 ReplayBuffer: see below (ring storage for off-policy agents).
+
+An observation batch is one tensor, or, for a Dict observation space, a dict {key: tensor} (keys sorted); image
+observations are stored as uint8 (a quarter of float32's bytes; the encoder scales them on the device). The obs_*
+functions below apply an operation to either form, so agents index, concatenate and select observations the same
+way for both; for a single tensor each is the plain torch operation.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence, Union
 
+import numpy as np
 import torch
+
+from rlkit.core.device import HostStager
+
+Obs = Union[torch.Tensor, dict[str, torch.Tensor]]
+ObsShape = Union[Sequence[int], Mapping[str, Sequence[int]]]
+ObsDtype = Union[torch.dtype, Mapping[str, torch.dtype]]
+
+
+def obs_map(fn: Callable[..., Any], *obs: Any) -> Any:
+    """fn applied to one observation batch (or several of the same structure), key by key for a dict."""
+    if isinstance(obs[0], Mapping):
+        return {k: fn(*(o[k] for o in obs)) for k in obs[0]}
+    return fn(*obs)
+
+
+def obs_cat(batches: Sequence[Obs]) -> Obs:
+    """Concatenate observation batches along the first dimension."""
+    return obs_map(lambda *xs: torch.cat(xs), *batches)
+
+
+def obs_index(obs: Obs, idx: Any) -> Obs:
+    """obs[idx] (an index tensor, a slice) of every tensor."""
+    return obs_map(lambda x: x[idx], obs)
+
+
+def obs_where(mask: torch.Tensor, a: Obs, b: Obs) -> Obs:
+    """a where mask else b; mask has the leading dimensions of the observations (e.g. [T, N])."""
+    def where(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.view(*mask.shape, *([1] * (x.dim() - mask.dim()))), x, y)
+    return obs_map(where, a, b)
+
+
+def obs_len(obs: Any) -> int:
+    """The batch size (first dimension) of an observation batch (tensors or NumPy arrays)."""
+    first = next(iter(obs.values())) if isinstance(obs, Mapping) else obs
+    return int(first.shape[0])
+
+
+def obs_to_device(obs: Any, device: torch.device) -> Obs:
+    """NumPy observation batch(es) -> tensors on `device` in the dtype they have (uint8 stays uint8)."""
+    return obs_map(lambda x: torch.as_tensor(x).to(device), obs)
+
+
+def obs_stager(obs_shape: ObsShape, obs_dtype: ObsDtype, n: int, device: torch.device) -> Callable[[Any], Obs]:
+    """A HostStager for a batch of n observations (one per key of a dict): NumPy in, the same device tensors out."""
+    if isinstance(obs_shape, Mapping):
+        stagers = {k: HostStager((n, *obs_shape[k]), device, obs_dtype[k]) for k in obs_shape}  # type: ignore[index]
+        return lambda obs: {k: s(obs[k]) for k, s in stagers.items()}
+    return HostStager((n, *obs_shape), device, obs_dtype)  # type: ignore[arg-type]
+
+
+def _obs_zeros(lead: tuple[int, ...], shape: ObsShape, dtype: ObsDtype, device: torch.device) -> Obs:
+    if isinstance(shape, Mapping):
+        return {k: torch.zeros((*lead, *shape[k]), dtype=dtype[k], device=device)  # type: ignore[index]
+                for k in shape}
+    return torch.zeros((*lead, *shape), dtype=dtype, device=device)  # type: ignore[arg-type]
+
+
+def obs_nbytes(shape: ObsShape, dtype: ObsDtype) -> int:
+    """Bytes of one observation stored in this shape and dtype (summed over the keys of a dict)."""
+    def numel(s: Sequence[int]) -> int:
+        n = 1
+        for d in s:
+            n *= int(d)
+        return n
+
+    if isinstance(shape, Mapping):
+        return sum(numel(shape[k]) * _itemsize(dtype[k]) for k in shape)  # type: ignore[index]
+    return numel(shape) * _itemsize(dtype)  # type: ignore[arg-type]
+
+
+def _obs_empty(capacity: int, shape: ObsShape, dtype: ObsDtype, device: torch.device) -> Obs:
+    if isinstance(shape, Mapping):
+        return {k: torch.empty((capacity, *shape[k]), dtype=dtype[k], device=device)  # type: ignore[index]
+                for k in shape}
+    return torch.empty((capacity, *shape), dtype=dtype, device=device)  # type: ignore[arg-type]
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 class Rollout(NamedTuple):
     """A RolloutBuffer's tensors as a plain tuple (RolloutBuffer.rollout()), so a loss written against it also runs
     under torch.func.vmap with a leading seed dimension (rlkit.core.seeds). Shapes as in RolloutBuffer."""
-    obs: torch.Tensor
+    obs: Obs
     actions: torch.Tensor
     rewards: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
-    final_obs: torch.Tensor
-    last_obs: torch.Tensor
+    final_obs: Obs
+    last_obs: Obs
 
     @staticmethod
-    def flat(x: torch.Tensor) -> torch.Tensor:
-        """[T, N, ...] -> [T * N, ...]."""
-        return x.reshape(-1, *x.shape[2:])
+    def flat(x: Obs) -> Obs:
+        """[T, N, ...] -> [T * N, ...] (key by key for a dict of observations)."""
+        return obs_map(lambda t: t.reshape(-1, *t.shape[2:]), x)
 
 
 class RolloutBuffer:
     """T x N transitions, allocated once on the device and overwritten by every rollout.
 
-    Shapes:
+    Shapes (observations: one tensor, or a dict {key: tensor} for a Dict space, each in its storage dtype):
       obs [T, N, *obs_shape]      observation the action was taken in
       actions [T, N, *act_shape]  the policy's (unclipped) action
       rewards, terminated, truncated [T, N]
@@ -42,11 +128,11 @@ class RolloutBuffer:
         self,
         n_steps: int,
         n_envs: int,
-        obs_shape: Sequence[int],
+        obs_shape: ObsShape,
         action_shape: Sequence[int],
         action_dtype: torch.dtype,
         device: torch.device,
-        obs_dtype: torch.dtype = torch.float32,
+        obs_dtype: ObsDtype = torch.float32,
         check_memory: bool = True,
     ) -> None:
         if n_steps < 1 or n_envs < 1:
@@ -61,17 +147,17 @@ class RolloutBuffer:
                     f"RolloutBuffer of n_steps={T:,} x n_envs={N:,} needs {self.nbytes / GiB:.2f} GiB on {device} "
                     f"but only {free / GiB:.2f} GiB is free; lower n_steps or n_envs")
         self.n_steps, self.n_envs, self.device = T, N, device
-        self.obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype, device=device)
+        self.obs = _obs_zeros((T, N), obs_shape, obs_dtype, device)
         self.actions = torch.zeros((T, N, *action_shape), dtype=action_dtype, device=device)
         self.rewards = torch.zeros((T, N), device=device)
         self.terminated = torch.zeros((T, N), dtype=torch.bool, device=device)
         self.truncated = torch.zeros((T, N), dtype=torch.bool, device=device)
-        self.final_obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype, device=device)
-        self.last_obs = torch.zeros((N, *obs_shape), dtype=obs_dtype, device=device)
+        self.final_obs = _obs_zeros((T, N), obs_shape, obs_dtype, device)
+        self.last_obs = _obs_zeros((N,), obs_shape, obs_dtype, device)
 
-    def flat(self, x: torch.Tensor) -> torch.Tensor:
-        """[T, N, ...] -> [T * N, ...]."""
-        return x.reshape(self.n_steps * self.n_envs, *x.shape[2:])
+    def flat(self, x: Any) -> Any:
+        """[T, N, ...] -> [T * N, ...] (every tensor of a dict observation)."""
+        return obs_map(lambda t: t.reshape(self.n_steps * self.n_envs, *t.shape[2:]), x)
 
     def rollout(self) -> Rollout:
         """The tensors as a Rollout (no copies)."""
@@ -79,40 +165,31 @@ class RolloutBuffer:
                        self.last_obs)
 
 
-def rollout_buffer_nbytes(n_steps: int, n_envs: int, obs_shape: Sequence[int], action_shape: Sequence[int],
-                          action_dtype: torch.dtype, obs_dtype: torch.dtype = torch.float32) -> int:
-    """Bytes a RolloutBuffer of these sizes allocates (Python ints: no overflow for absurd sizes)."""
-    def numel(shape: Sequence[int]) -> int:
-        n = 1
-        for d in shape:
-            n *= int(d)
-        return n
-
-    def itemsize(dtype: torch.dtype) -> int:
-        return torch.empty((), dtype=dtype).element_size()
-
-    T, N, o = int(n_steps), int(n_envs), numel(obs_shape)
-    per_step = (2 * o * itemsize(obs_dtype) + numel(action_shape) * itemsize(action_dtype)
+def rollout_buffer_nbytes(n_steps: int, n_envs: int, obs_shape: ObsShape, action_shape: Sequence[int],
+                          action_dtype: torch.dtype, obs_dtype: ObsDtype = torch.float32) -> int:
+    """Bytes a RolloutBuffer of these sizes allocates (Python ints: no overflow for absurd sizes); observations
+    count in their storage dtype (uint8 images: one byte per value)."""
+    T, N, o = int(n_steps), int(n_envs), obs_nbytes(obs_shape, obs_dtype)
+    per_step = (2 * o + obs_nbytes(action_shape, action_dtype)
                 + 4 + 2 * 1)  # obs + final_obs, actions, rewards (float32), two bool flags
-    return T * N * per_step + N * o * itemsize(obs_dtype)
+    return T * N * per_step + N * o
 
 
 # ---- ReplayBuffer (off-policy agents) -----------------------------------------------------------------------
-import os  # noqa: E402  (kept next to the class that needs them; RolloutBuffer above needs neither)
-from typing import Any, NamedTuple  # noqa: E402
-
-import numpy as np  # noqa: E402
+import os  # noqa: E402  (kept next to the class that needs it; RolloutBuffer above does not)
+from typing import NamedTuple  # noqa: E402
 
 GiB = 1024**3
 
 
 class ReplayBatch(NamedTuple):
-    """A sampled minibatch, all on the buffer's device. Shapes: obs, next_obs [B, *obs_shape];
-    actions [B, *action_shape]; rewards, terminated [B] (terminated as float 0/1)."""
-    obs: torch.Tensor
+    """A sampled minibatch, all on the buffer's device. Shapes: obs, next_obs [B, *obs_shape] (a dict of those for
+    a Dict space, each in its storage dtype); actions [B, *action_shape]; rewards, terminated [B] (terminated as
+    float 0/1)."""
+    obs: Obs
     actions: torch.Tensor
     rewards: torch.Tensor
-    next_obs: torch.Tensor
+    next_obs: Obs
     terminated: torch.Tensor
 
 
@@ -134,7 +211,10 @@ class ReplayBuffer:
     """Ring storage of transitions (s, a, r, s', terminated), preallocated on the device at construction.
 
     One float32 row per transition, [obs | action | reward | next_obs | terminated], so that add() is one copy
-    and sample() is one gather. `next_obs` must be the TRUE next observation (the final one where an episode
+    and sample() is one gather. Observations that are not one float32 tensor (uint8 images, Dict observations)
+    are kept apart in their own storage dtype instead: obs/next_obs tensors [capacity, *shape] per key (uint8
+    images take a quarter of float32's memory), and the rows hold [action | reward | terminated].
+    `next_obs` must be the TRUE next observation (the final one where an episode
     ended, not the reset one); `terminated` is kept alone because a truncated transition still bootstraps.
     The whole capacity is allocated and written once up front, so a buffer that does not fit fails here,
     naming the GiB, and never in the middle of training.
@@ -143,31 +223,49 @@ class ReplayBuffer:
     CUDA graph captured with a partly filled buffer stays valid as it fills (no host value is baked in).
     """
 
-    def __init__(self, capacity: int, obs_shape: Sequence[int], action_shape: Sequence[int],
-                 device: torch.device, check_memory: bool = True) -> None:
+    def __init__(self, capacity: int, obs_shape: ObsShape, action_shape: Sequence[int],
+                 device: torch.device, check_memory: bool = True, obs_dtype: ObsDtype = torch.float32) -> None:
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"ReplayBuffer capacity must be a positive integer, got {capacity!r}")
         self.capacity, self.device = capacity, device
-        self.obs_shape, self.action_shape = tuple(obs_shape), tuple(action_shape)
-        o, a = int(np.prod(self.obs_shape)), int(np.prod(self.action_shape))
-        self.width = 2 * o + a + 2
-        self._cols = {"obs": slice(0, o), "actions": slice(o, o + a), "rewards": o + a,
-                      "next_obs": slice(o + a + 1, 2 * o + a + 1), "terminated": 2 * o + a + 1}
-        self.nbytes = capacity * self.width * 4
+        self.action_shape = tuple(action_shape)
+        # observations kept apart from the float32 rows: uint8 images, dicts
+        self.split_obs = isinstance(obs_shape, Mapping) or obs_dtype != torch.float32
+        a = int(np.prod(self.action_shape))
+        if self.split_obs:
+            self.obs_shape: Any = ({k: tuple(v) for k, v in obs_shape.items()} if isinstance(obs_shape, Mapping)
+                                   else tuple(obs_shape))
+            self.width = a + 2
+            self._cols: dict[str, Any] = {"actions": slice(0, a), "rewards": a, "terminated": a + 1}
+            obs_bytes = 2 * obs_nbytes(self.obs_shape, obs_dtype)
+        else:
+            self.obs_shape = tuple(obs_shape)  # type: ignore[arg-type]
+            o = int(np.prod(self.obs_shape))
+            self.width = 2 * o + a + 2
+            self._cols = {"obs": slice(0, o), "actions": slice(o, o + a), "rewards": o + a,
+                          "next_obs": slice(o + a + 1, 2 * o + a + 1), "terminated": 2 * o + a + 1}
+            obs_bytes = 0
+        per_transition = self.width * 4 + obs_bytes
+        self.nbytes = capacity * per_transition
         if check_memory:
             free = free_memory_bytes(device)
             if self.nbytes > free:
                 raise MemoryError(
                     f"ReplayBuffer of capacity {capacity:,} needs {self.nbytes / GiB:.2f} GiB on {device} "
-                    f"({self.width * 4} bytes per transition) but only {free / GiB:.2f} GiB is free; "
+                    f"({per_transition} bytes per transition) but only {free / GiB:.2f} GiB is free; "
                     "lower buffer_size")
         # empty + zero_ touches every page now (zeros() may get lazily-committed pages from the OS).
         self.data = torch.empty((capacity, self.width), dtype=torch.float32, device=device).zero_()
+        if self.split_obs:
+            self.obs_data: Any = obs_map(lambda t: t.zero_(), _obs_empty(capacity, self.obs_shape, obs_dtype, device))
+            self.next_obs_data: Any = obs_map(lambda t: t.zero_(),
+                                              _obs_empty(capacity, self.obs_shape, obs_dtype, device))
         self.size_t = torch.zeros((), dtype=torch.float64, device=device)
         self.pos = 0
         self.size = 0
         self._pinned: torch.Tensor | None = None
         self._event: Any = None
+        self._stagers: dict[str, HostStager] = {}  # split layout: one per observation key, and the rows
 
     def __len__(self) -> int:
         return self.size
@@ -175,6 +273,9 @@ class ReplayBuffer:
     def add(self, obs: Any, actions: Any, rewards: Any, next_obs: Any, terminated: Any) -> None:
         """Store a batch of N transitions (one per env; NumPy arrays or tensors with leading dim N).
         Inputs are copied, so stored values never carry an autograd graph."""
+        if self.split_obs:
+            self._add_split(obs, actions, rewards, next_obs, terminated)
+            return
         if isinstance(obs, torch.Tensor):
             n = obs.shape[0]
             parts = [obs, actions, rewards, next_obs, terminated]
@@ -205,6 +306,47 @@ class ReplayBuffer:
         self.size = min(self.size + n, self.capacity)
         self.size_t.fill_(self.size)
 
+    def _add_split(self, obs: Any, actions: Any, rewards: Any, next_obs: Any, terminated: Any) -> None:
+        """add() for observations kept apart: each observation tensor copied in its own dtype (NumPy input goes
+        through a HostStager: pinned and non-blocking on CUDA, so an update already queued keeps running), then
+        [action | reward | terminated] as float32 rows."""
+        n = obs_len(obs)
+        if n > self.capacity:
+            raise ValueError(f"cannot add {n} transitions at once to a ReplayBuffer of capacity {self.capacity}")
+        first = min(n, self.capacity - self.pos)  # up to two slice copies: before and after the wrap
+
+        def write(store: torch.Tensor, x: Any, name: str) -> None:
+            if (x.numel() if isinstance(x, torch.Tensor) else np.size(x)) != n * store[0].numel():
+                raise ValueError(f"{name} batch of shape {tuple(np.shape(x))} does not fit the buffer's "
+                                 f"{n} x {tuple(store.shape[1:])}")
+            if isinstance(x, torch.Tensor):
+                t = x.detach().reshape(n, *store.shape[1:]).to(self.device, store.dtype)
+            else:
+                stager = self._stagers.get(name)
+                if stager is None or stager.out.shape[0] != n:
+                    stager = self._stagers[name] = HostStager((n, *store.shape[1:]), self.device, store.dtype)
+                t = stager(x)
+            store[self.pos:self.pos + first].copy_(t[:first])
+            if first < n:
+                store[:n - first].copy_(t[first:])
+
+        for prefix, store, x in (("obs", self.obs_data, obs), ("next_obs", self.next_obs_data, next_obs)):
+            if isinstance(store, dict):
+                for k in store:
+                    write(store[k], x[k], f"{prefix}[{k!r}]")
+            else:
+                write(store, x, prefix)
+        if isinstance(actions, torch.Tensor):
+            rows: Any = torch.cat([torch.as_tensor(v).detach().reshape(n, -1).float().to(self.device)
+                                   for v in (actions, rewards, terminated)], dim=1)
+        else:
+            rows = np.concatenate([np.asarray(v, dtype=np.float32).reshape(n, -1)
+                                   for v in (actions, rewards, terminated)], axis=1)
+        write(self.data, rows, "rows")
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+        self.size_t.fill_(self.size)
+
     def _host_rows(self, n: int) -> np.ndarray:
         """A host array of n rows: pinned on CUDA (non-blocking copy; wait until the last one finished)."""
         if self.device.type != "cuda":
@@ -229,14 +371,23 @@ class ReplayBuffer:
     def gather(self, idx: torch.Tensor) -> ReplayBatch:
         rows = self.data.index_select(0, idx)
         c, b = self._cols, idx.shape[0]
+        if self.split_obs:
+            def take(store: torch.Tensor) -> torch.Tensor:
+                return store.index_select(0, idx)
+            return ReplayBatch(obs_map(take, self.obs_data), rows[:, c["actions"]].reshape(b, *self.action_shape),
+                               rows[:, c["rewards"]], obs_map(take, self.next_obs_data), rows[:, c["terminated"]])
         return ReplayBatch(rows[:, c["obs"]].reshape(b, *self.obs_shape),
                            rows[:, c["actions"]].reshape(b, *self.action_shape),
                            rows[:, c["rewards"]], rows[:, c["next_obs"]].reshape(b, *self.obs_shape),
                            rows[:, c["terminated"]])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"data": self.data[:self.size].cpu(), "pos": self.pos, "size": self.size,
-                "capacity": self.capacity, "width": self.width}
+        state = {"data": self.data[:self.size].cpu(), "pos": self.pos, "size": self.size,
+                 "capacity": self.capacity, "width": self.width}
+        if self.split_obs:
+            state["obs"] = obs_map(lambda t: t[:self.size].cpu(), self.obs_data)
+            state["next_obs"] = obs_map(lambda t: t[:self.size].cpu(), self.next_obs_data)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["capacity"]) != self.capacity or int(state["width"]) != self.width:
@@ -244,5 +395,8 @@ class ReplayBuffer:
                              f"this one {self.capacity} x {self.width}")
         size = int(state["size"])
         self.data[:size].copy_(state["data"])
+        if self.split_obs:
+            obs_map(lambda t, saved: t[:size].copy_(saved), self.obs_data, state["obs"])
+            obs_map(lambda t, saved: t[:size].copy_(saved), self.next_obs_data, state["next_obs"])
         self.pos, self.size = int(state["pos"]), size
         self.size_t.fill_(size)

@@ -157,6 +157,19 @@ def check_hidden_sizes(cfg: Any, name: str = "hidden_sizes") -> None:
                           f"{MAX_LAYER_WIDTH:,} units, got {list(v)}")
 
 
+def check_encoder_fields(cfg: Any) -> None:
+    """The observation-encoding fields every agent config has: image_obs and image_channels_first (true, false or
+    None) and cnn_features_dim (a positive layer width)."""
+    owner = type(cfg).__name__
+    for name in ("image_obs", "image_channels_first"):
+        v = getattr(cfg, name)
+        if v is not None and not isinstance(v, bool):
+            raise ConfigError(f"{owner}.{name} must be true, false or null (detect), got {v!r}")
+    v = cfg.cnn_features_dim
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_LAYER_WIDTH:
+        raise ConfigError(f"{owner}.cnn_features_dim must be an integer in [1, {MAX_LAYER_WIDTH:,}], got {v!r}")
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
 

@@ -45,15 +45,13 @@ class SpaceError(TypeError):
 def check_spaces(algo: str, obs_space: gym.Space, action_space: gym.Space, supported_actions: tuple[str, ...],
                  require_bounded_actions: bool = False) -> None:
     """Raise SpaceError (never assert: asserts vanish under python -O) if `algo` cannot use these spaces."""
-    if not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
+    if isinstance(obs_space, gym.spaces.Dict):
+        check_dict_obs_space(algo, obs_space)
+    elif not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
         raise SpaceError(f"{algo} cannot use observation space {obs_space}; "
-                         "supported observation spaces: Box, Discrete")
-    if isinstance(obs_space, gym.spaces.Discrete) and int(obs_space.start) != 0:
-        # observations are one-hot encoded by index; an offset start would index past the end
-        raise SpaceError(f"{algo} cannot use observation space {obs_space}: Discrete observations must start at 0 "
-                         f"(start={int(obs_space.start)}); wrap the env to subtract the offset")
-    if isinstance(obs_space, gym.spaces.Box) and any(int(d) == 0 for d in obs_space.shape):
-        raise SpaceError(f"{algo} cannot use observation space {obs_space}: it has a zero-sized dimension")
+                         "supported observation spaces: Box, Discrete, Dict of Box and Discrete")
+    else:
+        _check_obs_part(algo, obs_space, obs_space, "")
     kind = type(action_space).__name__
     shown = " ".join(str(action_space).split())  # one line: NumPy prints a 2-D nvec over several
     if kind not in supported_actions:
@@ -82,6 +80,33 @@ def check_spaces(algo: str, obs_space: gym.Space, action_space: gym.Space, suppo
             )
 
 
+def _check_obs_part(algo: str, whole: gym.Space, space: gym.Space, where: str) -> None:
+    """The checks of one Box or Discrete observation (the whole space, or one key of a Dict: `where` names it)."""
+    if isinstance(space, gym.spaces.Discrete) and int(space.start) != 0:
+        # observations are one-hot encoded by index; an offset start would index past the end
+        raise SpaceError(f"{algo} cannot use observation space {whole}: Discrete observations{where} must start at 0 "
+                         f"(start={int(space.start)}); wrap the env to subtract the offset")
+    if isinstance(space, gym.spaces.Box) and any(int(d) == 0 for d in space.shape):
+        raise SpaceError(f"{algo} cannot use observation space {whole}: it has a zero-sized dimension{where}")
+
+
+def check_dict_obs_space(algo: str, space: gym.spaces.Dict) -> None:
+    """A Dict observation holds Box (vector or image) and Discrete spaces under non-empty string keys without '.'
+    (they name modules and checkpoint entries); nested Dict/Tuple spaces are refused with one line."""
+    if not space.spaces:
+        raise SpaceError(f"{algo} cannot use observation space {space}: the Dict has no keys")
+    for key, sub in space.spaces.items():
+        if not isinstance(key, str) or not key or "." in key:
+            raise SpaceError(f"{algo} cannot use observation space {space}: Dict keys must be non-empty strings "
+                             f"without '.', got {key!r}")
+        if not isinstance(sub, (gym.spaces.Box, gym.spaces.Discrete)):
+            raise SpaceError(f"{algo} cannot use observation space {space}: key {key!r} holds a "
+                             f"{type(sub).__name__}; a Dict observation may hold only Box and Discrete spaces "
+                             "(nested Dict/Tuple spaces are not supported: flatten them, e.g. with "
+                             "gymnasium.wrappers.FlattenObservation)")
+        _check_obs_part(algo, space, sub, f" (key {key!r})")
+
+
 def space_signature(obs_space: gym.Space, action_space: gym.Space) -> str:
     """A string that identifies the spaces, stored in checkpoints to refuse loading into a different env."""
     def one(s: gym.Space) -> str:
@@ -89,6 +114,8 @@ def space_signature(obs_space: gym.Space, action_space: gym.Space) -> str:
             return f"Discrete({int(s.n)})"
         if isinstance(s, gym.spaces.Box):
             return f"Box{tuple(s.shape)}"
+        if isinstance(s, gym.spaces.Dict):
+            return "Dict(" + ", ".join(f"{k}={one(s.spaces[k])}" for k in sorted(s.spaces)) + ")"
         if isinstance(s, gym.spaces.MultiDiscrete):
             start = "" if not np.any(s.start) else f", start={np.asarray(s.start).tolist()}"
             return f"MultiDiscrete({np.asarray(s.nvec).tolist()}{start})"
@@ -450,8 +477,10 @@ class Spaces(NamedTuple):
 
 
 def space_to_dict(space: gym.Space) -> dict[str, Any]:
-    """A Box, Discrete, MultiDiscrete or MultiBinary space as plain data (tensors, numbers, strings) that weights-only
-    loading accepts."""
+    """A Box, Discrete, MultiDiscrete, MultiBinary or Dict (of Box and Discrete) space as plain data (tensors,
+    numbers, strings) that weights-only loading accepts; a Box keeps its dtype (a uint8 image stays an image)."""
+    if isinstance(space, gym.spaces.Dict):
+        return {"type": "Dict", "spaces": {k: space_to_dict(space.spaces[k]) for k in sorted(space.spaces)}}
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, gym.spaces.MultiDiscrete):
@@ -466,11 +495,14 @@ def space_to_dict(space: gym.Space) -> dict[str, Any]:
                 "high": torch.from_numpy(np.where(np.isinf(high), 0.0, high)),
                 "low_inf": torch.from_numpy(np.isinf(low)), "high_inf": torch.from_numpy(np.isinf(high)),
                 "shape": list(space.shape), "dtype": np.dtype(space.dtype).name}
-    raise SpaceError(f"cannot record space {space}: supported spaces are Box, Discrete, MultiDiscrete and MultiBinary")
+    raise SpaceError(f"cannot record space {space}: supported spaces are Box, Discrete, MultiDiscrete, MultiBinary "
+                     "and Dict")
 
 
 def space_from_dict(d: dict[str, Any]) -> gym.Space:
     """The inverse of space_to_dict."""
+    if d.get("type") == "Dict":
+        return gym.spaces.Dict({str(k): space_from_dict(v) for k, v in sorted(d["spaces"].items())})
     if d.get("type") == "Discrete":
         return gym.spaces.Discrete(int(d["n"]), start=int(d["start"]))
     if d.get("type") == "Box":

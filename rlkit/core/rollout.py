@@ -23,9 +23,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlkit.core.buffers import RolloutBuffer
+from rlkit.core.buffers import RolloutBuffer, obs_map
 from rlkit.core.device import to_host
 from rlkit.core.envs import to_env_actions
+from rlkit.core.networks import obs_storage
 from rlkit.core.normalize import ReturnNormalizer
 from rlkit.core.errors import NonFiniteError  # noqa: F401  (defined in layer 0 for checkpoint.py; public here)
 from rlkit.core.torch_envs import TorchVecEnv
@@ -46,10 +47,11 @@ def check_finite_env(obs: np.ndarray, rewards: np.ndarray, step: int, final_obs:
         bad = np.flatnonzero(~np.isfinite(rewards))
         raise NonFiniteError(f"environment returned a non-finite reward {rewards[bad[0]]} "
                              f"(sub-env {bad[0]}) at environment step {step}")
-    if obs.dtype.kind == "f" and not np.isfinite(obs).all():
-        env_i = int(np.argwhere(~np.isfinite(obs.reshape(obs.shape[0], -1)))[0, 0])
-        raise NonFiniteError(f"environment returned a non-finite observation (sub-env {env_i}) "
-                             f"at environment step {step}")
+    for key, part in (obs.items() if isinstance(obs, dict) else ((None, obs),)):  # a dict: every key
+        if part.dtype.kind == "f" and not np.isfinite(part).all():  # uint8 images cannot be non-finite
+            env_i = int(np.argwhere(~np.isfinite(part.reshape(part.shape[0], -1)))[0, 0])
+            raise NonFiniteError(f"environment returned a non-finite observation{_key_note(key)} (sub-env {env_i}) "
+                                 f"at environment step {step}")
     if final_obs is None:
         return
     ended = range(len(final_obs)) if done is None else np.flatnonzero(done)
@@ -57,10 +59,15 @@ def check_finite_env(obs: np.ndarray, rewards: np.ndarray, step: int, final_obs:
         fo = final_obs[i]
         if fo is None:
             continue
-        fo = np.asarray(fo)
-        if fo.dtype.kind in "fc" and not np.isfinite(fo).all():
-            raise NonFiniteError(f"environment returned a non-finite final observation (info['final_obs'], "
-                                 f"sub-env {int(i)}) at environment step {step}")
+        for key, part in (fo.items() if isinstance(fo, dict) else ((None, fo),)):
+            part = np.asarray(part)
+            if part.dtype.kind in "fc" and not np.isfinite(part).all():
+                raise NonFiniteError(f"environment returned a non-finite final observation{_key_note(key)} "
+                                     f"(info['final_obs'], sub-env {int(i)}) at environment step {step}")
+
+
+def _key_note(key: str | None) -> str:
+    return "" if key is None else f" (key {key!r})"
 
 
 def check_finite_metrics(algo: str, values: dict[str, float], step: int) -> None:
@@ -101,6 +108,11 @@ def record_episodes(ep_return: torch.Tensor, ep_length: torch.Tensor, ring_retur
     episodes += count.squeeze(-1)
     ep_return.masked_fill_(done, 0.0)
     ep_length.masked_fill_(done, 0)
+
+
+def obs_shapes(obs: Any) -> Any:
+    """The shape of an observation batch, or {key: shape} for a dict of them."""
+    return obs_map(lambda x: tuple(np.shape(x)), obs)
 
 
 class StepResult(NamedTuple):
@@ -147,7 +159,12 @@ class RolloutCollector:
         # Discrete(n) starting at 0: the policy's int64 actions are already what the env takes
         self._actions_as_is = isinstance(self.action_space, gym.spaces.Discrete) and int(self.action_space.start) == 0
         self.tensor_env = isinstance(env, TorchVecEnv)  # a torch env: the tensor path below, no NumPy arrays
-        self.obs_np = None if self.tensor_env else np.asarray(initial_obs, dtype=np.float32)
+        # Observations stay in their storage dtype (rlkit.core.networks.obs_storage): uint8 images cross to the device
+        # as uint8; a Dict observation is a dict of arrays (decided once here, not per step).
+        _, dtype = obs_storage(env.single_observation_space)
+        self._dict_obs = isinstance(dtype, dict)
+        self._obs_dtype: Any = obs_map(lambda d: torch.empty((), dtype=d).numpy().dtype, dtype)
+        self.obs_np = None if self.tensor_env else self._as_obs(initial_obs)
         self._stage_for: RolloutBuffer | None = None  # the buffer self._stage (host arrays) was made for
         self._stage: tuple[np.ndarray, ...] = ()
         self._ep_return = np.zeros(self.n_envs, dtype=np.float64)
@@ -159,11 +176,19 @@ class RolloutCollector:
         if self.tensor_env:
             self._init_tensor_path(initial_obs)
 
+    def _as_obs(self, obs: Any) -> Any:
+        """An observation batch as NumPy arrays of the storage dtype (a dict of them for a Dict space)."""
+        if self._dict_obs:
+            return {k: np.asarray(obs[k], dtype=d) for k, d in self._obs_dtype.items()}
+        return np.asarray(obs, dtype=self._obs_dtype)
+
     @property
-    def obs(self) -> torch.Tensor:
-        """The current observation batch on the device."""
+    def obs(self) -> Any:
+        """The current observation batch on the device (in its storage dtype: uint8 images cross as uint8)."""
         if self.tensor_env:
             return self._obs_t
+        if self._dict_obs:
+            return {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in self.obs_np.items()}
         return torch.from_numpy(self.obs_np).to(self.device, non_blocking=True)
 
     def step(self, env_actions: Any) -> StepResult:
@@ -171,7 +196,7 @@ class RolloutCollector:
         if self.tensor_env:
             return self._step_tensor(env_actions)
         next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
-        next_obs = np.asarray(next_obs, dtype=np.float32)
+        next_obs = self._as_obs(next_obs) if self._dict_obs else np.asarray(next_obs, dtype=self._obs_dtype)
         done = terminated | truncated
         final_obs = info.get("final_obs")
         if self.check_finite:
@@ -184,9 +209,13 @@ class RolloutCollector:
             if final_obs is None:
                 raise RuntimeError("vector env ended an episode without info['final_obs']; "
                                    "it must use AutoresetMode.SAME_STEP")
-            true_next = next_obs.copy()
+            true_next = obs_map(np.copy, next_obs)
             for i in np.flatnonzero(done):
-                true_next[i] = final_obs[i]
+                if self._dict_obs:
+                    for k, part in true_next.items():
+                        part[i] = final_obs[i][k]
+                else:
+                    true_next[i] = final_obs[i]
                 if not self.game_scores:
                     self.episode_returns.append(float(self._ep_return[i]))
                     self.episode_lengths.append(int(self._ep_length[i]))
@@ -215,10 +244,10 @@ class RolloutCollector:
         buffer, or host arrays (allocated once per buffer) that collect() copies to the device at the end."""
         tensors = (buffer.obs, buffer.actions, buffer.rewards, buffer.terminated, buffer.truncated)
         if buffer.device.type == "cpu":
-            return tuple(x.numpy() for x in tensors)
+            return tuple(obs_map(lambda x: x.numpy(), x) for x in tensors)
         if self._stage_for is not buffer:
-            self._stage_for, self._stage = buffer, tuple(np.empty(tuple(x.shape), dtype=x.cpu().numpy().dtype)
-                                                         for x in tensors)
+            self._stage_for, self._stage = buffer, tuple(
+                obs_map(lambda x: np.empty(tuple(x.shape), dtype=x.cpu().numpy().dtype), x) for x in tensors)
         return self._stage
 
     def collect(self, buffer: RolloutBuffer, policy: Policy,
@@ -243,29 +272,36 @@ class RolloutCollector:
         self._end_collect(buffer, stage)
         return buffer
 
-    def _begin_collect(self, buffer: RolloutBuffer) -> tuple[np.ndarray, ...]:
-        buffer.final_obs.zero_()
+    def _begin_collect(self, buffer: RolloutBuffer) -> tuple[Any, ...]:
+        obs_map(torch.Tensor.zero_, buffer.final_obs)
         return self._staging(buffer)
 
-    def _collect_step(self, buffer: RolloutBuffer, stage: tuple[np.ndarray, ...], t: int,
-                      actions: torch.Tensor) -> None:
+    def _collect_step(self, buffer: RolloutBuffer, stage: tuple[Any, ...], t: int, actions: torch.Tensor) -> None:
         """Step t of collect(): step the envs with the policy's actions and write the step into the buffer."""
         obs_stage, act_stage, rewards, terminated, truncated = stage
         actions_np = actions.cpu().numpy()
         act_stage[t] = actions_np
         res = self.step(actions_np if self._actions_as_is else to_env_actions(actions_np, self.action_space))
-        obs_stage[t] = res.obs
+        if self._dict_obs:
+            for k, part in res.obs.items():
+                obs_stage[k][t] = part
+        else:
+            obs_stage[t] = res.obs
         rewards[t], terminated[t], truncated[t] = res.train_rewards, res.terminated, res.truncated
         if res.truncated.any():
             idx = np.flatnonzero(res.truncated)
-            buffer.final_obs[t, idx] = torch.from_numpy(res.next_obs[idx]).to(buffer.device)
+            if self._dict_obs:
+                for k, part in res.next_obs.items():
+                    buffer.final_obs[k][t, idx] = torch.from_numpy(part[idx]).to(buffer.device)
+            else:
+                buffer.final_obs[t, idx] = torch.from_numpy(res.next_obs[idx]).to(buffer.device)
 
-    def _end_collect(self, buffer: RolloutBuffer, stage: tuple[np.ndarray, ...]) -> None:
+    def _end_collect(self, buffer: RolloutBuffer, stage: tuple[Any, ...]) -> None:
         if buffer.device.type != "cpu":
             for x, host in zip((buffer.obs, buffer.actions, buffer.rewards, buffer.terminated, buffer.truncated),
                                stage):
-                x.copy_(torch.from_numpy(host), non_blocking=False)
-        buffer.last_obs.copy_(torch.from_numpy(self.obs_np))
+                obs_map(lambda dst, src: dst.copy_(torch.from_numpy(src), non_blocking=False), x, host)
+        obs_map(lambda dst, src: dst.copy_(torch.from_numpy(src)), buffer.last_obs, self.obs_np)
 
     # ---- the tensor path (a TorchVecEnv: everything stays on the device) --------------------------------------
     # Nothing here reads a value back to the host, and every tensor the loop touches is updated in place, so a
@@ -420,13 +456,15 @@ class RolloutCollector:
     def episode_state(self) -> dict[str, Any]:
         """What ties the collector to the envs' current episodes: saved with the env state (agent_io), never in
         the weights-only checkpoint, since it is only valid together with the envs it came from."""
-        return {"obs": self.obs_np.copy(), "ep_return": self._ep_return.copy(), "ep_length": self._ep_length.copy()}
+        return {"obs": obs_map(np.copy, self.obs_np), "ep_return": self._ep_return.copy(),
+                "ep_length": self._ep_length.copy()}
 
     def load_episode_state(self, state: dict[str, Any]) -> None:
-        obs = np.asarray(state["obs"], dtype=np.float32)
-        if obs.shape != self.obs_np.shape:
-            raise ValueError(f"saved observation batch has shape {obs.shape}, expected {self.obs_np.shape}")
-        self.obs_np = obs.copy()
+        obs = self._as_obs(state["obs"])
+        if obs_shapes(obs) != obs_shapes(self.obs_np):
+            raise ValueError(f"saved observation batch has shape {obs_shapes(obs)}, expected "
+                             f"{obs_shapes(self.obs_np)}")
+        self.obs_np = obs_map(np.copy, obs)
         self._ep_return[:] = state["ep_return"]
         self._ep_length[:] = state["ep_length"]
 
