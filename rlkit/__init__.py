@@ -5,6 +5,9 @@
     agent.learn(total_steps=100_000)
     agent.evaluate(n_episodes=10)
 
+    batch = rlkit.SeedBatch(rlkit.A2C, "CartPole-v1", seeds=range(8), n_envs=8)  # 8 seeds in one process
+    batch.learn(total_steps=100_000)
+
 Agents and their Config classes are imported lazily on first access.
 """
 from __future__ import annotations
@@ -22,11 +25,12 @@ __version__ = "0.1.0"
 
 _LAZY = {cls: module for module, cls in REGISTRY.values()}
 _LAZY.update({cls + "Config": module for module, cls in REGISTRY.values()})
+_LAZY["SeedBatch"] = "rlkit.core.seeds"  # many seeds of one agent trained in one process
 
 __all__ = [
     "REINFORCE", "REINFORCEConfig", "QAC", "QACConfig", "A2C", "A2CConfig", "TRPO", "TRPOConfig",
     "DDPG", "DDPGConfig", "load_agent", "make_agent", "make_env", "make_vec_env", "resolve_device", "auto_device",
-    "seed_everything", "GraphedStep", "CheckpointError", "ConfigError", "SpaceError", "TORCH_ENV_IDS",
+    "SeedBatch", "seed_everything", "GraphedStep", "CheckpointError", "ConfigError", "SpaceError", "TORCH_ENV_IDS",
 ]
 
 

@@ -36,17 +36,30 @@ def _split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _seed_item(item: str) -> list[int]:
+    """'7' -> [7]; '0-3' -> [0, 1, 2, 3] (an inclusive range)."""
+    lo, sep, hi = item.partition("-")
+    if sep and lo.strip() and hi.strip():
+        a, b = int(lo), int(hi)
+        if b < a:
+            raise ValueError
+        return list(range(a, b + 1))
+    return [int(item)]
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'5' -> [0..4]; '0,3,7' -> [0, 3, 7]; '0,' -> [0] (a trailing comma makes a single seed a list)."""
+    """'5' -> [0..4]; '0,3,7' -> [0, 3, 7]; '0-3' or '0-1,5' -> inclusive ranges; '0,' -> [0] (a trailing comma
+    makes a single seed a list)."""
     try:
-        if "," not in text:
+        if "," not in text and "-" not in text.strip()[1:]:
             n = int(text)
             seeds = list(range(n))
         else:
-            seeds = [int(s) for s in _split(text)]
+            seeds = [s for item in _split(text) for s in _seed_item(item)]
     except ValueError:
-        raise ValueError(f"--seeds must be a count or a comma-separated list of integers, got {text!r}") from None
-    if "," not in text and n < 1:
+        raise ValueError(f"--seeds must be a count, a comma-separated list of integers or ranges like 0-7, got "
+                         f"{text!r}") from None
+    if "," not in text and "-" not in text.strip()[1:] and n < 1:
         raise ValueError(f"--seeds {text} is a count of seeds and must be >= 1 (to run only seed 0, write "
                          f"--seeds 0, ; for seeds 0..4, --seeds 5)")
     if not seeds:
@@ -141,14 +154,34 @@ def train_command(run: Run, args: argparse.Namespace, device: str, resume: Path 
     """The `rlkit train` command of one run, starting with "python" (each launcher runs it with its own
     interpreter, so a manifest made locally and one made on a cluster read the same)."""
     cmd = ["python", "-m", "rlkit.cli", "train", run.algo, run.env_id, "--seed", str(run.seed), "--device", device,
-           "--run-dir", str(run.run_dir), "--no-progress", "--eval-episodes", str(args.eval_episodes)]
+           "--run-dir", str(run.run_dir), *_common_flags(run, args, resume is not None)]
+    if resume is not None:
+        cmd += ["--resume", str(resume)]
+    return cmd
+
+
+def batch_command(runs: list[Run], args: argparse.Namespace, device: str, resume: bool) -> list[str]:
+    """The one `rlkit train` command that trains several seeds of one (algo, env) in one process (--seeds-per-process):
+    each seed writes OUT/<env_id>/<algo>/seed<S>/ as its own command would, and resumes from there."""
+    run = runs[0]
+    template = str(run.run_dir.parent / "seed{seed}")
+    cmd = ["python", "-m", "rlkit.cli", "train", run.algo, run.env_id, "--seeds", ",".join(str(r.seed) for r in runs),
+           "--seeds-per-process", str(len(runs)), "--device", device, "--run-dir", template,
+           *_common_flags(run, args, resume)]
+    if resume:
+        cmd += ["--resume", template]  # each seed from the newest valid checkpoint of its own run directory
+    return cmd
+
+
+def _common_flags(run: Run, args: argparse.Namespace, resume: bool) -> list[str]:
+    cmd = ["--no-progress", "--eval-episodes", str(args.eval_episodes)]
     if args.eval_freq:
         cmd += ["--eval-freq", str(args.eval_freq)]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
     for s in args.set:
         cmd += ["--set", s]
-    if resume is None and not any(s.startswith("checkpoint_interval=") for s in args.set):
+    if not resume and not any(s.startswith("checkpoint_interval=") for s in args.set):
         # Periodic checkpoints (10 per run) so a run killed outright (SIGKILL, a lost node) loses at most a tenth;
         # the agents' default is none. A resumed run keeps the interval its checkpoint records.
         from rlkit.presets import preset_for
@@ -156,9 +189,26 @@ def train_command(run: Run, args: argparse.Namespace, device: str, resume: Path 
         preset = preset_for(run.algo, run.env_id) or {}
         steps = args.steps or int(preset.get("steps", 100_000))
         cmd += ["--set", f"checkpoint_interval={max(1, steps // 10)}"]
-    if resume is not None:
-        cmd += ["--resume", str(resume)]
     return cmd
+
+
+def group_runs(todo: list[tuple[Run, Path | None]], per_process: int) -> list[tuple[list[Run], list[Path | None]]]:
+    """The runs to launch, in chunks of up to `per_process` that train in one process: the same algorithm and env,
+    starting from the same step (new runs together, resumed ones by their checkpoint's step), in grid order."""
+    if per_process == 1:
+        return [([run], [ckpt]) for run, ckpt in todo]
+    from rlkit.core.checkpoint import load_checkpoint
+
+    groups: dict[tuple[str, str, int], list[tuple[Run, Path | None]]] = {}
+    for run, ckpt in todo:
+        step = 0 if ckpt is None else int(load_checkpoint(ckpt)["num_timesteps"])
+        groups.setdefault((run.algo, run.env_id, step), []).append((run, ckpt))
+    chunks = []
+    for items in groups.values():
+        for i in range(0, len(items), per_process):
+            part = items[i:i + per_process]
+            chunks.append(([r for r, _ in part], [c for _, c in part]))
+    return chunks
 
 
 def _versions() -> dict[str, str]:
@@ -192,16 +242,20 @@ def _git_revision() -> str | None:
 _CHILDREN: dict[int, subprocess.Popen] = {}  # live local runs, so an interrupted bench can stop them cleanly
 
 
-def execute_run(cmd: list[str], log_path: str, cores: tuple[int, ...] = (), threads: int = 1) -> dict[str, Any]:
-    """Run one `rlkit train` command to its end; its output goes to `log_path` (appended: one section per attempt).
+def execute_run(cmd: list[str], log_path: str | list[str], cores: tuple[int, ...] = (), threads: int = 1
+                ) -> dict[str, Any]:
+    """Run one `rlkit train` command to its end; its output goes to `log_path` (appended: one section per attempt;
+    with several paths, one per seed of a batched command, the section is copied to the others at the end).
     Executed in a thread of the local runner or inside a Ray task. The child gets its own session so a Ctrl-C at the
     terminal reaches only `rlkit bench`, which then sends each run ONE SIGINT (a second would skip the checkpoint)."""
+    paths = [log_path] if isinstance(log_path, str) else list(log_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **{v: str(threads) for v in THREAD_VARS}}
     full = [sys.executable, *cmd[1:]]
     pin = (lambda: os.sched_setaffinity(0, set(cores))) if cores else None
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths[0]).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with open(log_path, "a") as log:
+    with open(paths[0], "a") as log:
+        start = log.tell()
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()}: {shlex.join(cmd)}\n")
         log.flush()
         proc = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -214,6 +268,14 @@ def execute_run(cmd: list[str], log_path: str, cores: tuple[int, ...] = (), thre
             rc = proc.wait()
         finally:
             _CHILDREN.pop(proc.pid, None)
+    if len(paths) > 1:
+        with open(paths[0], "rb") as f:
+            f.seek(start)
+            section = f.read()
+        for other in paths[1:]:
+            Path(other).parent.mkdir(parents=True, exist_ok=True)
+            with open(other, "ab") as f:
+                f.write(section)
     return {"returncode": rc, "wall_time_s": round(time.time() - t0, 3), "host": socket.gethostname(),
             "versions": _versions(), "git_revision": _git_revision()}
 
@@ -226,7 +288,7 @@ class LocalLauncher:
         self.capacity = capacity
         self._pool = ThreadPoolExecutor(max_workers=capacity)
 
-    def submit(self, cmd: list[str], log_path: str, slot: Slot) -> Future:
+    def submit(self, cmd: list[str], log_path: str | list[str], slot: Slot) -> Future:
         return self._pool.submit(execute_run, cmd, log_path, slot.cores)
 
     def interrupt(self, futures: list[Future]) -> None:
@@ -274,7 +336,7 @@ class RayLauncher:
         self.capacity = max(1, min(fit, jobs or fit))
         self._refs: dict[Future, Any] = {}
 
-    def submit(self, cmd: list[str], log_path: str, slot: Slot) -> Future:
+    def submit(self, cmd: list[str], log_path: str | list[str], slot: Slot) -> Future:
         ref = self._remote.remote(cmd, log_path)
         fut = ref.future()
         self._refs[fut] = ref
@@ -347,7 +409,8 @@ def bench_command(args: argparse.Namespace) -> int:
     from rlkit.agents import get_agent_class
 
     for flag, v, low in (("--jobs", args.jobs, 1), ("--steps", args.steps, 1), ("--runs-per-gpu", args.runs_per_gpu, 1),
-                         ("--eval-episodes", args.eval_episodes, 0), ("--eval-freq", args.eval_freq, 0)):
+                         ("--eval-episodes", args.eval_episodes, 0), ("--eval-freq", args.eval_freq, 0),
+                         ("--seeds-per-process", args.seeds_per_process, 1)):
         if v is not None and v < low:
             raise ValueError(f"{flag} must be >= {low}, got {v}")
     algos = list(dict.fromkeys(get_agent_class(a).algo for a in _split(args.algos)))  # validates names up front
@@ -355,6 +418,15 @@ def bench_command(args: argparse.Namespace) -> int:
     if not algos or not envs:
         raise ValueError("--algos and --envs must each name at least one entry")
     seeds = parse_seeds(args.seeds)
+    if args.seeds_per_process > len(seeds):
+        raise ValueError(f"--seeds-per-process {args.seeds_per_process} is more than the {len(seeds)} seed"
+                         f"{'s' if len(seeds) > 1 else ''} of the grid (--seeds)")
+    if args.seeds_per_process > 1:
+        unbatchable = [a for a in algos if not callable(getattr(get_agent_class(a), "learn_seeds", None))]
+        if unbatchable:
+            raise ValueError(f"--seeds-per-process {args.seeds_per_process}: {', '.join(unbatchable)} cannot train "
+                             "several seeds in one process (supported: a2c, trpo, reinforce, ddpg); bench it "
+                             "separately without --seeds-per-process")
     out = Path(args.out).absolute()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a directory")
@@ -381,7 +453,7 @@ def _run_grid(args: argparse.Namespace, out: Path, runs: list[Run], skipped: lis
     manifest = Manifest(out)
     manifest.update(grid={"algos": algos, "envs": envs, "seeds": seeds, "steps": args.steps, "set": args.set,
                           "eval_episodes": args.eval_episodes, "eval_freq": args.eval_freq, "device": args.device,
-                          "launcher":
+                          "seeds_per_process": args.seeds_per_process, "launcher":
                           "ray" if use_ray else "local"}, skipped=skipped)
     for s in skipped:
         print(f"rlkit bench: skipping {s['algo']} on {s['env_id']}: {s['reason']}", file=sys.stderr)
@@ -420,7 +492,8 @@ def _run_grid(args: argparse.Namespace, out: Path, runs: list[Run], skipped: lis
     print(f"rlkit bench: {len(runs)} runs ({counts['finished']} finished, {counts['resumed']} to resume, "
           f"{counts['running elsewhere']} running elsewhere), {len(slots)} at a time on {where} -> {out}",
           file=sys.stderr)
-    failed = _execute(todo, slots, launcher, manifest, args, out, total=len(runs), done=counts["finished"])
+    chunks = deque(group_runs(list(todo), args.seeds_per_process))
+    failed = _execute(chunks, slots, launcher, manifest, args, out, total=len(runs), done=counts["finished"])
     if failed is None:  # interrupted
         return 130
     results = collect_results(out, runs)
@@ -440,16 +513,18 @@ def _run_grid(args: argparse.Namespace, out: Path, runs: list[Run], skipped: lis
 
 def _execute(todo: deque, slots: list[Slot], launcher: Any, manifest: Manifest, args: argparse.Namespace, out: Path,
              total: int, done: int) -> list[str] | None:
-    """Keep every slot busy until the grid is done; returns the failed runs, or None when interrupted."""
+    """Keep every slot busy until the grid is done (each item of `todo` is a list of runs, one process: one run, or
+    several seeds trained together with --seeds-per-process); returns the failed runs, or None when interrupted."""
     from tqdm import tqdm
 
     free = list(slots)
-    inflight: dict[Future, tuple[Run, Slot, float]] = {}
+    inflight: dict[Future, tuple[list[Run], Slot, float]] = {}
     failed: list[str] = []
     bar = tqdm(total=total, initial=done, unit="run", file=sys.stderr, dynamic_ncols=True, desc="rlkit bench")
 
     def show() -> None:
-        bar.set_postfix_str(f"done {bar.n}/{total}, running {len(inflight)}, failed {len(failed)}")
+        bar.set_postfix_str(f"done {bar.n}/{total}, running {sum(len(v[0]) for v in inflight.values())}, "
+                            f"failed {len(failed)}")
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -458,38 +533,45 @@ def _execute(todo: deque, slots: list[Slot], launcher: Any, manifest: Manifest, 
     try:
         while todo or inflight:
             while todo and free:
-                run, ckpt = todo.popleft()
+                runs, ckpts = todo.popleft()
                 slot = free.pop(0)
-                cmd = train_command(run, args, slot.device, ckpt)
-                manifest.update(run.key, status="running", command=shlex.join(cmd), device=slot.device,
-                                started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-                inflight[launcher.submit(cmd, str(run.run_dir / "stdout.log"), slot)] = (run, slot, time.time())
+                if len(runs) == 1:
+                    cmd = train_command(runs[0], args, slot.device, ckpts[0])
+                else:
+                    cmd = batch_command(runs, args, slot.device, ckpts[0] is not None)
+                for run in runs:
+                    manifest.update(run.key, status="running", command=shlex.join(cmd), device=slot.device,
+                                    started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                logs = [str(run.run_dir / "stdout.log") for run in runs]
+                inflight[launcher.submit(cmd, logs[0] if len(logs) == 1 else logs, slot)] = (runs, slot, time.time())
             show()
             finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
             for fut in finished:
-                run, slot, _t0 = inflight.pop(fut)
+                runs, slot, _t0 = inflight.pop(fut)
                 free.append(slot)
-                rec = _record(run, fut, manifest, out)
-                if rec["status"] == "failed":
-                    failed.append(f"{run.algo}/{run.env_id}/seed{run.seed} (rc {rec.get('returncode')})")
-                show()
-                bar.update(1)
-                score = (f"{rec['mean_return']:.1f}" if "mean_return" in rec else rec["status"])
-                bar.write(f"  {run.algo:<10} {run.env_id:<16} seed {run.seed}: {score}", file=sys.stderr)
+                for run in runs:
+                    rec = _record(run, fut, manifest, out)
+                    if rec["status"] == "failed":
+                        failed.append(f"{run.algo}/{run.env_id}/seed{run.seed} (rc {rec.get('returncode')})")
+                    show()
+                    bar.update(1)
+                    score = (f"{rec['mean_return']:.1f}" if "mean_return" in rec else rec["status"])
+                    bar.write(f"  {run.algo:<10} {run.env_id:<16} seed {run.seed}: {score}", file=sys.stderr)
         show()
         bar.close()
         return failed
     except KeyboardInterrupt:
         bar.close()
-        print(f"rlkit bench: interrupted; stopping {len(inflight)} runs with a checkpoint ...", file=sys.stderr)
+        print(f"rlkit bench: interrupted; stopping {sum(len(v[0]) for v in inflight.values())} runs with a "
+              "checkpoint ...", file=sys.stderr)
         launcher.interrupt(list(inflight))
         for fut in list(inflight):
-            run = inflight[fut][0]
-            try:
-                fut.result(timeout=120)
-                _record(run, fut, manifest, out, interrupted=True)
-            except Exception:  # noqa: BLE001 - a cancelled Ray task: its run saved a checkpoint (or never began)
-                manifest.update(run.key, status="interrupted")
+            for run in inflight[fut][0]:
+                try:
+                    fut.result(timeout=120)
+                    _record(run, fut, manifest, out, interrupted=True)
+                except Exception:  # noqa: BLE001 - a cancelled Ray task: its run saved a checkpoint (or never began)
+                    manifest.update(run.key, status="interrupted")
         print("rlkit bench: re-run the same command to resume (finished runs are skipped)", file=sys.stderr)
         return None
     finally:
@@ -553,3 +635,6 @@ def add_bench_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run as Ray tasks: on a local Ray started for the grid, or on the cluster at ADDRESS")
     b.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray resources of one run")
+    b.add_argument("--seeds-per-process", type=int, default=1, metavar="K",
+                   help="train up to K seeds of one (algo, env) in one process, their networks batched (rlkit train "
+                        "--seeds-per-process); each seed still gets its own run directory and manifest row")

@@ -20,7 +20,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (seed_everything) takes seeds in [0, 2**32)
 
@@ -61,6 +61,12 @@ def _build_parser() -> _Parser:
                    help="the run's total environment steps, also when resuming (default: the preset's, else 100000; "
                         "with --resume: the run's budget)")
     t.add_argument("--seed", type=int, default=None, help="default 0 (with --resume: the run's)")
+    t.add_argument("--seeds", default=None, metavar="LIST",
+                   help="train several seeds: a count (5: seeds 0..4), a list (0,3,7) or ranges (0-7); one run "
+                        "directory each (--run-dir and --resume then contain {seed})")
+    t.add_argument("--seeds-per-process", type=int, default=1, metavar="K",
+                   help="train K of the --seeds at once in this process, their networks batched "
+                        "(a2c, trpo, reinforce, ddpg; docs/performance.md); default 1: one after another")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--n-envs", type=int, default=None)
     t.add_argument("--config", default=None, help="JSON or TOML file of config overrides")
@@ -151,7 +157,7 @@ def _parse_env_kwargs(items: list[str]) -> dict[str, Any]:
 
 
 def _resume_conflicts(cls: Any, payload: dict[str, Any], overrides: dict[str, Any], args: argparse.Namespace,
-                      env_kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
+                      env_kwargs: dict[str, Any], seed: int | None) -> tuple[list[str], list[str]]:
     """(flags that would change the run, allowed with --override; ones that never can), each naming the value."""
     import importlib
 
@@ -162,8 +168,8 @@ def _resume_conflicts(cls: Any, payload: dict[str, Any], overrides: dict[str, An
     new = config_to_dict(build_config(cfg_cls, dict(payload["config"]), **overrides))
     changed = [f"{'--n-envs' if k == 'n_envs' and args.n_envs is not None else k}={new[k]!r} (the run's: {saved[k]!r})"
                for k in overrides if new.get(k) != saved.get(k)]
-    if args.seed is not None and args.seed != payload["seed"]:
-        changed.append(f"--seed {args.seed} (the run's: {payload['seed']})")
+    if seed is not None and seed != payload["seed"]:
+        changed.append(f"--seed {seed} (the run's: {payload['seed']})")
     never = []
     if args.env_id != payload["env_id"]:
         never.append(f"env {args.env_id!r} (the run's: {payload['env_id']!r})")
@@ -172,14 +178,21 @@ def _resume_conflicts(cls: Any, payload: dict[str, Any], overrides: dict[str, An
     return changed, never
 
 
+class _SeedPlan(NamedTuple):
+    """One seed's run as `rlkit train` resolved it: where it goes, what it resumes, its total budget."""
+    seed: int
+    run_dir: Path
+    ckpt: Path | None
+    steps: int
+    skipped: list[str]
+    overrides: dict[str, Any]
+
+
 def _train(args: argparse.Namespace) -> int:
-    from rlkit.agents import get_agent_class
+    from rlkit.agents import REGISTRY, get_agent_class
     from rlkit.core.atari import atari_install_hint
     from rlkit.core.config import load_config_file, parse_set_option
     from rlkit.core.envs import is_known_env_id
-    from rlkit.core.logger import default_run_dir
-    from rlkit.core.rundir import check_run_dir_path, latest_checkpoint, previous_run_files
-    from rlkit.presets import preset_for
 
     _check_int("--seed", args.seed, 0, MAX_SEED)
     _check_int("--steps", args.steps, 1)
@@ -187,10 +200,32 @@ def _train(args: argparse.Namespace) -> int:
     _check_int("--eval-episodes", args.eval_episodes, 0)
     _check_int("--eval-freq", args.eval_freq, 0)
     _check_int("--log-interval", args.log_interval, 1)
+    _check_int("--seeds-per-process", args.seeds_per_process, 1)
     if args.eval_freq and not args.eval_episodes:
         raise _UsageError("rlkit: error: --eval-freq needs --eval-episodes >= 1")
+    if args.seeds is not None and args.seed is not None:
+        raise _UsageError("rlkit: error: give --seed or --seeds, not both")
+    if args.seeds is not None:
+        from rlkit.bench import parse_seeds
+
+        seeds: list[int | None] = list(parse_seeds(args.seeds))
+    else:
+        seeds = [args.seed]
+    per_process = args.seeds_per_process
+    if per_process > len(seeds):
+        raise _UsageError(f"rlkit: error: --seeds-per-process {per_process} is more than the {len(seeds)} seed"
+                          f"{'s' if len(seeds) > 1 else ''} given (--seeds)")
     cls = get_agent_class(args.algo)
     algo = cls.algo
+    if per_process > 1 and not callable(getattr(cls, "learn_seeds", None)):
+        batchable = [n for n in REGISTRY if callable(getattr(get_agent_class(n), "learn_seeds", None))]
+        raise _UsageError(f"rlkit: error: {algo} cannot train several seeds in one process; --seeds-per-process > 1 "
+                          f"supports {', '.join(batchable)}")
+    if len(seeds) > 1:
+        for flag, value in (("--run-dir", args.run_dir), ("--resume", args.resume)):
+            if value and "{seed}" not in value:
+                raise ValueError(f"{flag} must contain {{seed}} when training several seeds (one run directory "
+                                 f"each), got {value!r}")
     env_kwargs = _parse_env_kwargs(args.env_kwargs)
     if args.no_atari_preprocessing:
         env_kwargs["atari_preprocessing"] = False
@@ -211,30 +246,62 @@ def _train(args: argparse.Namespace) -> int:
         overrides["n_envs"] = args.n_envs
     if args.vectorization is not None:
         overrides["vectorization"] = args.vectorization
-    resume = Path(args.resume) if args.resume else None
+    default_dir = None
+    if len(seeds) > 1 and not args.run_dir and not args.resume:  # one time stamp for the seeds: a {seed} template
+        from rlkit.core.logger import default_run_dir
+
+        default_dir = str(default_run_dir(args.env_id, algo, "{seed}", args.runs_root))  # type: ignore[arg-type]
+    # Every seed's run is resolved (and its directory checked) before anything is built.
+    plans = [_plan_seed(args, cls, algo, seed, overrides, env_kwargs, default_dir) for seed in seeds]
+    for i in range(0, len(plans), per_process):
+        chunk = plans[i:i + per_process]
+        rc = _train_one(args, cls, chunk[0], env_kwargs) if len(chunk) == 1 else _train_batch(args, cls, chunk,
+                                                                                              env_kwargs, default_dir)
+        if rc != 0:
+            if i + len(chunk) < len(plans):
+                rest = [str(p.seed) for p in plans[i + len(chunk):]]
+                print(f"rlkit: seeds {', '.join(rest)} were not started", file=sys.stderr)
+            return rc
+    return 0
+
+
+def _plan_seed(args: argparse.Namespace, cls: Any, algo: str, seed_arg: int | None, overrides: dict[str, Any],
+               env_kwargs: dict[str, Any], default_dir: str | None) -> _SeedPlan:
+    """Resolve one seed's run: its checkpoint to resume (and the checks on what may change), its budget, its
+    run directory (refusing one that already holds a run unless resuming it)."""
+    from rlkit.core.logger import default_run_dir
+    from rlkit.core.rundir import check_run_dir_path, latest_checkpoint, previous_run_files
+    from rlkit.presets import preset_for
+
+    def for_seed(template: str) -> str:
+        return template.replace("{seed}", str(seed_arg)) if seed_arg is not None else template
+
+    resume = Path(for_seed(args.resume)) if args.resume else None
     if resume is not None:
         ckpt, payload, skipped = _newest_valid_checkpoint(resume, algo)
-        changed, never = _resume_conflicts(cls, payload, overrides, args, env_kwargs)
+        changed, never = _resume_conflicts(cls, payload, overrides, args, env_kwargs, seed_arg)
         if never:
             raise ValueError(f"--resume {resume}: cannot change the run's environment: {'; '.join(never)}")
         if changed and not args.override:
             raise ValueError(f"--resume {resume}: these would change the run: {'; '.join(changed)}; "
                              "drop them, or pass --override to apply them")
-        seed = args.seed if args.seed is not None and args.override else payload["seed"]
+        seed = seed_arg if seed_arg is not None and args.override else payload["seed"]
         steps = args.steps or int(payload.get("total_budget") or 0) or 100_000
     else:
-        ckpt, seed, steps, skipped = None, 0 if args.seed is None else args.seed, args.steps, []
+        ckpt, seed, steps, skipped = None, 0 if seed_arg is None else seed_arg, args.steps, []
         preset = None if args.no_preset else preset_for(algo, args.env_id)
         if preset:
             overrides = {**preset.get("config", {}), **overrides}
             steps = steps if steps is not None else int(preset.get("steps", 100_000))
         steps = steps if steps is not None else 100_000
     if args.run_dir:
-        run_dir = check_run_dir_path(args.run_dir)
+        run_dir = check_run_dir_path(for_seed(args.run_dir))
     elif resume is not None and resume.is_dir():
         run_dir = resume
     elif ckpt is not None and ckpt.parent.name == "checkpoints":
         run_dir = ckpt.parent.parent  # continue the run the checkpoint belongs to
+    elif default_dir is not None:
+        run_dir = Path(for_seed(default_dir))
     else:
         run_dir = default_run_dir(args.env_id, algo, seed, args.runs_root)
     if resume is None and previous_run_files(run_dir):  # fail before building anything (learn() checks too)
@@ -242,6 +309,29 @@ def _train(args: argparse.Namespace) -> int:
         hint = f"resume it with --resume {run_dir}" if latest is not None else "remove it"
         raise ValueError(f"run directory {run_dir} already holds a run ({', '.join(previous_run_files(run_dir)[:3])})"
                          f"; {hint}, or choose another --run-dir")
+    return _SeedPlan(seed, run_dir, ckpt, steps, skipped, overrides)
+
+
+def _kept_flags(args: argparse.Namespace) -> list[str]:
+    """The flags a printed resume command repeats (those that differ from their defaults)."""
+    cmd = []
+    if args.device != "auto":
+        cmd += ["--device", args.device]
+    if args.no_progress:
+        cmd.append("--no-progress")
+    if args.env_backend != "gymnasium":
+        cmd += ["--env-backend", args.env_backend]
+    kept = (("--eval-episodes", args.eval_episodes, 10), ("--eval-freq", args.eval_freq, 0),
+            ("--log-interval", args.log_interval, 1000))
+    for flag, value, default in kept:
+        if value != default:
+            cmd += [flag, str(value)]
+    return cmd
+
+
+def _train_one(args: argparse.Namespace, cls: Any, plan: _SeedPlan, env_kwargs: dict[str, Any]) -> int:
+    """Train one seed in this process, as planned."""
+    algo, seed, run_dir, ckpt, steps, skipped, overrides = cls.algo, *plan
     if ckpt is not None:
         agent = cls.load(ckpt, env=args.env_id, device=args.device, restore_env=True,
                          config_overrides=overrides if args.override else None, env_backend=args.env_backend)
@@ -268,33 +358,75 @@ def _train(args: argparse.Namespace) -> int:
         print(f"rlkit: {e}; run directory {run_dir}", file=sys.stderr)
         if e.checkpoint is not None:
             cmd = ["rlkit", "train", algo, args.env_id, "--steps", str(steps), "--run-dir", str(run_dir),
-                   "--resume", str(e.checkpoint)]
-            if args.device != "auto":
-                cmd += ["--device", args.device]
-            if args.no_progress:
-                cmd.append("--no-progress")
-            if args.env_backend != "gymnasium":
-                cmd += ["--env-backend", args.env_backend]
-            kept = (("--eval-episodes", args.eval_episodes, 10), ("--eval-freq", args.eval_freq, 0),
-                    ("--log-interval", args.log_interval, 1000))
-            for flag, value, default in kept:
-                if value != default:
-                    cmd += [flag, str(value)]
+                   "--resume", str(e.checkpoint), *_kept_flags(args)]
             print(f"rlkit: resume with: {shlex.join(cmd)}", file=sys.stderr)
         sys.stderr.flush()
         return e.exit_code
-    result: dict[str, Any] = {"algo": algo, "env_id": args.env_id, "seed": seed, "steps": agent.num_timesteps,
-                              "run_dir": str(run_dir)}
+    _finish_run(args, agent, plan)
+    return 0
+
+
+def _train_batch(args: argparse.Namespace, cls: Any, plans: list[_SeedPlan], env_kwargs: dict[str, Any],
+                 default_dir: str | None) -> int:
+    """Train several seeds in this process at once (rlkit.core.seeds.SeedBatch): each seed writes the run
+    directory, logs, checkpoints and result.json that training it alone would."""
+    from rlkit.core.rundir import TrainingInterrupted
+    from rlkit.core.seeds import SeedBatch
+
+    algo, seeds = cls.algo, [p.seed for p in plans]
+    steps = plans[0].steps
+    if any(p.steps != steps for p in plans):
+        raise ValueError(f"the seeds' runs have different budgets ({', '.join(f'{p.steps:,}' for p in plans)}); "
+                         "train them in separate processes")
+    if plans[0].ckpt is not None:
+        batch = SeedBatch.load(cls, [p.ckpt for p in plans], env=args.env_id, device=args.device, restore_env=True,
+                               config_overrides=plans[0].overrides if args.override else None,
+                               env_backend=args.env_backend)
+        for agent, plan in zip(batch.agents, plans):
+            agent.seed = plan.seed
+        done = batch.agents[0].num_timesteps
+        if steps < done:
+            raise ValueError(f"--steps {steps:,} is below the runs' {done:,} steps")
+        notes = "; ".join(f"seed {p.seed}: {a.resume_note}" for p, a in zip(plans, batch.agents))
+        what = f"resuming at step {done:,} to {steps:,} ({steps - done:,} more; {notes})"
+    else:
+        batch = SeedBatch(cls, args.env_id, seeds, config=plans[0].overrides, device=args.device,
+                          env_kwargs=env_kwargs, env_backend=args.env_backend)
+        done, what = 0, f"{steps:,} steps"
+    dirs = args.run_dir or args.resume or default_dir
+    print(f"rlkit: training {algo} on {args.env_id}: {what}; seeds {', '.join(map(str, seeds))} in one process; "
+          f"device {batch.device} ({batch.agents[0].device_reason}) -> {dirs or plans[0].run_dir}", file=sys.stderr)
+    try:
+        batch.learn(steps - done, run_dirs=[p.run_dir for p in plans], progress=not args.no_progress,
+                    log_interval=args.log_interval, total_budget=steps, eval_freq=args.eval_freq,
+                    n_eval_episodes=max(args.eval_episodes, 1))
+    except TrainingInterrupted as e:
+        print(f"rlkit: {e}; run directories {dirs or ', '.join(str(p.run_dir) for p in plans)}", file=sys.stderr)
+        if e.checkpoint is not None and dirs is not None:
+            cmd = ["rlkit", "train", algo, args.env_id, "--steps", str(steps), "--seeds", ",".join(map(str, seeds)),
+                   "--seeds-per-process", str(len(plans)), "--run-dir", dirs, "--resume", dirs, *_kept_flags(args)]
+            print(f"rlkit: resume with: {shlex.join(cmd)}", file=sys.stderr)
+        sys.stderr.flush()
+        return e.exit_code
+    for k, (agent, plan) in enumerate(zip(batch.agents, plans)):
+        with batch.streams.scope(k):
+            _finish_run(args, agent, plan)
+    return 0
+
+
+def _finish_run(args: argparse.Namespace, agent: Any, plan: _SeedPlan) -> None:
+    """The final evaluation and result.json of one seed's run."""
+    result: dict[str, Any] = {"algo": agent.algo, "env_id": args.env_id, "seed": plan.seed,
+                              "steps": agent.num_timesteps, "run_dir": str(plan.run_dir)}
     if args.eval_episodes > 0:
         stats = agent.evaluate(n_episodes=args.eval_episodes, deterministic=True)
         result.update(stats)  # mean_return, std_return, mean_length: the final evaluation
         print(f"eval: mean return {stats['mean_return']:.2f} +/- {stats['std_return']:.2f} "
-              f"over {args.eval_episodes} episodes")
+              f"over {args.eval_episodes} episodes" + (f" (seed {plan.seed})" if args.seeds is not None else ""))
     best = getattr(agent, "best_eval", None)
     if best is not None:  # evaluation during training ran: its best, kept in checkpoints/best.pt
         result.update({"best_eval_return": best["return"], "best_eval_step": best["step"]})
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
-    return 0
+    (plan.run_dir / "result.json").write_text(json.dumps(result, indent=2))
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rlkit.core import agent_io
-from rlkit.core.buffers import RolloutBuffer, obs_cat
+from rlkit.core.buffers import Rollout, RolloutBuffer, obs_cat
 from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
                                check_positive, check_sample_freq, check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields
@@ -39,8 +39,9 @@ from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.losses import policy_gradient_loss
 from rlkit.core.networks import (ACTIVATIONS, MLP, EncoderSpec, NetworkSpec, action_dim, action_storage, make_actor,
                                  make_obs_encoder, make_v_critic, network_source, obs_storage)
-from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop, set_lr
+from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop, clip_grad_norm_, set_lr
 from rlkit.core.returns import explained_variance, gae, normalize
+from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, StackedFlatOptimizer, stack_rollouts
 
 
 @dataclass
@@ -140,6 +141,43 @@ class A2CConfig:
         check_choice(self, "lr_schedule", ("constant", "linear"))
         check_choice(self, "optimizer", ("rmsprop", "adam"))
         check_sample_freq(self)
+
+
+@torch.no_grad()
+def a2c_advantages(critic: nn.Module, b: Rollout, values: torch.Tensor, last_values: torch.Tensor, cfg: A2CConfig,
+                   final_pass: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE advantages and returns R_t = A_t + V(s_t), both [T, N], from values = V(s_t) [T, N] and V(s_T) [N];
+    where truncated, the target continues from V(true final obs) (computed when final_pass)."""
+    T, N = b.rewards.shape
+    if final_pass:
+        final_values = critic(b.flat(b.final_obs)).view(T, N)
+    else:
+        final_values = torch.zeros(T, N, device=values.device)
+    rewards = b.rewards if cfg.reward_scale == 1.0 else b.rewards * cfg.reward_scale
+    return gae(rewards, values, b.terminated, b.truncated, final_values, last_values, cfg.gamma, cfg.gae_lambda)
+
+
+def a2c_loss(actor: nn.Module, critic: nn.Module, b: Rollout, cfg: A2CConfig, diagnostics: bool = True,
+             final_pass: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The joint loss of one rollout and its diagnostics: only the modules' forward passes and torch ops, so the
+    same code runs for one agent and, through torch.func, for many seeds at once (rlkit.core.seeds)."""
+    T, N = b.rewards.shape
+    obs, actions = b.flat(b.obs), b.flat(b.actions)
+    v_all = critic(obs_cat([obs, b.last_obs]))  # V(s_t) for the batch and V(s_T) in one pass
+    values = v_all[:T * N]
+    adv, returns = a2c_advantages(critic, b, values.detach().view(T, N), v_all[T * N:].detach(), cfg, final_pass)
+    adv, returns = adv.reshape(-1), returns.reshape(-1)
+    if cfg.normalize_advantage:
+        adv = normalize(adv)
+    params = actor.dist_params(obs)
+    logp = actor.log_prob_from_params(params, actions)
+    entropy = actor.entropy_from_params(params) if cfg.ent_coef > 0 or diagnostics else None
+    loss_pi, info = policy_gradient_loss(logp, entropy, adv, cfg.ent_coef)  # -E[log pi * A] - c_H E[H]
+    loss_v = F.mse_loss(values, returns)  # E[(V(s_t) - R_t)^2]
+    info["train/loss_v"] = loss_v.detach()
+    if diagnostics:
+        info["train/explained_variance"] = explained_variance(values.detach(), returns)
+    return loss_pi + cfg.vf_coef * loss_v, info
 
 
 class TrunkHead(nn.Module):
@@ -247,23 +285,20 @@ class A2C:
         return agent_io.numpy_value(self.critic, obs, self.observation_space, self.device)
 
     # ---- one update -----------------------------------------------------------------------------------------
-    @torch.no_grad()
     def advantages(self, buf: RolloutBuffer, values: torch.Tensor, last_values: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """GAE advantages A_t and returns R_t = A_t + V(s_t), both [T, N], given values = V(s_t) [T, N] (and
         V(s_T) [N] when already computed). Bootstraps from V(s_T) and, where truncated, from V(true final obs)."""
-        cfg, T, N = self.config, buf.n_steps, buf.n_envs
         if last_values is None:
-            last_values = self.critic(buf.last_obs)
-        # V(true final obs) only matters where truncated: on the CPU checking first is free (on CUDA it would be
-        # a host sync, so the pass always runs there).
-        if self.device.type != "cpu" or bool(buf.truncated.any()):
-            final_values = self.critic(buf.flat(buf.final_obs)).view(T, N)
-        else:
-            final_values = torch.zeros(T, N, device=self.device)
-        rewards = buf.rewards if cfg.reward_scale == 1.0 else buf.rewards * cfg.reward_scale
-        return gae(rewards, values, buf.terminated, buf.truncated, final_values, last_values, cfg.gamma,
-                   cfg.gae_lambda)
+            with torch.no_grad():
+                last_values = self.critic(buf.last_obs)
+        return a2c_advantages(self.critic, buf.rollout(), values, last_values, self.config,
+                              self._final_pass(buf.truncated))
+
+    def _final_pass(self, truncated: torch.Tensor) -> bool:
+        """Whether V(true final obs) must be computed: only where truncated matters, and on the CPU checking first
+        is free (on CUDA it would be a host sync, so the pass always runs there)."""
+        return self.device.type != "cpu" or bool(truncated.any())
 
     def update(self, buf: RolloutBuffer, diagnostics: bool = True) -> dict[str, torch.Tensor]:
         """One gradient step of the joint loss on a rollout. Returns tensor diagnostics (no host sync); with
@@ -274,28 +309,12 @@ class A2C:
         Shapes: rollout tensors [T, N, ...]; the loss is on the T * N flattened samples.
         """
         cfg = self.config
-        T, N = buf.n_steps, buf.n_envs
-        obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
-        v_all = self.critic(obs_cat([obs, buf.last_obs]))  # V(s_t) for the batch and V(s_T) in one pass
-        values = v_all[:T * N]
-        adv, returns = self.advantages(buf, values.detach().view(T, N), v_all[T * N:].detach())
-        adv, returns = adv.reshape(-1), returns.reshape(-1)
-        if cfg.normalize_advantage:
-            adv = normalize(adv)
-        params = self.actor.dist_params(obs)
-        logp = self.actor.log_prob_from_params(params, actions)
-        entropy = self.actor.entropy_from_params(params) if cfg.ent_coef > 0 or diagnostics else None
-        loss_pi, info = policy_gradient_loss(logp, entropy, adv, cfg.ent_coef)  # -E[log pi * A] - c_H E[H]
-        loss_v = F.mse_loss(values, returns)  # E[(V(s_t) - R_t)^2]
-        loss = loss_pi + cfg.vf_coef * loss_v
+        loss, info = a2c_loss(self.actor, self.critic, buf.rollout(), cfg, diagnostics, self._final_pass(buf.truncated))
         self.flat.zero_grad()
         loss.backward()
         if cfg.max_grad_norm > 0:
             self.flat.clip_grad_norm_(cfg.max_grad_norm)
         self.optimizer.step()
-        info["train/loss_v"] = loss_v.detach()
-        if diagnostics:
-            info["train/explained_variance"] = explained_variance(values.detach(), returns)
         return info
 
     # ---- the loop -------------------------------------------------------------------------------------------
@@ -333,6 +352,52 @@ class A2C:
         finally:
             run.close()
         return self
+
+    @staticmethod
+    def learn_seeds(batch: SeedBatch, total_steps: int, **learn_args: Any) -> None:
+        """learn() for the K agents of a SeedBatch in lockstep (rlkit.core.seeds; the same arguments, run_dirs one
+        per seed): the same loop, each seed with its own envs, noise, normaliser, logs and checkpoints; the K
+        rollouts' losses, gradients, clips and RMSprop steps run as one batch (with cuda_graphs, as CUDA graphs)."""
+        agents, cfg = batch.agents, batch.agents[0].config
+        batch.refuse(cfg.use_sde, "use_sde (gSDE)")
+        nets = SeedNets([{"actor": a.actor, "critic": a.critic} for a in agents],
+                        {"theta": ParamStack.of_flats([a.flat for a in agents])})
+        optimizer = StackedFlatOptimizer([a.optimizer for a in agents], nets.groups["theta"])
+        rollouts = stack_rollouts([a.buffer for a in agents])  # [K, T, N, ...]: what each seed's collector writes
+        runs = batch.begin_learn(total_steps, **learn_args)
+        graphs = agents[0].cuda_graphs
+
+        def update() -> dict[str, torch.Tensor]:
+            """update() for every seed: its loss on its rollout, its gradient, its clip, the RMSprop step."""
+            diagnostics, final_pass = graphs or runs.log_due(), agents[0]._final_pass(rollouts.truncated)
+            loss, info = nets.call(lambda m, b: a2c_loss(m.actor, m.critic, b, cfg, diagnostics, final_pass),
+                                   rollouts)
+            nets.backward(loss, "theta")
+            if cfg.max_grad_norm > 0:
+                clip_grad_norm_(nets.groups["theta"].param.grad, cfg.max_grad_norm)  # each seed by its own norm
+            optimizer.step()
+            return info
+
+        collect = GraphedStep(lambda: batch.collect(nets, rollouts), graphs, "A2C rollout of the seeds",
+                              generators=batch.generators())
+        update_step = GraphedStep(update, graphs, "A2C update of the seeds")
+        n = cfg.n_steps * agents[0].collector.n_envs
+        try:
+            while runs.active():
+                if cfg.lr_schedule == "linear":
+                    optimizer.set_lr(cfg.learning_rate * runs.schedule_fraction())
+                collect()
+                for a in agents:
+                    a.num_timesteps += n
+                info = update_step()
+                for a in agents:
+                    a.n_updates += 1
+                    a.actor.encoder.update_stats(a.buffer.flat(a.buffer.obs))  # no-op unless normalize_obs
+                if not runs.end_of_iteration(info):
+                    break
+            runs.finish()
+        finally:
+            runs.close()
 
     # ---- evaluation and persistence -------------------------------------------------------------------------
     def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:

@@ -39,11 +39,12 @@ from rlkit.core.buffers import ReplayBatch, ReplayBuffer, obs_len, obs_stager, o
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
                                check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields
-from rlkit.core.device import capture_cuda_graph, configure_threads, seed_everything
+from rlkit.core.device import GraphedStep, capture_cuda_graph, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
 from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, EncoderSpec, NetworkSpec, QCritic, build_network,
                                  make_obs_encoder, make_q_critic, network_source, obs_storage, tie_statistics)
 from rlkit.core.optim import polyak_update
+from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, stack_tensors_
 
 
 @dataclass
@@ -153,6 +154,19 @@ def actor_loss(actor: DeterministicActor, critic: QCritic, obs: torch.Tensor
     return loss, {"train/loss_pi": loss.detach()}
 
 
+@torch.no_grad()
+def noisy_unit_action(mu: torch.Tensor, ou: torch.Tensor, eps: torch.Tensor | None, cfg: DDPGConfig) -> torch.Tensor:
+    """clip(mu + noise, -1, 1) with noise = noise_std * eps (normal) or the Ornstein-Uhlenbeck state `ou`, stepped
+    in place by eps ~ N(0, 1) (the shape of mu). Elementwise: the same call serves a batch of seeds [K, N, A]."""
+    if cfg.noise_type == "normal":
+        mu = mu + cfg.noise_std * eps
+    elif cfg.noise_type == "ornstein_uhlenbeck":
+        # x <- x + theta (0 - x) dt + sigma sqrt(dt) N(0, 1)   (SB3's OrnsteinUhlenbeckActionNoise)
+        ou.add_(cfg.ou_theta * cfg.ou_dt * -ou + cfg.noise_std * cfg.ou_dt ** 0.5 * eps)
+        mu = mu + ou
+    return mu.clamp_(-1.0, 1.0)
+
+
 class DDPG:
     """Deep deterministic policy gradient. See the module docstring for the equations."""
 
@@ -255,16 +269,9 @@ class DDPG:
 
     @torch.no_grad()
     def _noisy_action(self, obs: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
         mu = self.actor.unit(obs)
-        if cfg.noise_type == "normal":
-            mu = mu + cfg.noise_std * torch.randn_like(mu)
-        elif cfg.noise_type == "ornstein_uhlenbeck":
-            # x <- x + theta (0 - x) dt + sigma sqrt(dt) N(0, 1)   (SB3's OrnsteinUhlenbeckActionNoise)
-            self._ou.add_(cfg.ou_theta * cfg.ou_dt * -self._ou + cfg.noise_std * cfg.ou_dt ** 0.5
-                          * torch.randn_like(self._ou))
-            mu = mu + self._ou
-        return mu.clamp_(-1.0, 1.0)
+        eps = None if self.config.noise_type == "none" else torch.randn_like(mu)
+        return noisy_unit_action(mu, self._ou, eps, self.config)
 
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
         """Env actions for one observation or a batch; not deterministic adds Gaussian noise (noise_std)."""
@@ -337,6 +344,20 @@ class DDPG:
                         v.copy_(snap[p][k]) if p in snap else v.zero_()
         return graph, info
 
+    def _env_step(self, unit: np.ndarray) -> None:
+        """Step the envs with unit actions [N, A]; store the transitions (step.next_obs: the TRUE next observation),
+        update the observation statistics, restart the OU noise of ended episodes, count the steps."""
+        step = self.collector.step(self._to_env(unit))
+        self.buffer.add(step.obs, unit, step.train_rewards, step.next_obs, step.terminated)
+        if self.config.normalize_obs:  # the buffer keeps raw observations; the networks normalise when they read
+            self.actor.encoder.update_stats(obs_to_device(step.obs, self.device))
+        done = step.terminated | step.truncated
+        if done.any():
+            self._ou[torch.from_numpy(done).to(self.device)] = 0.0  # OU state restarts with each episode
+        self._obs_t = self._obs_stage(self.collector.obs_np)
+        self.num_timesteps += self.n_envs
+        self._vec_steps += 1
+
     # ---- the loop -------------------------------------------------------------------------------------------
     def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
               run_dir: str | Path | None = None, progress: bool = True, log_interval: int = 1000, *,
@@ -358,16 +379,7 @@ class DDPG:
                 if train and cfg.overlap_env_step and len(self.buffer):
                     for _ in range(cfg.gradient_steps):  # runs on the GPU while the CPU steps the envs
                         info = self.update()
-                step = self.collector.step(self._to_env(unit))  # step.next_obs: the TRUE next observation
-                self.buffer.add(step.obs, unit, step.train_rewards, step.next_obs, step.terminated)
-                if cfg.normalize_obs:  # the buffer keeps raw observations; the networks normalise when they read
-                    self.actor.encoder.update_stats(obs_to_device(step.obs, self.device))
-                done = step.terminated | step.truncated
-                if done.any():
-                    self._ou[torch.from_numpy(done).to(self.device)] = 0.0  # OU state restarts with each episode
-                self._obs_t = self._obs_stage(self.collector.obs_np)
-                self.num_timesteps += N
-                self._vec_steps += 1
+                self._env_step(unit)  # step the envs, store the transitions
                 if train and not cfg.overlap_env_step:
                     for _ in range(cfg.gradient_steps):
                         info = self.update()
@@ -377,6 +389,99 @@ class DDPG:
         finally:
             run.close()
         return self
+
+    @staticmethod
+    def learn_seeds(batch: SeedBatch, total_steps: int, **learn_args: Any) -> None:
+        """learn() for the K agents of a SeedBatch in lockstep (rlkit.core.seeds; the same arguments, run_dirs one
+        per seed): one batched actor forward per vector step (each seed's own noise), each seed stepping its own
+        envs into its own replay buffer; each gradient step samples every seed's minibatch from its own stream,
+        then both losses, gradients and the Polyak updates of all seeds run as one batch (each agent's own Adam
+        steps its own parameters, views of the batch's). On CUDA the act and the update are CUDA graphs (their
+        random numbers drawn before them, per seed)."""
+        agents, cfg = batch.agents, batch.agents[0].config
+        nets = SeedNets([{"actor": a.actor, "critic": a.critic, "actor_target": a.actor_target,
+                          "critic_target": a.critic_target} for a in agents],
+                        {name: ParamStack.of_modules([getattr(a, name) for a in agents])
+                         for name in ("actor", "critic", "actor_target", "critic_target")})
+        ou = stack_tensors_([a._ou for a in agents])  # [K, N, A]: each agent's OU state a view of its row
+        first, N, K = agents[0], agents[0].n_envs, len(agents)
+        obs = torch.stack([a._obs_t for a in agents])  # the act graph's input, refilled in place every step
+        eps, u = torch.zeros_like(ou), torch.zeros(K, cfg.batch_size, dtype=torch.float64, device=batch.device)
+
+        @torch.no_grad()
+        def noisy_action() -> torch.Tensor:
+            """_noisy_action() for every seed [K, N, A], each seed's noise drawn from its own stream."""
+            mu = nets.call(lambda m, o: m.actor.unit(o), obs, uses=("actor",))
+            if cfg.noise_type != "none":
+                batch.streams.fill_normal_(eps)  # each seed's randn_like(mu)
+            return noisy_unit_action(mu, ou, None if cfg.noise_type == "none" else eps, cfg)
+
+        def gradient_step(actor_step: bool) -> dict[str, torch.Tensor]:
+            batch.streams.fill_uniform_(u)  # each seed's ReplayBuffer.sample_indices draw
+            return DDPG._gradient_step_seeds(batch, nets, u, actor_step)
+
+        # On CUDA (use_cuda_graph) the act and the two kinds of update are CUDA graphs, the seeds' generators in them.
+        graphs, gens = first._use_graph, batch.generators()
+        act = GraphedStep(noisy_action, graphs, "DDPG act of the seeds", generators=gens)
+        updates = {k: GraphedStep(lambda k=k: gradient_step(k), graphs, "DDPG update of the seeds", generators=gens)
+                   for k in (False, True)}
+
+        def explore() -> torch.Tensor:
+            """_explore() for every seed [K, N, A]: uniform before learning_starts, else the noisy actor."""
+            if first.num_timesteps < cfg.learning_starts:
+                return batch.streams.rand((N, first.act_dim)) * 2.0 - 1.0
+            torch.stack([a._obs_t for a in agents], out=obs)
+            return act()
+
+        def update() -> dict[str, torch.Tensor]:
+            """update() for every seed: diagnostics [K]."""
+            info = updates[(first.n_updates + 1) % cfg.policy_delay == 0]()
+            for a in agents:
+                a.n_updates += 1
+            return info
+
+        runs = batch.begin_learn(total_steps, **learn_args)
+        info: dict[str, Any] = {}
+        try:
+            while runs.active():
+                unit = explore().cpu().numpy()  # [K, N, A]: the one host sync per step
+                train = first.num_timesteps + N > cfg.learning_starts and (first._vec_steps + 1) % cfg.train_freq == 0
+                if train and cfg.overlap_env_step and len(first.buffer):
+                    for _ in range(cfg.gradient_steps):
+                        info = update()
+                for k, a in enumerate(agents):
+                    a._env_step(unit[k])
+                if train and not cfg.overlap_env_step:
+                    for _ in range(cfg.gradient_steps):
+                        info = update()
+                if not runs.end_of_iteration(info):
+                    break
+            runs.finish()
+        finally:
+            runs.close()
+
+    @staticmethod
+    def _gradient_step_seeds(batch: SeedBatch, nets: SeedNets, u: torch.Tensor, actor_step: bool
+                             ) -> dict[str, torch.Tensor]:
+        """_gradient_step() for every seed at once, minibatch k from the draws u[k]; only device ops."""
+        agents, cfg = batch.agents, batch.agents[0].config
+        samples = [a.buffer.gather(a.buffer.sample_indices(cfg.batch_size, u[k])) for k, a in enumerate(agents)]
+        b = ReplayBatch(*(torch.stack(field) for field in zip(*samples)))  # [K, B, ...]
+        loss_q, info = nets.call(lambda m, b: critic_loss(m.critic, m.critic_target, m.actor_target, b, cfg.gamma), b,
+                                 uses=("critic", "critic_target", "actor_target"))
+        nets.backward(loss_q, "critic")
+        for a in agents:
+            a.critic_optimizer.step()
+        if actor_step:
+            loss_pi, info_pi = nets.call(lambda m, o: actor_loss(m.actor, m.critic, o), b.obs, uses=("actor", "critic"))
+            nets.backward(loss_pi, "actor")  # the actor's gradient only, through the critic just stepped
+            for a in agents:
+                a.actor_optimizer.step()
+            g = nets.groups
+            polyak_update([g["actor_target"].param, g["critic_target"].param],
+                          [g["actor"].param, g["critic"].param], cfg.tau)
+            info.update(info_pi)
+        return info
 
     # ---- evaluation and persistence -------------------------------------------------------------------------
     def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rlkit.core import agent_io
-from rlkit.core.buffers import RolloutBuffer
+from rlkit.core.buffers import Rollout, RolloutBuffer
 from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
                                check_positive, check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields
@@ -33,8 +33,9 @@ from rlkit.core.envs import EnvLike
 from rlkit.core.losses import policy_gradient_loss
 from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, action_storage, make_actor, make_obs_encoder,
                                  make_v_critic, network_source, obs_storage)
-from rlkit.core.optim import load_optimizer_state, optimizer_state_dict
+from rlkit.core.optim import clip_grad_norm_, load_optimizer_state, optimizer_state_dict
 from rlkit.core.returns import explained_variance, normalize, reward_to_go
+from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, stack_rollouts
 
 
 @dataclass
@@ -115,6 +116,41 @@ class REINFORCEConfig:
         check_choice(self, "vectorization", ("auto", "sync", "async"))
 
 
+@torch.no_grad()
+def reinforce_targets(critic: torch.nn.Module, b: Rollout, cfg: REINFORCEConfig
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(advantages, reward-to-go G_t, baseline values V(s_t) or None), each flat [T * N]. With a baseline, cut
+    episodes continue from V(s_T) and, where truncated, from V(true final obs); advantages normalised when
+    cfg.normalize_advantage."""
+    T, N = b.rewards.shape
+    values = None
+    if cfg.use_baseline:
+        values = critic(b.flat(b.obs)).view(T, N)
+        final_values = critic(b.flat(b.final_obs)).view(T, N)
+        last_values = critic(b.last_obs)
+        returns = reward_to_go(b.rewards, b.terminated, b.truncated, cfg.gamma, final_values, last_values)
+        adv = returns - values
+    else:
+        returns = reward_to_go(b.rewards, b.terminated, b.truncated, cfg.gamma)
+        adv = returns
+    adv = adv.reshape(-1)
+    if cfg.normalize_advantage:
+        adv = normalize(adv)
+    return adv, returns.reshape(-1), None if values is None else values.reshape(-1)
+
+
+def policy_loss(actor: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor,
+                cfg: REINFORCEConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-E[log pi(a|s) * A] - ent_coef * E[H] on a flat batch."""
+    logp, entropy = actor.log_prob_entropy(obs, actions)
+    return policy_gradient_loss(logp, entropy, adv, cfg.ent_coef)
+
+
+def baseline_loss(critic: torch.nn.Module, obs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """E[(V(s_t) - G_t)^2]."""
+    return (critic(obs) - target).pow(2).mean()
+
+
 class REINFORCE:
     """Policy gradient with reward-to-go. See the module docstring for the equations."""
 
@@ -184,24 +220,9 @@ class REINFORCE:
         """One policy-gradient step and vf_iters baseline steps on a full rollout. Returns tensor diagnostics.
         Device work only, so learn() can replay it as a CUDA graph (learn() counts n_updates)."""
         cfg = self.config
-        T, N = buf.n_steps, buf.n_envs
         obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
-        with torch.no_grad():
-            if cfg.use_baseline:
-                values = self.critic(obs).view(T, N)
-                final_values = self.critic(buf.flat(buf.final_obs)).view(T, N)
-                last_values = self.critic(buf.last_obs)
-                returns = reward_to_go(buf.rewards, buf.terminated, buf.truncated, cfg.gamma,
-                                       final_values, last_values)
-                adv = returns - values
-            else:
-                returns = reward_to_go(buf.rewards, buf.terminated, buf.truncated, cfg.gamma)
-                adv = returns
-            adv = adv.reshape(-1)
-            if cfg.normalize_advantage:
-                adv = normalize(adv)
-        logp, entropy = self.actor.log_prob_entropy(obs, actions)
-        loss_pi, info = policy_gradient_loss(logp, entropy, adv, cfg.ent_coef)  # Psi = A_t
+        adv, returns, values = reinforce_targets(self.critic, buf.rollout(), cfg)
+        loss_pi, info = policy_loss(self.actor, obs, actions, adv, cfg)  # Psi = A_t
         self.pi_optimizer.zero_grad(set_to_none=True)
         loss_pi.backward()
         if cfg.max_grad_norm > 0:
@@ -209,14 +230,13 @@ class REINFORCE:
         self.pi_optimizer.step()
 
         if cfg.use_baseline:
-            target = returns.reshape(-1)
             for _ in range(cfg.vf_iters):
-                loss_v = (self.critic(obs) - target).pow(2).mean()
+                loss_v = baseline_loss(self.critic, obs, returns)
                 self.vf_optimizer.zero_grad(set_to_none=True)
                 loss_v.backward()
                 self.vf_optimizer.step()
             info["train/loss_v"] = loss_v.detach()
-            info["train/explained_variance"] = explained_variance(values.reshape(-1), target)
+            info["train/explained_variance"] = explained_variance(values, returns)
         return info
 
     # ---- the loop -------------------------------------------------------------------------------------------
@@ -246,6 +266,62 @@ class REINFORCE:
         finally:
             run.close()
         return self
+
+    @staticmethod
+    def learn_seeds(batch: SeedBatch, total_steps: int, **learn_args: Any) -> None:
+        """learn() for the K agents of a SeedBatch in lockstep (rlkit.core.seeds; the same arguments, run_dirs one
+        per seed): each seed collects with its own envs and noise; the returns, the policy-gradient losses and
+        gradients (clipped per seed) and the baseline fits of all seeds run as one batch (with cuda_graphs, as CUDA
+        graphs); each agent's own Adam steps its own parameters (views of the batch's)."""
+        agents, cfg = batch.agents, batch.agents[0].config
+        nets = SeedNets([{"actor": a.actor, "critic": a.critic} for a in agents],
+                        {"pi": ParamStack.of_modules([a.actor for a in agents]),
+                         "vf": ParamStack.of_modules([a.critic for a in agents])})
+        rollouts = stack_rollouts([a.buffer for a in agents])  # [K, T, N, ...]: what each seed's collector writes
+        obs, actions = rollouts.obs.flatten(1, 2), rollouts.actions.flatten(1, 2)  # [K, T * N, ...] views
+
+        def update() -> dict[str, torch.Tensor]:
+            """update() for every seed at once; diagnostics [K]."""
+            adv, returns, *values = nets.call(
+                lambda m, b: tuple(x for x in reinforce_targets(m.critic, b, cfg) if x is not None), rollouts,
+                uses=("critic",))
+            loss_pi, info = nets.call(lambda m, o, u, w: policy_loss(m.actor, o, u, w, cfg), obs, actions, adv,
+                                      uses=("actor",))
+            nets.backward(loss_pi, "pi")
+            if cfg.max_grad_norm > 0:
+                clip_grad_norm_(nets.groups["pi"].param.grad, cfg.max_grad_norm)  # each seed by its own norm
+            for a in agents:
+                a.pi_optimizer.step()
+            if cfg.use_baseline:
+                for _ in range(cfg.vf_iters):
+                    loss_v = nets.call(lambda m, o, y: baseline_loss(m.critic, o, y), obs, returns, uses=("critic",))
+                    nets.backward(loss_v, "vf")
+                    for a in agents:
+                        a.vf_optimizer.step()
+                info["train/loss_v"] = loss_v.detach()
+                info["train/explained_variance"] = torch.func.vmap(explained_variance)(values[0], returns)
+            return info
+
+        graphs = agents[0].cuda_graphs
+        collect = GraphedStep(lambda: batch.collect(nets, rollouts), graphs, "REINFORCE rollout of the seeds",
+                              generators=batch.generators())
+        update_step = GraphedStep(update, graphs, "REINFORCE update of the seeds")
+        runs = batch.begin_learn(total_steps, **learn_args)
+        n = cfg.n_steps * agents[0].collector.n_envs
+        try:
+            while runs.active():
+                collect()
+                for a in agents:
+                    a.num_timesteps += n
+                info = update_step()
+                for a in agents:
+                    a.n_updates += 1
+                    a.actor.encoder.update_stats(a.buffer.flat(a.buffer.obs))  # no-op unless normalize_obs
+                if not runs.end_of_iteration(info):
+                    break
+            runs.finish()
+        finally:
+            runs.close()
 
     # ---- evaluation and persistence -------------------------------------------------------------------------
     def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:

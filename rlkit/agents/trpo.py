@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from rlkit.core import agent_io
-from rlkit.core.buffers import Obs, RolloutBuffer, obs_index, obs_len
+from rlkit.core.buffers import Obs, Rollout, RolloutBuffer, obs_index, obs_len
 from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
                                check_positive, check_sample_freq, check_unit_interval, ConfigError, preset_config)
 from rlkit.core.config import check_encoder_fields
@@ -43,6 +43,7 @@ from rlkit.core.networks import (ACTIVATIONS, EncoderSpec, NetworkSpec, action_s
                                  make_v_critic, network_source, obs_storage)
 from rlkit.core.optim import FlatAdam, FlatParameters, conjugate_gradient, flat_grad
 from rlkit.core.returns import explained_variance, gae, normalize
+from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, StackedFlatOptimizer, stack_rollouts
 
 
 @dataclass
@@ -199,6 +200,55 @@ def line_search(theta: torch.Tensor, step: torch.Tensor, valid: torch.Tensor,
     return new_theta, info
 
 
+@torch.no_grad()
+def trpo_targets(critic: torch.nn.Module, b: Rollout, cfg: TRPOConfig
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(advantages, critic targets R = A + V, values V(s_t)), each flat [T * N]: GAE bootstrapped from V(s_T) and,
+    where truncated, from V(true final obs); advantages normalised when cfg.normalize_advantage."""
+    T, N = b.rewards.shape
+    values = critic(b.flat(b.obs)).view(T, N)
+    final_values = critic(b.flat(b.final_obs)).view(T, N)
+    last_values = critic(b.last_obs)
+    adv, returns = gae(b.rewards, values, b.terminated, b.truncated, final_values, last_values, cfg.gamma,
+                       cfg.gae_lambda)
+    adv, returns = adv.reshape(-1), returns.reshape(-1)
+    if cfg.normalize_advantage:
+        adv = normalize(adv)
+    return adv, returns, values.reshape(-1)
+
+
+def functional_policy_step(dist: Callable[[torch.Tensor, Obs], tuple[torch.Tensor, ...]], actor: Any,
+                           theta: torch.Tensor, obs: Obs, actions: torch.Tensor, adv: torch.Tensor,
+                           fisher_idx: torch.Tensor | None, cfg: TRPOConfig
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """TRPO.policy_step on flat policy parameters theta, differentiated with torch.func so that it also runs under
+    vmap for many seeds at once (rlkit.core.seeds): dist(theta, obs) gives the policy's distribution parameters,
+    `actor` its log-prob/KL/entropy functions, fisher_idx the Fisher subsample (None: the whole batch). The same
+    surrogate, KL, conjugate gradient and line search; returns (new theta, diagnostics)."""
+    old = tuple(p.detach() for p in dist(theta, obs))
+    logp_old = actor.log_prob_from_params(old, actions)
+
+    def surr_fn(th: torch.Tensor) -> torch.Tensor:
+        return surrogate(actor.log_prob_from_params(dist(th, obs), actions), logp_old, adv)
+
+    g, surr_old = torch.func.grad_and_value(surr_fn)(theta)
+    obs_f = obs if fisher_idx is None else obs_index(obs, fisher_idx)
+    old_f = old if fisher_idx is None else tuple(p.detach() for p in dist(theta, obs_f))
+    _, fisher = torch.func.vjp(torch.func.grad(lambda th: actor.kl(old_f, dist(th, obs_f)).mean()), theta)
+    step, valid = natural_step(g, lambda v: fisher(v)[0] + cfg.cg_damping * v,  # (F + damping I) v
+                               cfg.max_kl, cfg.cg_max_steps, cfg.cg_residual_tol)
+
+    def evaluate(th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = dist(th, obs)
+        return actor.kl(old, p).mean(), surrogate(actor.log_prob_from_params(p, actions), logp_old, adv)
+
+    new_theta, info = line_search(theta.detach(), step, valid, evaluate, surr_old.detach(), cfg.max_kl,
+                                  cfg.line_search_shrink, cfg.line_search_max_iter)
+    info["train/loss_pi"] = -(surr_old.detach() + info["train/surrogate_improvement"])
+    info["train/entropy"] = actor.entropy_from_params(old).mean()
+    return new_theta, info
+
+
 class TRPO:
     """Trust-region policy optimisation with GAE. See the module docstring for the equations."""
 
@@ -278,21 +328,11 @@ class TRPO:
         Device work only, so learn() can replay it as a CUDA graph (learn() counts n_updates).
 
         Shapes: rollout tensors [T, N, ...]; the losses use the T * N flattened samples."""
-        cfg = self.config
-        T, N = buf.n_steps, buf.n_envs
         obs, actions = buf.flat(buf.obs), buf.flat(buf.actions)
-        with torch.no_grad():
-            values = self.critic(obs).view(T, N)
-            final_values = self.critic(buf.flat(buf.final_obs)).view(T, N)
-            last_values = self.critic(buf.last_obs)
-            adv, returns = gae(buf.rewards, values, buf.terminated, buf.truncated, final_values, last_values,
-                               cfg.gamma, cfg.gae_lambda)
-            adv, returns = adv.reshape(-1), returns.reshape(-1)
-            if cfg.normalize_advantage:
-                adv = normalize(adv)
+        adv, returns, values = trpo_targets(self.critic, buf.rollout(), self.config)
         info = self.policy_step(obs, actions, adv)
         info["train/loss_v"] = self.fit_critic(obs, returns)
-        info["train/explained_variance"] = explained_variance(values.reshape(-1), returns)
+        info["train/explained_variance"] = explained_variance(values, returns)
         return info
 
     def policy_step(self, obs: Obs, actions: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -301,7 +341,9 @@ class TRPO:
         cfg = self.config
         params = self.pi_flat.params
         new = self.actor.dist_params(obs)
-        old = tuple(p.detach() for p in new)  # pi_old: a constant, so the KL's Hessian is the Fisher matrix
+        # pi_old: a constant, so the KL's Hessian is the Fisher matrix. Cloned: a Gaussian's log_std is a view of
+        # the parameters, which the line search overwrites with each candidate.
+        old = tuple(p.detach().clone() for p in new)
         logp_old = self.actor.log_prob_from_params(old, actions)
         surr = surrogate(self.actor.log_prob_from_params(new, actions), logp_old, adv)
         g = flat_grad(surr, params, retain_graph=True)
@@ -380,6 +422,79 @@ class TRPO:
         finally:
             run.close()
         return self
+
+    @staticmethod
+    def learn_seeds(batch: SeedBatch, total_steps: int, **learn_args: Any) -> None:
+        """learn() for the K agents of a SeedBatch in lockstep (rlkit.core.seeds; the same arguments, run_dirs one
+        per seed): each seed collects with its own envs and noise; the GAE, the trust-region step (conjugate
+        gradient and line search per seed: functional_policy_step under vmap) and the critic fit of all seeds run
+        as one batch (with cuda_graphs, as CUDA graphs)."""
+        agents, cfg = batch.agents, batch.agents[0].config
+        batch.refuse(cfg.use_sde, "use_sde (gSDE)")
+        nets = SeedNets([{"actor": a.actor, "critic": a.critic} for a in agents],
+                        {"pi": ParamStack.of_flats([a.pi_flat for a in agents]),
+                         "vf": ParamStack.of_flats([a.vf_flat for a in agents])})
+        vf_optimizer = StackedFlatOptimizer([a.vf_optimizer for a in agents], nets.groups["vf"])
+        rollouts = stack_rollouts([a.buffer for a in agents])  # [K, T, N, ...]: what each seed's collector writes
+        graphs = agents[0].cuda_graphs
+        collect = GraphedStep(lambda: batch.collect(nets, rollouts), graphs, "TRPO rollout of the seeds",
+                              generators=batch.generators())
+        update = GraphedStep(lambda: TRPO._update_seeds(batch, nets, vf_optimizer, rollouts), graphs,
+                             "TRPO update of the seeds", generators=batch.generators())
+        runs = batch.begin_learn(total_steps, **learn_args)
+        n = cfg.n_steps * agents[0].collector.n_envs
+        try:
+            while runs.active():
+                collect()
+                for a in agents:
+                    a.num_timesteps += n
+                info = update()
+                for a in agents:
+                    a.n_updates += 1
+                    a.actor.encoder.update_stats(a.buffer.flat(a.buffer.obs))  # no-op unless normalize_obs
+                if not runs.end_of_iteration(info):
+                    break
+            runs.finish()
+        finally:
+            runs.close()
+
+    @staticmethod
+    def _update_seeds(batch: SeedBatch, nets: SeedNets, vf_optimizer: StackedFlatOptimizer, rollouts: Rollout
+                      ) -> dict[str, torch.Tensor]:
+        """update() for all seeds at once: diagnostics [K]. Every random draw (the Fisher subsample, the critic's
+        shuffles) comes from each seed's own stream in its lone run's order."""
+        cfg, actor = batch.agents[0].config, batch.agents[0].actor
+        adv, returns, values = nets.call(lambda m, b: trpo_targets(m.critic, b, cfg), rollouts, uses=("critic",))
+        obs, actions = rollouts.obs.flatten(1, 2), rollouts.actions.flatten(1, 2)  # [K, B, ...]
+        n = obs.shape[1]
+        fisher_idx = None
+        if cfg.fvp_subsample < 1.0:
+            fisher_idx = batch.streams.randperm(n)[:, :max(1, int(round(cfg.fvp_subsample * n)))]
+
+        def step(apply: Callable[..., Any], theta: torch.Tensor, *data: torch.Tensor | None) -> Any:
+            def dist(th: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                return apply(lambda m, x: m.actor.dist_params(x), x, pi=th)
+            return functional_policy_step(dist, actor, theta, *data, cfg)
+
+        theta = nets.groups["pi"].param
+        new_theta, info = nets.vmap(step, theta.detach(), obs, actions, adv, fisher_idx, uses=("actor",))
+        theta.data.copy_(new_theta)
+        # the critic: n_critic_updates epochs of minibatch Adam, each epoch one shuffle per seed (as fit_critic)
+        bs, rows = cfg.batch_size, torch.arange(len(batch.agents), device=obs.device)[:, None]
+        total = torch.zeros(len(batch.agents), device=obs.device)
+        for epoch in range(cfg.n_critic_updates):
+            perm = batch.streams.randperm(n)
+            x_all, y_all = obs[rows, perm], returns[rows, perm]
+            for start in range(0, n, bs):
+                loss = nets.call(lambda m, x, y: F.mse_loss(m.critic(x), y), x_all[:, start:start + bs],
+                                 y_all[:, start:start + bs], uses=("critic",))
+                nets.backward(loss, "vf")
+                vf_optimizer.step()
+                if epoch == cfg.n_critic_updates - 1:
+                    total = total + loss.detach() * min(bs, n - start)
+        info["train/loss_v"] = total / n
+        info["train/explained_variance"] = torch.func.vmap(explained_variance)(values, returns)
+        return info
 
     # ---- evaluation and persistence -------------------------------------------------------------------------
     def evaluate(self, n_episodes: int = 10, deterministic: bool = True, env: Any = None) -> dict[str, float]:

@@ -552,6 +552,12 @@ class LearnRun:
         return (agent.num_timesteps >= self.next_log or agent.num_timesteps >= self.target
                 or (self.signals is not None and self.signals.received is not None))
 
+    def due(self, agent: Any) -> bool:
+        """Whether end_of_iteration() has anything to do now (log, evaluate, checkpoint, or a stop signal); when
+        not, skipping the call changes nothing (rlkit.core.seeds skips it for all its seeds at once)."""
+        return (self.log_due(agent) or self.eval_due(agent)
+                or (self.ckpt_dir is not None and self.next_ckpt is not None and agent.num_timesteps >= self.next_ckpt))
+
     def end_of_iteration(self, agent: Any, metrics: dict[str, Any]) -> bool:
         """After an update: log (and call back) when due, then checkpoint when due. False means stop."""
         go_on = True

@@ -10,7 +10,7 @@ way for both; for a single tensor each is the plain torch operation.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -96,6 +96,23 @@ def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
+class Rollout(NamedTuple):
+    """A RolloutBuffer's tensors as a plain tuple (RolloutBuffer.rollout()), so a loss written against it also runs
+    under torch.func.vmap with a leading seed dimension (rlkit.core.seeds). Shapes as in RolloutBuffer."""
+    obs: Obs
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_obs: Obs
+    last_obs: Obs
+
+    @staticmethod
+    def flat(x: Any) -> Any:
+        """[T, N, ...] -> [T * N, ...] (every tensor of a dict observation)."""
+        return obs_map(lambda t: t.reshape(-1, *t.shape[2:]), x)
+
+
 class RolloutBuffer:
     """T x N transitions, allocated once on the device and overwritten by every rollout.
 
@@ -141,6 +158,11 @@ class RolloutBuffer:
     def flat(self, x: Any) -> Any:
         """[T, N, ...] -> [T * N, ...] (every tensor of a dict observation)."""
         return obs_map(lambda t: t.reshape(self.n_steps * self.n_envs, *t.shape[2:]), x)
+
+    def rollout(self) -> Rollout:
+        """The tensors as a Rollout (no copies)."""
+        return Rollout(self.obs, self.actions, self.rewards, self.terminated, self.truncated, self.final_obs,
+                       self.last_obs)
 
 
 def rollout_buffer_nbytes(n_steps: int, n_envs: int, obs_shape: ObsShape, action_shape: Sequence[int],
@@ -335,11 +357,12 @@ class ReplayBuffer:
         self._event.synchronize()
         return self._pinned.numpy()
 
-    def sample_indices(self, batch_size: int) -> torch.Tensor:
-        """batch_size uniform indices into the filled slots, drawn on the device without a host sync."""
+    def sample_indices(self, batch_size: int, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """batch_size uniform indices into the filled slots, drawn on the device without a host sync (from the
+        float64 U[0, 1) draws `uniform` [batch_size] when given, else from torch's generator)."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer")
-        u = torch.rand(batch_size, dtype=torch.float64, device=self.device)
+        u = torch.rand(batch_size, dtype=torch.float64, device=self.device) if uniform is None else uniform
         return (u * self.size_t).long()  # float64: floor(u * size) < size for any size below 2**52
 
     def sample(self, batch_size: int) -> ReplayBatch:

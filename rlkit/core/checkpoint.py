@@ -79,7 +79,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
         raise NonFiniteError(f"refusing to write checkpoint {path}: {bad} holds NaN/inf "
                              "(earlier checkpoints are untouched)")
     buf = io.BytesIO()
-    torch.save({"format_version": FORMAT_VERSION, **payload}, buf)
+    torch.save({"format_version": FORMAT_VERSION, **_compact(payload)}, buf)
     data = buf.getvalue()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +87,20 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
         raise _write_error(path, e) from None
     return write_file_atomic(path, MAGIC + hashlib.sha256(data).digest() + data,
                              " (earlier checkpoints are intact)")
+
+
+def _compact(obj: Any) -> Any:
+    """The payload with every tensor that views a larger storage copied out: torch.save writes a view's whole
+    storage, and an agent's parameters may be views of a flat vector or of the [K, P] tensor of a batch of seeds
+    (rlkit.core.seeds), whose other rows do not belong in this agent's file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone() if obj.untyped_storage().nbytes() > obj.numel() * obj.element_size() else obj
+    if isinstance(obj, dict):
+        return {k: _compact(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and any(isinstance(v, (torch.Tensor, dict, list, tuple)) for v in obj):
+        items = [_compact(v) for v in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+    return obj
 
 
 def load_checkpoint(

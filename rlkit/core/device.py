@@ -311,13 +311,17 @@ def to_host(tree: Any) -> Any:
     for device, idx in by_device.items():
         if device.type == "cpu":
             arrays = [tensors[i].numpy().copy() for i in idx]
-        else:  # one float64 vector (exact for every float32 value and every integer below 2**53), one copy
-            flat = torch.cat([tensors[i].reshape(-1).to(torch.float64) for i in idx]).cpu().numpy()
+        else:  # the raw bytes of every tensor in one copy: exact for every dtype (int64 sentinels included)
+            for i in idx:
+                if tensors[i].dtype == torch.bfloat16:  # NumPy has no bfloat16
+                    tensors[i] = tensors[i].float()
+            raw = torch.cat([tensors[i].reshape(-1).contiguous().view(torch.uint8) for i in idx]).cpu().numpy()
             arrays, start = [], 0
             for i in idx:
                 t = tensors[i]
-                n = t.numel()
-                arrays.append(flat[start:start + n].reshape(tuple(t.shape)).astype(_numpy_dtype(t.dtype)))
+                dtype = torch.empty(0, dtype=t.dtype).numpy().dtype
+                n = t.numel() * dtype.itemsize
+                arrays.append(np.frombuffer(raw[start:start + n].tobytes(), dtype=dtype).reshape(tuple(t.shape)))
                 start += n
         for i, a in zip(idx, arrays):
             values[i] = a.item() if a.ndim == 0 else a
@@ -339,14 +343,6 @@ class _Slot:
 
     def __init__(self, index: int) -> None:
         self.index = index
-
-
-def _numpy_dtype(dtype: torch.dtype) -> Any:
-    if dtype == torch.bool:
-        return np.bool_
-    if dtype.is_floating_point:
-        return np.float64 if dtype == torch.float64 else np.float32
-    return np.int64
 
 
 class HostStager:

@@ -16,10 +16,12 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # ---- Categorical (logits [..., K]) ----
-def categorical_sample(logits: torch.Tensor) -> torch.Tensor:
+def categorical_sample(logits: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """Sample by the Gumbel-max trick: argmax(logits + G), G = -log(-log U) standard Gumbel noise; one fused op
-    chain, no multinomial bookkeeping. (The noise stream is part of what the shipped presets were measured with.)"""
-    minus_gumbel = torch.rand_like(logits).clamp_min_(1e-20).log_().neg_().log_()  # log(-log u), in place
+    chain, no multinomial bookkeeping. (The noise stream is part of what the shipped presets were measured with.)
+    `uniform`: the U[0, 1) draws to use (the logits' shape), else they come from torch's generator."""
+    u = torch.rand_like(logits) if uniform is None else uniform.clone()
+    minus_gumbel = u.clamp_min_(1e-20).log_().neg_().log_()  # log(-log u), in place
     return torch.argmax(logits - minus_gumbel, dim=-1)
 
 
@@ -149,8 +151,9 @@ def bernoulli_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 # ---- Diagonal Gaussian (mean [..., D], log_std broadcastable to it) ----
-def gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    return mean + log_std.exp() * torch.randn_like(mean)
+def gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, normal: torch.Tensor | None = None) -> torch.Tensor:
+    """mean + std * eps with eps ~ N(0, 1): `normal` (the mean's shape) when given, else torch's generator."""
+    return mean + log_std.exp() * (torch.randn_like(mean) if normal is None else normal)
 
 
 def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

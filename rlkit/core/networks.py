@@ -25,7 +25,7 @@ a factory `f(observation_space) -> nn.Module`, checked by `build_encoder`). gSDE
 policy to expose `features(x) -> [B, F]` and a final `head: nn.Linear` (the default MLP does).
 
 Every actor has the same surface, so agents never branch on the space:
-  sample(obs) -> (action, log_prob)     sample_actions(obs) -> action (acting: no log-prob)
+  sample(obs) -> (action, log_prob)     sample_actions(obs, noise=None) -> action (acting: no log-prob)
   mode(obs) -> action                   dist_params(obs) -> tuple
   log_prob_entropy(obs, actions)        log_prob_from_params(params, actions)   entropy_from_params(params)
   kl(old_params, new_params)
@@ -212,9 +212,10 @@ class ObsEncoder(nn.Module):
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Un-normalised flat features. obs: [B, *obs_shape] (or [B] indices for Discrete)."""
         if self.discrete_n:
-            return F.one_hot(obs.long().reshape(-1), self.discrete_n).to(torch.float32)
+            return F.one_hot(obs.long().reshape(-1), self.discrete_n).to(torch.get_default_dtype())
         x = obs if obs.dim() == 2 else obs.reshape(obs.shape[0], self.dim)  # skip no-op calls: acting is per step
-        return x if x.dtype == torch.float32 else x.to(torch.float32)
+        dtype = torch.get_default_dtype()  # float32 unless set otherwise (float64 for exact comparisons)
+        return x if x.dtype == dtype else x.to(dtype)
 
     @torch.no_grad()
     def update_stats(self, obs: torch.Tensor) -> None:
@@ -231,8 +232,8 @@ class ObsEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.features(obs)
-        if self.normalize:  # statistics in float64 (long runs), applied in float32
-            x = ((x - self.mean.float()) / torch.sqrt(self.var.float() + self.eps)).clamp(-self.clip, self.clip)
+        if self.normalize:  # statistics in float64 (long runs), applied in the features' dtype
+            x = ((x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + self.eps)).clamp(-self.clip, self.clip)
         return x
 
 
@@ -525,6 +526,8 @@ def tie_statistics(copied: nn.Module, source: nn.Module) -> nn.Module:
 class CategoricalActor(nn.Module):
     """pi(a|s) = softmax(net(encoder(s))) over Discrete(K)."""
 
+    noise_kind = "uniform"  # what sample_actions draws: one U[0, 1) per logit
+
     def __init__(self, encoder: nn.Module, net: nn.Module):
         super().__init__()
         self.encoder, self.net = encoder, net
@@ -540,9 +543,11 @@ class CategoricalActor(nn.Module):
         a = D.categorical_sample(logits)
         return a, D.categorical_log_prob(logits, a)
 
-    def sample_actions(self, obs: torch.Tensor) -> torch.Tensor:
-        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch)."""
-        return D.categorical_sample(self.net(self.encoder(obs)))
+    def sample_actions(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch).
+        `noise`: U[0, 1) draws of the logits' shape [B, K] to use instead of torch's generator (rlkit.core.seeds
+        draws them from each seed's own stream)."""
+        return D.categorical_sample(self.net(self.encoder(obs)), noise)
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encoder(obs)).argmax(-1)
@@ -670,6 +675,8 @@ class GaussianActor(nn.Module):
     action, and so its log-prob, is the unclipped sample: clipping inside the likelihood would bias it).
     """
 
+    noise_kind = "normal"  # what sample_actions draws: one N(0, 1) per action dimension (gSDE: its matrices instead)
+
     def __init__(self, encoder: nn.Module, net: nn.Module, act_dim: int, log_std_init: float = 0.0,
                  use_sde: bool = False):
         super().__init__()
@@ -710,14 +717,15 @@ class GaussianActor(nn.Module):
             a = D.gaussian_sample(mean, log_std)
         return a, D.gaussian_log_prob(mean, log_std, a)
 
-    def sample_actions(self, obs: torch.Tensor) -> torch.Tensor:
-        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch)."""
+    def sample_actions(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch).
+        `noise`: N(0, 1) draws of the means' shape [B, D] to use instead of torch's generator (not with gSDE)."""
         mean, log_std, z = self._mean_log_std(obs)
         if self.sde:
             if self.sde_noise is None:
                 self.reset_noise(1)
             return mean + D.sde_noise(z, self.sde_noise)
-        return D.gaussian_sample(mean, log_std)
+        return D.gaussian_sample(mean, log_std, noise)
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encoder(obs))
@@ -803,7 +811,8 @@ class QCritic(nn.Module):
         self.encoder, self.net, self.act_dim = encoder, net, act_dim
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.encoder(obs), actions.reshape(actions.shape[0], self.act_dim).float()], dim=-1)
+        x = self.encoder(obs)
+        x = torch.cat([x, actions.reshape(actions.shape[0], self.act_dim).to(x.dtype)], dim=-1)
         return _scalar(self.net(x))
 
 

@@ -102,10 +102,16 @@ class FlatParameters:
 
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
         """Scale the flat gradient to norm <= max_norm without a host sync; returns the pre-clip norm."""
-        grad = self.param.grad
-        norm = torch.linalg.vector_norm(grad)
-        grad.mul_((max_norm / (norm + 1e-6)).clamp_max(1.0))
-        return norm
+        return clip_grad_norm_(self.param.grad, max_norm)
+
+
+def clip_grad_norm_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Scale a flat gradient [P] in place to norm <= max_norm (g <- g * min(1, max_norm / (|g| + 1e-6)), as
+    torch.nn.utils.clip_grad_norm_), without a host sync; returns the pre-clip norm. A [K, P] gradient (K seeds,
+    rlkit.core.seeds) is clipped row by row, each by its own norm; the norms [K] are returned."""
+    norm = torch.linalg.vector_norm(grad, dim=-1, keepdim=True)
+    grad.mul_((max_norm / (norm + 1e-6)).clamp_max(1.0))
+    return norm.squeeze(-1)
 
 
 class FlatRMSprop:

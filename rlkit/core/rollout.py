@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -81,6 +81,36 @@ def check_finite_metrics(algo: str, values: dict[str, float], step: int) -> None
 def obs_shapes(obs: Any) -> Any:
     """The shape of an observation batch, or {key: shape} for a dict of them."""
     return obs_map(lambda x: tuple(np.shape(x)), obs)
+def record_first_bad(record: torch.Tensor, bad: torch.Tensor, steps: torch.Tensor, sub_env: torch.Tensor,
+                     none: int) -> None:
+    """The tensor path's first-non-finite record, in place and on the device: record <- min(record, the key
+    steps + i of the first sub-env i flagged in `bad` [N]); `none` where nothing is flagged. With a leading seed
+    dimension (record and steps [K], bad [K, N]; rlkit.core.seeds) each seed keeps its own record."""
+    keys = torch.where(bad, steps.unsqueeze(-1) + sub_env, none)
+    torch.minimum(record, keys.amin(-1), out=record)
+
+
+def record_episodes(ep_return: torch.Tensor, ep_length: torch.Tensor, ring_return: torch.Tensor,
+                    ring_length: torch.Tensor, episodes: torch.Tensor, rewards: torch.Tensor, done: torch.Tensor,
+                    window: int) -> None:
+    """The tensor path's episode statistics, in place: add the step to the running episodes [N], and move those
+    that end into the ring of the last `window` finished ones ([window + 1]: the spare slot takes the writes to
+    drop), counting them in `episodes` []. With a leading seed dimension (ep_return [K, N], ring_return
+    [K, window + 1], episodes [K]; rlkit.core.seeds) every seed keeps its own records."""
+    ep_return += rewards
+    ep_length += 1
+    # Episodes ending now go to the ring in sub-env order (as the NumPy path appends them); when more than `window`
+    # end at once only the last `window` are kept, the others write to the spare slot.
+    d = done.long()
+    rank = d.cumsum(-1) - 1
+    count = rank[..., -1:] + 1
+    keep = done & (rank >= count - window)
+    slot = torch.where(keep, (episodes.unsqueeze(-1) + rank) % window, window)
+    ring_return.scatter_(-1, slot, ep_return)
+    ring_length.scatter_(-1, slot, ep_length)
+    episodes += count.squeeze(-1)
+    ep_return.masked_fill_(done, 0.0)
+    ep_length.masked_fill_(done, 0)
 
 
 class StepResult(NamedTuple):
@@ -230,35 +260,46 @@ class RolloutCollector:
             raise ValueError(f"buffer has {N} envs, the vector env has {self.n_envs}")
         if self.tensor_env:
             return self._collect_tensor(buffer, policy, before_step)
-        obs_stage, act_stage, rewards, terminated, truncated = stage = self._staging(buffer)
-        obs_map(torch.Tensor.zero_, buffer.final_obs)
+        stage = self._begin_collect(buffer)
         for t in range(T):
             if before_step is not None:
                 before_step(t)
             with torch.inference_mode():  # lighter than no_grad: the actions only go to NumPy and the buffer
                 actions = policy(self.obs)
-            actions_np = actions.cpu().numpy()
-            act_stage[t] = actions_np
-            res = self.step(actions_np if self._actions_as_is else to_env_actions(actions_np, self.action_space))
+            self._collect_step(buffer, stage, t, actions)
+        self._end_collect(buffer, stage)
+        return buffer
+
+    def _begin_collect(self, buffer: RolloutBuffer) -> tuple[Any, ...]:
+        obs_map(torch.Tensor.zero_, buffer.final_obs)
+        return self._staging(buffer)
+
+    def _collect_step(self, buffer: RolloutBuffer, stage: tuple[Any, ...], t: int, actions: torch.Tensor) -> None:
+        """Step t of collect(): step the envs with the policy's actions and write the step into the buffer."""
+        obs_stage, act_stage, rewards, terminated, truncated = stage
+        actions_np = actions.cpu().numpy()
+        act_stage[t] = actions_np
+        res = self.step(actions_np if self._actions_as_is else to_env_actions(actions_np, self.action_space))
+        if self._dict_obs:
+            for k, part in res.obs.items():
+                obs_stage[k][t] = part
+        else:
+            obs_stage[t] = res.obs
+        rewards[t], terminated[t], truncated[t] = res.train_rewards, res.terminated, res.truncated
+        if res.truncated.any():
+            idx = np.flatnonzero(res.truncated)
             if self._dict_obs:
-                for k, part in res.obs.items():
-                    obs_stage[k][t] = part
+                for k, part in res.next_obs.items():
+                    buffer.final_obs[k][t, idx] = torch.from_numpy(part[idx]).to(buffer.device)
             else:
-                obs_stage[t] = res.obs
-            rewards[t], terminated[t], truncated[t] = res.train_rewards, res.terminated, res.truncated
-            if res.truncated.any():
-                idx = np.flatnonzero(res.truncated)
-                if self._dict_obs:
-                    for k, part in res.next_obs.items():
-                        buffer.final_obs[k][t, idx] = torch.from_numpy(part[idx]).to(buffer.device)
-                else:
-                    buffer.final_obs[t, idx] = torch.from_numpy(res.next_obs[idx]).to(buffer.device)
+                buffer.final_obs[t, idx] = torch.from_numpy(res.next_obs[idx]).to(buffer.device)
+
+    def _end_collect(self, buffer: RolloutBuffer, stage: tuple[Any, ...]) -> None:
         if buffer.device.type != "cpu":
             for x, host in zip((buffer.obs, buffer.actions, buffer.rewards, buffer.terminated, buffer.truncated),
                                stage):
                 obs_map(lambda dst, src: dst.copy_(torch.from_numpy(src), non_blocking=False), x, host)
         obs_map(lambda dst, src: dst.copy_(torch.from_numpy(src)), buffer.last_obs, self.obs_np)
-        return buffer
 
     # ---- the tensor path (a TorchVecEnv: everything stays on the device) --------------------------------------
     # Nothing here reads a value back to the host, and every tensor the loop touches is updated in place, so a
@@ -303,8 +344,7 @@ class RolloutCollector:
 
     def _first_bad(self, record: torch.Tensor, bad: torch.Tensor) -> None:
         """record <- min(record, key of the first sub-env flagged in `bad` [N]) without leaving the device."""
-        keys = torch.where(bad, self._steps_t + self._sub_env, self._NONE)
-        torch.minimum(record, keys.amin(), out=record)
+        record_first_bad(record, bad, self._steps_t, self._sub_env, self._NONE)
 
     def _step_tensor(self, env_actions: torch.Tensor, actions: torch.Tensor | None = None,
                      keep_obs: bool = True) -> StepResult:
@@ -321,20 +361,8 @@ class RolloutCollector:
             self._first_bad(self._env_bad, ~(torch.isfinite(rewards) & torch.isfinite(true_next.view(N, -1)).all(1)))
             if actions is not None and actions.is_floating_point():
                 self._first_bad(self._act_bad, ~torch.isfinite(actions.view(N, -1)).all(1))
-        self._ep_return_t += rewards
-        self._ep_length_t += 1
-        # Episodes ending now go to the ring in sub-env order (as the NumPy path appends them); when more than K
-        # end at once only the last K are kept, the others write to the spare slot K.
-        d = done.long()
-        rank = d.cumsum(0) - 1
-        count = rank[-1] + 1
-        keep = done & (rank >= count - K)
-        slot = torch.where(keep, (self._episodes_t + rank) % K, K)
-        self._ring_return.scatter_(0, slot, self._ep_return_t)
-        self._ring_length.scatter_(0, slot, self._ep_length_t)
-        self._episodes_t += count
-        self._ep_return_t.masked_fill_(done, 0.0)
-        self._ep_length_t.masked_fill_(done, 0)
+        record_episodes(self._ep_return_t, self._ep_length_t, self._ring_return, self._ring_length, self._episodes_t,
+                        rewards, done, K)
         self._steps_t += N
         obs = self._obs_t.clone() if keep_obs else self._obs_t
         self._obs_t.copy_(next_obs)  # in place: a CUDA graph of the rollout keeps reading the same tensor
@@ -461,6 +489,26 @@ class RolloutCollector:
             self._steps_base = self.steps_done
             self._env_bad.fill_(self._NONE)
             self._act_bad.fill_(self._NONE)
+
+
+def collect_lockstep(collectors: Sequence[RolloutCollector], buffers: Sequence[RolloutBuffer],
+                     policy: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """collect() for K collectors of Gymnasium vector envs in lockstep (K seeds, rlkit.core.seeds): at every step
+    `policy` maps the K observation batches stacked [K, N, ...] to actions [K, N, ...] in one call, then each
+    collector steps its own envs and writes its own buffer exactly as its collect() would."""
+    first = collectors[0]
+    for c, b in zip(collectors, buffers):
+        if c.tensor_env or b.n_envs != c.n_envs or b.n_steps != buffers[0].n_steps:
+            raise ValueError("collect_lockstep needs collectors of Gymnasium vector envs with equally shaped buffers")
+    stages = [c._begin_collect(b) for c, b in zip(collectors, buffers)]
+    for t in range(buffers[0].n_steps):
+        obs = torch.from_numpy(np.stack([c.obs_np for c in collectors])).to(first.device, non_blocking=True)
+        with torch.no_grad():
+            actions = policy(obs)  # one host -> device copy and one forward for all K observation batches
+        for k, (c, b) in enumerate(zip(collectors, buffers)):
+            c._collect_step(b, stages[k], t, actions[k])
+    for c, b, stage in zip(collectors, buffers, stages):
+        c._end_collect(b, stage)
 
 
 def evaluate_policy(

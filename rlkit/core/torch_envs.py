@@ -166,6 +166,21 @@ class MountainCarContinuous:
 PHYSICS: dict[str, type] = {p.env_id: p for p in (CartPole, Pendulum, MountainCar, MountainCarContinuous)}
 
 
+def step_physics(physics: Physics, state: torch.Tensor, elapsed: torch.Tensor, actions: torch.Tensor,
+                 fresh: torch.Tensor, max_episode_steps: int) -> TorchStep:
+    """TorchVecEnv.step on its tensors: step N envs' `state` [N, d] and `elapsed` [N] in place with `actions`; the
+    envs that end take the reset states `fresh` [N, d]. (rlkit.core.seeds steps the envs of many seeds at once.)"""
+    nxt, reward, terminated = physics.step(state, actions)
+    elapsed_next = elapsed + 1
+    truncated = elapsed_next >= max_episode_steps  # gymnasium.wrappers.TimeLimit: also when terminated
+    done = terminated | truncated
+    final_obs = physics.observe(nxt)
+    # in place: the state tensors stay put, so a CUDA graph captured around step() stays valid
+    state.copy_(torch.where(done[:, None], fresh, nxt))
+    elapsed.copy_(elapsed_next.masked_fill(done, 0))
+    return TorchStep(physics.observe(state), reward, terminated, truncated, final_obs)
+
+
 def generator_seed(seed: int) -> int:
     """A 63-bit torch.Generator seed from numpy's SeedSequence([seed, 0]) (adjacent seeds give unrelated streams)."""
     hi, lo = (int(x) for x in np.random.SeedSequence([int(seed), 0]).generate_state(2, dtype=np.uint32))
@@ -199,8 +214,12 @@ class TorchVecEnv:
         return self._gen
 
     def _draw(self) -> torch.Tensor:
-        u = torch.rand(self.state.shape, generator=self._gen, dtype=self.dtype, device=self.device)
-        return self._low + self._span * u  # Gymnasium's uniform(low, high): low + (high - low) * U[0, 1)
+        return self.reset_states(torch.rand(self.state.shape, generator=self._gen, dtype=self.dtype,
+                                            device=self.device))
+
+    def reset_states(self, u: torch.Tensor) -> torch.Tensor:
+        """Reset states from U[0, 1) draws u [..., d]: Gymnasium's uniform(low, high) = low + (high - low) * u."""
+        return self._low + self._span * u
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Reset every sub-env (reseeding the generator when `seed` is given); the float32 observations [N, d]."""
@@ -212,15 +231,8 @@ class TorchVecEnv:
 
     def step(self, actions: torch.Tensor) -> TorchStep:
         """Step every sub-env once; where one ended, its state becomes a fresh reset state (masking, no branch)."""
-        nxt, reward, terminated = self.physics.step(self.state, actions.to(self.device))
-        elapsed = self.elapsed + 1
-        truncated = elapsed >= self.max_episode_steps  # gymnasium.wrappers.TimeLimit: also when terminated
-        done = terminated | truncated
-        final_obs = self.physics.observe(nxt)
-        # in place: the state tensors stay put, so a CUDA graph captured around step() stays valid
-        self.state.copy_(torch.where(done[:, None], self._draw(), nxt))
-        self.elapsed.copy_(elapsed.masked_fill(done, 0))
-        return TorchStep(self.physics.observe(self.state), reward, terminated, truncated, final_obs)
+        return step_physics(self.physics, self.state, self.elapsed, actions.to(self.device), self._draw(),
+                            self.max_episode_steps)
 
     def close(self) -> None:
         """Nothing to release (kept so the agents can close any env the same way)."""

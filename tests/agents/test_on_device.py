@@ -30,8 +30,9 @@ def _agent(cls, env_id, device="cpu", **kw):
 
 def _inside(frame, names, depth=4):
     """Whether one of the few innermost frames runs a function of these names: to_host (the log's one
-    transfer) or A2C.advantages, which skips the final-observation pass on the CPU when nothing was truncated
-    (on a GPU the device type short-circuits that check, so it is no host read there)."""
+    transfer) or A2C._final_pass (called by A2C.advantages and update), which skips the final-observation pass on
+    the CPU when nothing was truncated (on a GPU the device type short-circuits that check, so it is no host read
+    there)."""
     for _ in range(depth):
         if frame is None:
             return False
@@ -51,7 +52,7 @@ def _record_host_reads(monkeypatch):
         def read(self, *args, _original=original, _name=name, **kwargs):
             frame = sys._getframe(1)
             caller = frame.f_code
-            if "/rlkit/" in caller.co_filename and not _inside(frame, ("to_host", "advantages")):
+            if "/rlkit/" in caller.co_filename and not _inside(frame, ("to_host", "advantages", "_final_pass")):
                 reads.append(f"{_name} in {caller.co_name} ({caller.co_filename.rsplit('/', 1)[-1]})")
             return _original(self, *args, **kwargs)
 

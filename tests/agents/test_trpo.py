@@ -116,8 +116,8 @@ def test_every_accepted_step_respects_the_trust_region_and_improves(env_id):
         agent.config.max_kl = max_kl
         obs, actions, adv = _random_batch(agent, g)
         theta0 = agent.pi_flat.param.detach().clone()
-        with torch.no_grad():
-            old = agent.actor.dist_params(obs)
+        with torch.no_grad():  # cloned: a Gaussian's log_std is a view of the parameters the step overwrites
+            old = tuple(p.clone() for p in agent.actor.dist_params(obs))
             logp_old = agent.actor.log_prob_from_params(old, actions)
         info = agent.policy_step(obs, actions, adv)
         with torch.no_grad():

@@ -1,0 +1,106 @@
+"""Many seeds in one process (rlkit.core.seeds.SeedBatch) against one seed alone, in the same process and device.
+
+  ddpg  DDPG on --ddpg-env: the environment steps per second of ONE seed trained alone, and the aggregate steps per
+        second (K x steps / wall time) of --ddpg-seeds seeds trained as one batch; the ratio is the speed-up of
+        training the K seeds in one process over training them one after another (target on an H200 with
+        HalfCheetah-v5, 8 seeds: >= 5x).
+  a2c   A2C on the GPU-native torch CartPole (env_backend="torch"): the wall time of ONE seed and of --a2c-seeds
+        seeds as one batch, for the same number of environment steps per seed; the ratio is what K seeds cost
+        over one (target on an H200, 256 seeds: <= 3x). Measured twice: with exact per-seed streams (every seed
+        draws what its lone run draws: K small draws per step for the action noise and K for the env resets)
+        and with SeedBatch(exact=False) (one draw for all seeds).
+
+Each measurement trains from scratch with learn() (construction, and the DDPG random warm-up steps, excluded from
+the timing; everything learn() does included). One torch thread. Prints one line per measurement and a summary.
+
+  PYTHONPATH=$PWD python experiments/seed_batching.py --device cpu --ddpg-env Pendulum-v1 --ddpg-seeds 4 \\
+      --ddpg-steps 600 --a2c-seeds 8 --a2c-steps 2000
+  PYTHONPATH=$PWD python experiments/seed_batching.py --device cuda --ddpg-env HalfCheetah-v5 --ddpg-seeds 8 \\
+      --ddpg-steps 5000 --a2c-seeds 256 --a2c-steps 20000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import torch
+
+from rlkit import A2C, DDPG, SeedBatch
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed_learn(learner: Any, steps: int, device: str) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    learner.learn(steps, progress=False, log_interval=10**9)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def ddpg(args: argparse.Namespace) -> dict[str, float]:
+    cfg = dict(hidden_sizes=(400, 300), batch_size=256, buffer_size=max(args.ddpg_steps, 1000),
+               learning_starts=args.ddpg_learning_starts, device=args.device)
+    warm = args.ddpg_learning_starts  # the random warm-up steps are taken before the clock starts
+    alone = DDPG(args.ddpg_env, seed=0, **cfg)
+    alone.learn(warm, progress=False)
+    t1 = _timed_learn(alone, args.ddpg_steps, args.device)
+    batch = SeedBatch(DDPG, args.ddpg_env, list(range(args.ddpg_seeds)), **cfg)
+    batch.learn(warm, progress=False)
+    tk = _timed_learn(batch, args.ddpg_steps, args.device)
+    one, agg = args.ddpg_steps / t1, args.ddpg_seeds * args.ddpg_steps / tk
+    print(f"ddpg {args.ddpg_env} on {args.device}: 1 seed {one:,.0f} steps/s; {args.ddpg_seeds} seeds in one "
+          f"process {agg:,.0f} steps/s in all ({agg / one:.2f}x)")
+    return {"ddpg_one_sps": one, "ddpg_batch_sps": agg, "ddpg_speedup": agg / one}
+
+
+def a2c(args: argparse.Namespace) -> dict[str, float]:
+    cfg = dict(n_envs=args.a2c_envs, n_steps=5, env_backend="torch", device=args.device)
+    alone = A2C("CartPole-v1", seed=0, **cfg)
+    alone.learn(cfg["n_envs"] * 5, progress=False)  # warm-up: first kernels, lazy initialisation
+    t1 = _timed_learn(alone, args.a2c_steps, args.device)
+    out = {"a2c_one_s": t1}
+    for exact in (True, False):
+        batch = SeedBatch(A2C, "CartPole-v1", list(range(args.a2c_seeds)), exact=exact, **cfg)
+        batch.learn(cfg["n_envs"] * 5, progress=False)
+        tk = _timed_learn(batch, args.a2c_steps, args.device)
+        mode = "exact" if exact else "shared"
+        print(f"a2c CartPole-v1 (torch env, {args.a2c_envs} envs per seed) on {args.device}: 1 seed {t1:.2f} s; "
+              f"{args.a2c_seeds} seeds in one process ({mode} streams) {tk:.2f} s ({tk / t1:.2f}x the wall time) "
+              f"for {args.a2c_steps:,} steps per seed")
+        out.update({f"a2c_batch_{mode}_s": tk, f"a2c_time_ratio_{mode}": tk / t1})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--which", default="ddpg,a2c")
+    p.add_argument("--ddpg-env", default="Pendulum-v1")
+    p.add_argument("--ddpg-seeds", type=int, default=8)
+    p.add_argument("--ddpg-steps", type=int, default=2000)
+    p.add_argument("--ddpg-learning-starts", type=int, default=100)
+    p.add_argument("--a2c-seeds", type=int, default=256)
+    p.add_argument("--a2c-envs", type=int, default=8)
+    p.add_argument("--a2c-steps", type=int, default=20000)
+    p.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    out: dict[str, Any] = {"device": args.device}
+    which = set(args.which.split(","))
+    if "ddpg" in which:
+        out.update(ddpg(args))
+    if "a2c" in which:
+        out.update(a2c(args))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,677 @@
+"""Many seeds in one process: K independent agents of one algorithm trained in lockstep, their networks run as one
+batch (torch.func: functional_call of one agent's modules with every seed's parameters, vmapped over the seeds).
+
+Every seed is an ordinary agent, built by the agent's own constructor (or load()) with its own seed: its own
+parameters, optimiser state, envs, collector, observation and reward normalisers, episode statistics, run
+directory, logs and checkpoints. Only the arithmetic is batched:
+
+  * ParamStack: a group of parameters of the K agents becomes ONE [K, P] tensor (with a [K, P] gradient), and every
+    agent's parameters (and its FlatParameters) become views of its row. The agents always hold their own live
+    values: act(), evaluate(), save() and a later lone learn() work on any of them at any time.
+  * SeedNets: one vmapped functional call runs a function of the agent's modules (a loss, a policy) for all seeds,
+    each with its own parameters and buffers (normaliser statistics); one backward pass fills the [K, P]
+    gradients. The function is the agent's own (its loss as written in its file): one source of truth.
+  * StackedFlatOptimizer: FlatRMSprop / FlatAdam steps are elementwise, so one step on [K, P] is exactly K steps;
+    clipping is per row, each seed by its own norm (rlkit.core.optim.clip_grad_norm_).
+  * collect_lockstep (rlkit.core.rollout): one policy forward per step for the K observation batches, each seed's
+    collector stepping its own envs and writing its own rollout buffer (views of one stacked Rollout);
+    SeedTorchEnvs: the seeds' torch envs (env_backend="torch") stepped as one.
+  * On CUDA the batched rollout and update are CUDA graphs (core.device.GraphedStep, as for one agent), each
+    seed's generators registered with them.
+
+Randomness is per seed (SeedStreams). Right after seed k's agent is built, the global RNG state becomes seed k's
+stream; every draw a lone run takes from the global generator (action noise, minibatch shuffles, replay indices)
+is taken from that stream with the same shape, dtype and order, and everything else that may draw or record
+random state (logging, callbacks, evaluation, checkpoints, which store the RNG) runs with seed k's stream put in
+the global generator. So seed k of a batch follows the lone run of seed k up to floating-point rounding
+(tests/test_seeds.py checks float64 runs within 1e-6 after 50 updates). The K small draws per step are the
+price of that equality; SeedBatch(..., exact=False) draws for all seeds at once instead.
+
+The loop stays in each agent's file (`learn_seeds`, next to its `learn()`); this module holds only the machinery
+and knows no agent. SeedBatch is the entry point: SeedBatch(A2C, "CartPole-v1", seeds=range(8)).learn(100_000).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from rlkit.core.agent_io import LearnRun, begin_learn
+from rlkit.core.buffers import Rollout, RolloutBuffer
+from rlkit.core.config import config_to_dict
+from rlkit.core.device import rng_state, set_rng_state
+from rlkit.core.networks import action_dim
+from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop, set_lr
+from rlkit.core.rollout import collect_lockstep, record_episodes, record_first_bad
+from rlkit.core.rundir import StopSignals, TrainingInterrupted
+from rlkit.core.torch_envs import step_physics
+
+
+# ---- per-seed randomness ---------------------------------------------------------------------------------------
+class SeedStreams:
+    """One random stream per seed: a torch.Generator on the agents' device, plus the seed's whole global RNG state
+    (torch, NumPy, Python) for the code that uses the global generators (see scope()).
+
+    With exact=False the draws of the training loop (action noise, env resets of torch envs, shuffles, replay
+    indices) are taken for all seeds at once from ONE generator seeded from the list of seeds: one call instead
+    of K per draw, the seeds still independent of each other and the batch reproducible, but seed k no longer
+    draws what its lone run draws (and a resumed batch does not continue that shared stream)."""
+
+    def __init__(self, device: torch.device, exact: bool = True, seeds: Sequence[int | None] = ()) -> None:
+        self.device, self.exact = device, exact
+        self.gens: list[torch.Generator] = []
+        self.states: list[dict[str, Any]] = []
+        self.shared: torch.Generator | None = None
+        if not exact:
+            words = np.random.SeedSequence([0 if s is None else int(s) for s in seeds] + [1]).generate_state(2)
+            self.shared = torch.Generator(device=device)
+            self.shared.manual_seed(((int(words[0]) << 32) | int(words[1])) & (2 ** 63 - 1))
+
+    def __len__(self) -> int:
+        return len(self.gens)
+
+    def _device_state(self) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return torch.cuda.get_rng_state(self.device)
+        return torch.get_rng_state()
+
+    def _set_device_state(self, state: torch.Tensor) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state, self.device)
+        else:
+            torch.set_rng_state(state)
+
+    def capture(self) -> None:
+        """Make the global RNG's current state the next seed's stream (call right after building its agent)."""
+        gen = torch.Generator(device=self.device)
+        gen.set_state(self._device_state())
+        self.gens.append(gen)
+        self.states.append(rng_state())
+
+    def rand(self, shape: Sequence[int], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """U[0, 1) draws [K, *shape]: row k from seed k's stream, as torch.rand(shape) would draw in its lone run."""
+        if self.shared is not None:
+            return torch.rand((len(self), *shape), generator=self.shared, dtype=dtype, device=self.device)
+        return torch.stack([torch.rand(tuple(shape), generator=g, dtype=dtype, device=self.device)
+                            for g in self.gens])
+
+    def randn(self, shape: Sequence[int], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """N(0, 1) draws [K, *shape], row k from seed k's stream."""
+        if self.shared is not None:
+            return torch.randn((len(self), *shape), generator=self.shared, dtype=dtype, device=self.device)
+        return torch.stack([torch.randn(tuple(shape), generator=g, dtype=dtype, device=self.device)
+                            for g in self.gens])
+
+    def fill_uniform_(self, out: torch.Tensor) -> torch.Tensor:
+        """rand() written into `out` [K, ...] in place (a tensor a CUDA graph reads): the same draws."""
+        if self.shared is not None:
+            return out.uniform_(generator=self.shared)
+        for g, row in zip(self.gens, out):
+            row.uniform_(generator=g)
+        return out
+
+    def fill_normal_(self, out: torch.Tensor) -> torch.Tensor:
+        """randn() written into `out` [K, ...] in place: the same draws."""
+        if self.shared is not None:
+            return out.normal_(generator=self.shared)
+        for g, row in zip(self.gens, out):
+            row.normal_(generator=g)
+        return out
+
+    def randperm(self, n: int) -> torch.Tensor:
+        """A permutation of range(n) per seed [K, n], row k from seed k's stream."""
+        if self.shared is not None:
+            return torch.argsort(torch.rand((len(self), n), generator=self.shared, device=self.device), dim=1)
+        return torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.gens])
+
+    @contextmanager
+    def scope(self, k: int) -> Iterator[None]:
+        """Run a block with seed k's stream as the global RNG (torch, NumPy, Python), then keep what it drew."""
+        state = dict(self.states[k])
+        if self.device.type == "cpu":
+            state["torch"] = self.gens[k].get_state()
+        set_rng_state(state)
+        if self.device.type == "cuda":
+            self._set_device_state(self.gens[k].get_state())
+        try:
+            yield
+        finally:
+            self.gens[k].set_state(self._device_state())
+            self.states[k] = rng_state()
+
+
+# ---- stacked tensors and parameters ----------------------------------------------------------------------------
+def stack_tensors_(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack K same-shaped tensors into one [K, ...] tensor and make each of them a view of its row (`.data` is
+    re-pointed: the objects stay the same, so whoever holds them reads and writes the stacked storage)."""
+    with torch.no_grad():
+        stacked = torch.stack([t.detach() for t in tensors])
+    for k, t in enumerate(tensors):
+        t.data = stacked[k]
+    return stacked
+
+
+def stack_rollouts(buffers: Sequence[RolloutBuffer]) -> Rollout:
+    """Every seed's RolloutBuffer tensors become views of one [K, ...] tensor per field: collect() keeps writing each
+    seed's own buffer, and the stacked Rollout is the batch of the vmapped losses (no copy per update)."""
+    return Rollout(*(stack_tensors_([getattr(b, name) for b in buffers]) for name in Rollout._fields))
+
+
+class ParamStack:
+    """One group of parameters of K agents (the same shapes in the same order) as ONE leaf tensor `param` [K, P]
+    with its gradient `param.grad` [K, P]. Each agent's parameters become views of its row (their .grad views of
+    the gradient's row; with `flats`, the agent's FlatParameters too), so the agents always hold their own live
+    values and an optimiser of one agent still steps exactly its own row."""
+
+    def __init__(self, params: Sequence[Sequence[nn.Parameter]], flats: Sequence[FlatParameters] | None = None
+                 ) -> None:
+        shapes = [tuple(p.shape) for p in params[0]]
+        for k, ps in enumerate(params[1:], 1):
+            if [tuple(p.shape) for p in ps] != shapes:
+                raise ValueError(f"seed {k}'s parameters differ from seed 0's in number or shape; every seed needs "
+                                 "the same networks")
+        trainable = any(p.requires_grad for p in params[0])
+        with torch.no_grad():
+            data = torch.stack([torch.cat([p.detach().reshape(-1) for p in ps]) for ps in params])
+        self.param = nn.Parameter(data, requires_grad=trainable)
+        if trainable:
+            self.param.grad = torch.zeros_like(data)
+        self.slots: list[tuple[int, int, tuple[int, ...]]] = []
+        offset = 0
+        for shape in shapes:
+            n = math.prod(shape)
+            self.slots.append((offset, n, shape))
+            offset += n
+        for k, ps in enumerate(params):
+            for p, (o, n, shape) in zip(ps, self.slots):
+                p.data = self.param.data[k, o:o + n].view(shape)
+                if trainable and p.requires_grad:
+                    p.grad = self.param.grad[k, o:o + n].view(shape)
+            if flats is not None:
+                flats[k].param.data = self.param.data[k]
+                flats[k].param.grad = self.param.grad[k]
+        self.params0 = list(params[0])  # seed 0's parameter objects: SeedNets names the slots through them
+
+    @classmethod
+    def of_flats(cls, flats: Sequence[FlatParameters]) -> "ParamStack":
+        """The group of each agent's FlatParameters, in its flat layout (row k IS agent k's flat vector)."""
+        return cls([f.params for f in flats], flats)
+
+    @classmethod
+    def of_modules(cls, modules: Sequence[nn.Module]) -> "ParamStack":
+        """The group of each agent's module's parameters (each shared one once)."""
+        return cls([list(m.parameters()) for m in modules])
+
+    def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Per-parameter views of a flat vector [..., P] (one seed's row inside vmap, or all rows)."""
+        lead = flat.shape[:-1]
+        return [flat[..., o:o + n].reshape(*lead, *shape) for o, n, shape in self.slots]
+
+
+class _Bundle(nn.Module):
+    """An agent's modules under one root, so that functional_call swaps all their parameters and buffers at once;
+    forward(*args) runs self.fn(self, *args), whose modules are then the seed's."""
+
+    def __init__(self, modules: dict[str, nn.Module]) -> None:
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+        self.fn: Callable[..., Any] | None = None
+
+    def forward(self, *args: Any) -> Any:
+        return self.fn(self, *args)
+
+
+class SeedNets:
+    """Run a function of an agent's modules for K seeds at once.
+
+    `modules[k]` names agent k's modules ({"actor": ..., "critic": ...}); `groups` are the ParamStacks that hold
+    every trainable (and target) parameter of those modules. call(fn, *args) evaluates fn(m, *args) for every
+    seed, where m.actor, m.critic, ... are agent 0's modules running with seed k's parameters and buffers
+    (functional_call), vmapped over a leading seed dimension of every tensor in args (and of the results).
+    The modules' buffers (observation statistics) are stacked too: each agent's buffers are views of their row,
+    so ObsEncoder.update_stats() on one agent updates what the batch reads. `uses` (names of modules) limits
+    the parameters swapped in to those the function reads (fewer to swap: less Python per call)."""
+
+    def __init__(self, modules: Sequence[dict[str, nn.Module]], groups: dict[str, ParamStack]) -> None:
+        bundles = [_Bundle(dict(m)) for m in modules]
+        self.bundle, self.groups = bundles[0], dict(groups)
+        where = {id(p): (g, i) for g, stack in self.groups.items() for i, p in enumerate(stack.params0)}
+        self.names: dict[str, tuple[str, int]] = {}
+        for name, p in self.bundle.named_parameters():
+            if id(p) not in where:
+                raise ValueError(f"parameter {name} is in no parameter group")
+            self.names[name] = where[id(p)]
+        self.buffers = {name: stack_tensors_([b.get_buffer(name) for b in bundles])
+                        for name, _ in self.bundle.named_buffers()}
+        self.dtype = next(iter(self.groups.values())).param.dtype
+        self._used: dict[tuple[str, ...] | None, list[str]] = {None: list(self.names)}
+
+    def _names_used(self, uses: tuple[str, ...] | None) -> list[str]:
+        if uses not in self._used:  # by parameter identity: a module shared by two (a trunk) is named once
+            ids = {id(p) for m in uses for p in getattr(self.bundle, m).parameters()}  # type: ignore[union-attr]
+            self._used[uses] = [n for n, p in self.bundle.named_parameters() if id(p) in ids]
+        return self._used[uses]
+
+    def vmap(self, fn: Callable[..., Any], *args: Any, uses: Sequence[str] | None = None) -> Any:
+        """fn(apply, *args) for every seed at once (args and results with a leading seed dimension), where
+        apply(inner, *a, **flats) evaluates inner(m, *a) with the seed's modules; a group named in `flats` runs
+        with the given flat vector (e.g. TRPO's line-search candidates) instead of its parameters."""
+        names = self._names_used(None if uses is None else tuple(uses))
+
+        def one(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], *a: Any) -> Any:
+            def apply(inner: Callable[..., Any], *ia: Any, **override: torch.Tensor) -> Any:
+                swapped = params
+                if override:
+                    swapped = dict(params)
+                    views = {g: self.groups[g].unflatten(flat) for g, flat in override.items()}
+                    for name in names:
+                        g, i = self.names[name]
+                        if g in views:
+                            swapped[name] = views[g][i]
+                self.bundle.fn = inner
+                # Shared modules (one encoder under actor and critic) are named once and swapped once: with
+                # tie_weights=True torch swaps a tied tensor under every name and restores it wrongly.
+                return functional_call(self.bundle, (swapped, buffers), ia, tie_weights=False)
+            return fn(apply, *a)
+
+        in_dims = (0, 0, *(None if a is None else 0 for a in args))  # None arguments pass through as None
+        return vmap(one, in_dims=in_dims)(self._views(names), self.buffers, *args)
+
+    def _views(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """[K, ...] views of the stacks for these parameters, made anew on every call: views kept from one call to
+        the next would keep their autograd nodes (and the stream those were made on) alive, and a CUDA graph
+        captured on another stream then fails ("operation would make the legacy stream depend on a capturing
+        blocking stream")."""
+        groups = {self.names[n][0] for n in names}
+        with torch.enable_grad():
+            views = {g: self.groups[g].unflatten(self.groups[g].param) for g in groups}
+        return {n: views[self.names[n][0]][self.names[n][1]] for n in names}
+
+    def call(self, fn: Callable[..., Any], *args: Any, uses: Sequence[str] | None = None) -> Any:
+        """fn(m, *args) for every seed at once (see the class docstring)."""
+        return self.vmap(lambda apply, *a: apply(fn, *a), *args, uses=uses)
+
+    def backward(self, loss: torch.Tensor, *groups: str) -> None:
+        """The gradients of every seed's loss ([K]) into the groups' [K, P] .grad (replacing what was there)."""
+        stacks = [self.groups[g] for g in groups]
+        grads = torch.autograd.grad(loss.sum(), [s.param for s in stacks])  # seeds are independent: row k = grad_k
+        for stack, grad in zip(stacks, grads):
+            stack.param.grad.copy_(grad)
+
+
+class StackedFlatOptimizer:
+    """The K agents' FlatRMSprop or FlatAdam as one optimiser of the same class on a ParamStack's [K, P] tensor.
+    Their updates are elementwise, so one step on [K, P] is exactly each seed's own step; each agent's optimiser
+    keeps its state as views of its row (its checkpoints hold its own moments), and the seeds share one learning
+    rate and (capturable FlatAdam) one step counter, as they step together."""
+
+    def __init__(self, optimizers: Sequence[FlatRMSprop | FlatAdam], stack: ParamStack) -> None:
+        first, group = optimizers[0], optimizers[0].param_groups[0]
+        self.optimizers = list(optimizers)
+        lr = group["lr"] if not isinstance(group["lr"], torch.Tensor) else float(group["lr"])
+        capturable = bool(getattr(first, "capturable", False))
+        self.opt: FlatRMSprop | FlatAdam
+        if isinstance(first, FlatRMSprop):
+            self.opt = FlatRMSprop(stack.param, lr, group["alpha"], group["eps"], capturable=capturable)
+            self.opt.square_avg = stack_tensors_([o.square_avg for o in optimizers])
+        elif isinstance(first, FlatAdam):
+            if len({o.state_dict()["steps"] for o in optimizers}) != 1:
+                raise ValueError("the seeds' optimisers have taken different numbers of steps")
+            self.opt = FlatAdam(stack.param, lr, group["betas"], group["eps"], capturable=capturable)
+            self.opt.exp_avg = stack_tensors_([o.exp_avg for o in optimizers])
+            self.opt.exp_avg_sq = stack_tensors_([o.exp_avg_sq for o in optimizers])
+            self.opt.steps = first.steps
+            if self.opt._t is not None:  # one device step counter for all seeds
+                self.opt._t.copy_(first._t)
+                for o in optimizers:
+                    o._t.data = self.opt._t
+        else:
+            raise TypeError(f"StackedFlatOptimizer takes FlatRMSprop or FlatAdam, not {type(first).__name__}")
+        if isinstance(group["lr"], torch.Tensor):
+            self.set_lr(lr)
+
+    def set_lr(self, lr: float) -> None:
+        """optim.set_lr on the batch (a device tensor when capturable), shared by every agent's optimiser."""
+        set_lr(self.opt, lr)
+        for o in self.optimizers:
+            o.param_groups[0]["lr"] = self.opt.param_groups[0]["lr"]
+
+    def step(self) -> None:
+        self.opt.step()
+        if isinstance(self.opt, FlatAdam):
+            for o in self.optimizers:
+                o.steps = self.opt.steps
+
+
+class SeedTorchEnvs:
+    """The K seeds' TorchVecEnvs (rlkit.core.torch_envs) and their collectors' tensor paths stepped as one: the
+    physics once for all K x N envs (step_physics), the episode records and non-finite records of all seeds in one
+    call each (rollout.record_episodes, record_first_bad, with a leading seed dimension). Each agent's env state
+    and collector records are views of its row of the stacked tensors, so every agent stays whole (its
+    collector's sync() reads its own row). Envs that end take reset states drawn from each seed's own env
+    generator, exactly as alone (or, with exact=False, from one draw). Nothing reads the host and every tensor is
+    updated in place, so a rollout can be one CUDA graph (core.device.GraphedStep)."""
+
+    def __init__(self, batch: "SeedBatch") -> None:
+        agents = batch.agents
+        envs, cols = [a.env for a in agents], [a.collector for a in agents]
+        e0 = envs[0]
+        for e in envs[1:]:
+            if (type(e.physics), e.num_envs, e.device, e.dtype) != (type(e0.physics), e0.num_envs, e0.device, e0.dtype):
+                raise ValueError("the seeds' torch envs differ (env, number of envs, device or dtype)")
+        self.batch, self.envs, self.cols = batch, envs, cols
+        self.state, self.elapsed = stack_tensors_([e.state for e in envs]), stack_tensors_([e.elapsed for e in envs])
+        self.records = [stack_tensors_([getattr(c, name) for c in cols]) for name in
+                        ("_ep_return_t", "_ep_length_t", "_ring_return", "_ring_length", "_episodes_t")]
+        self.steps = stack_tensors_([c._steps_t for c in cols])
+        self.env_bad = stack_tensors_([c._env_bad for c in cols])  # the collectors' first-non-finite records
+        self.act_bad = stack_tensors_([c._act_bad for c in cols])
+        self.obs = stack_tensors_([c._obs_t for c in cols])  # the current observations [K, N, ...]
+        self.uniform = torch.zeros_like(self.state)  # the reset draws of a step [K, N, d]
+        self.noise = batch.action_noise_buffer(e0.num_envs)  # the action noise of a step [K, N, A]
+
+    @torch.no_grad()
+    def _step(self, nets: SeedNets, rollouts: Rollout, t: int) -> None:
+        """Step t of a rollout for every seed: draw, act, step the envs, keep the records, write the buffers."""
+        e0, c0, batch = self.envs[0], self.cols[0], self.batch
+        K, N, d = self.state.shape
+        batch.action_noise(N, out=self.noise)  # each seed's draws, in its lone run's order
+        if batch.streams.exact:  # each seed's env generator, as TorchVecEnv.step draws it
+            for e, row in zip(self.envs, self.uniform):
+                row.uniform_(generator=e.generator)
+        else:
+            batch.streams.fill_uniform_(self.uniform)
+        actions = batch.sample_actions(nets, self.obs, self.noise)
+        rollouts.obs[:, t] = self.obs
+        rollouts.actions[:, t] = actions
+        env_actions = c0._env_actions_tensor(actions)  # elementwise: clip to the Box, or the Discrete's offset
+        out = step_physics(e0.physics, self.state.view(K * N, d), self.elapsed.view(K * N),
+                           env_actions.reshape(K * N, *env_actions.shape[2:]).to(e0.device),
+                           e0.reset_states(self.uniform).view(K * N, d), e0.max_episode_steps)
+        dev = c0.device
+        rewards, terminated, truncated = (x.to(dev).view(K, N) for x in (out.reward, out.terminated, out.truncated))
+        next_obs, true_next = (x.to(dev).view(K, N, *x.shape[1:]) for x in (out.obs, out.final_obs))
+        if c0.check_finite:  # the collector's records: the first non-finite env output, and action, of each seed
+            bad = ~(torch.isfinite(rewards) & torch.isfinite(true_next.reshape(K, N, -1)).all(-1))
+            record_first_bad(self.env_bad, bad, self.steps, c0._sub_env, c0._NONE)
+            if actions.is_floating_point():
+                bad_actions = ~torch.isfinite(actions.reshape(K, N, -1)).all(-1)
+                record_first_bad(self.act_bad, bad_actions, self.steps, c0._sub_env, c0._NONE)
+        record_episodes(*self.records, rewards, terminated | truncated, c0.EPISODE_WINDOW)
+        self.steps += N
+        rollouts.rewards[:, t], rollouts.terminated[:, t], rollouts.truncated[:, t] = rewards, terminated, truncated
+        shape = (K, N) + (1,) * (true_next.dim() - 2)
+        rollouts.final_obs[:, t] = torch.where(truncated.view(shape), true_next, 0.0)
+        self.obs.copy_(next_obs)
+
+    def collect(self, nets: SeedNets, rollouts: Rollout) -> None:
+        """One rollout of every seed into the stacked Rollout [K, T, N, ...] (each agent's buffer is a view of its
+        row), as each collector's collect() writes it, with each seed's actor (one batched forward per step)."""
+        for t in range(rollouts.rewards.shape[1]):
+            self._step(nets, rollouts, t)
+        rollouts.last_obs.copy_(self.obs)
+
+
+# ---- the edges of a batched learn(): K LearnRuns ---------------------------------------------------------------
+class SeedRuns:
+    """The K seeds' LearnRuns (logs, callbacks, evaluation, checkpoints, each in its own run directory), driven
+    together: end_of_iteration() runs each seed's in turn with that seed's RNG stream in the global generator
+    (checkpoints record it, so a seed resumes alone exactly), and only when something is due (the same for
+    every seed: they are at the same step). One set of stop signals serves all seeds: after SIGINT/SIGTERM
+    every seed writes its checkpoint before TrainingInterrupted is raised."""
+
+    def __init__(self, batch: "SeedBatch", runs: list[LearnRun]) -> None:
+        self.batch, self.runs = batch, runs
+        for run in reversed(runs):  # begin_learn installed one handler per seed, nested: keep one for all
+            if run.signals is not None:
+                run.signals.uninstall()
+        self.signals = StopSignals().install()
+        for run in runs:
+            run.signals = self.signals
+        self.target = runs[0].target
+        watches = [run.loss_watch for run in runs]  # torch envs: each seed's first non-finite loss, on the device
+        self.loss_watch = None if any(w is None for w in watches) else stack_tensors_(watches)
+
+    def active(self) -> bool:
+        return self.batch.agents[0].num_timesteps < self.target
+
+    def log_due(self) -> bool:
+        return self.runs[0].log_due(self.batch.agents[0])
+
+    def schedule_fraction(self) -> float:
+        return self.runs[0].schedule_fraction(self.batch.agents[0])
+
+    def end_of_iteration(self, info: dict[str, torch.Tensor]) -> bool:
+        """Each seed's LearnRun.end_of_iteration with its row of the batched diagnostics [K]; False when any
+        seed's callback asked to stop (all seeds stop: they run in lockstep)."""
+        if self.loss_watch is not None:  # LearnRun.watch_losses for all seeds at once: every iteration, no host read
+            losses = [v for k, v in info.items() if k.startswith("train/loss") and isinstance(v, torch.Tensor)]
+            if losses:
+                total = torch.stack([v.detach().reshape(len(self.runs), -1).sum(-1).float() for v in losses]).sum(0)
+                first = torch.where(torch.isfinite(total), torch.iinfo(torch.int64).max,
+                                    self.batch.agents[0].num_timesteps)
+                torch.minimum(self.loss_watch, first, out=self.loss_watch)
+        if not self.runs[0].due(self.batch.agents[0]):
+            return True
+        go_on, stopped = True, None
+        for k, (run, agent) in enumerate(zip(self.runs, self.batch.agents)):
+            with self.batch.streams.scope(k):
+                try:
+                    go_on = run.end_of_iteration(agent, {name: v[k] for name, v in info.items()}) and go_on
+                except TrainingInterrupted as e:  # the others still write their checkpoints
+                    stopped = stopped or e
+        if stopped is not None:
+            raise stopped
+        return go_on
+
+    def finish(self) -> None:
+        for k, (run, agent) in enumerate(zip(self.runs, self.batch.agents)):
+            with self.batch.streams.scope(k):
+                run.finish(agent)
+
+    def close(self) -> None:
+        errors = []
+        for run in self.runs:
+            try:
+                run.close()
+            except BaseException as e:  # noqa: BLE001 - close every run, then re-raise the first failure
+                errors.append(e)
+        self.signals.uninstall()
+        if errors:
+            raise errors[0]
+
+
+# ---- the entry point ------------------------------------------------------------------------------------------
+class SeedBatch:
+    """K agents of one class (seeds[k] each) trained in lockstep in one process by the class's learn_seeds()
+    (supported: A2C, TRPO, REINFORCE, DDPG). `agents[k]` is an ordinary agent in every respect (act, evaluate,
+    save, load; its run directory is what a lone run of its seed writes).
+
+        batch = SeedBatch(A2C, "CartPole-v1", seeds=range(8), n_envs=8)
+        batch.learn(100_000, run_dirs=[f"runs/a2c/seed{s}" for s in batch.seeds])
+        batch.agents[3].save("seed3.pt")
+
+    `env` is an env id or a callable (each seed builds its own envs, seeded as a lone run's); other keywords go to
+    the agent's constructor (config fields, device, env_backend, ...), the same for every seed."""
+
+    def __init__(self, agent_cls: Any, env: Any, seeds: Sequence[int], *, exact: bool = True, **kwargs: Any) -> None:
+        _check_batchable(agent_cls)
+        seeds = _check_seeds(seeds)
+        if not (isinstance(env, str) or callable(env)) or isinstance(env, nn.Module):
+            raise ValueError(f"SeedBatch builds one set of envs per seed: pass an env id or a callable that builds a "
+                             f"fresh env, not a {type(env).__name__} instance")
+        for role in ("policy", "critic", "encoder"):
+            if isinstance(kwargs.get(role), nn.Module):
+                factory = "f(observation_space)" if role == "encoder" else "f(in_dim, out_dim)"
+                raise ValueError(f"SeedBatch: pass {role}= as a factory {factory}, not a module instance, so "
+                                 "that every seed builds (and initialises) its own network")
+        self._build([lambda s=s: agent_cls(env, seed=s, **kwargs) for s in seeds], exact)
+
+    @classmethod
+    def load(cls, agent_cls: Any, paths: Sequence[str | Path], env: Any = None, device: str | torch.device = "auto",
+             *, exact: bool = True, **kwargs: Any) -> "SeedBatch":
+        """The batch of K checkpoints (one per seed, all at the same step), each loaded as agent_cls.load() does
+        (with its RNG state, so seed k continues its stream); kwargs go to load() (e.g. restore_env=True)."""
+        _check_batchable(agent_cls)
+        batch = cls.__new__(cls)
+        batch._build([lambda p=p: agent_cls.load(p, env=env, device=device, **kwargs) for p in paths], exact)
+        return batch
+
+    def _build(self, makers: Sequence[Callable[[], Any]], exact: bool) -> None:
+        if not makers:
+            raise ValueError("SeedBatch needs at least one seed")
+        self.agents: list[Any] = []
+        try:
+            for make in makers:
+                self.agents.append(make())
+                if len(self.agents) == 1:
+                    self.streams = SeedStreams(self.agents[0].device)
+                self.streams.capture()  # the global RNG as this seed's constructor (or load) left it
+            if not exact:
+                shared = SeedStreams(self.device, exact=False, seeds=self.seeds)
+                shared.gens, shared.states = self.streams.gens, self.streams.states
+                self.streams = shared
+            self._torch_envs: SeedTorchEnvs | None = None
+            first = self.agents[0]
+            for a in self.agents[1:]:
+                if a.device != first.device:
+                    raise ValueError(f"the seeds' agents are on different devices ({first.device}, {a.device})")
+                if config_to_dict(a.config) != config_to_dict(first.config) or a.env_id != first.env_id:
+                    raise ValueError("the seeds' agents differ in config or env; a SeedBatch trains one setting")
+                if a.num_timesteps != first.num_timesteps:
+                    raise ValueError(f"the seeds' agents are at different steps ({first.num_timesteps:,} and "
+                                     f"{a.num_timesteps:,}); a SeedBatch trains them in lockstep")
+            if len({a.seed for a in self.agents}) != len(self.agents):
+                raise ValueError("the seeds of a SeedBatch must be distinct (each writes its own run directory)")
+            if type(first.observation_space).__name__ == "Dict":  # the stacked rollouts hold one tensor per field
+                raise ValueError(f"{first.algo}: Dict observations cannot be trained as several seeds in one process "
+                                 "yet (Box, image and Discrete ones can); train those seeds one at a time")
+            actor = getattr(first, "actor", None)
+            if callable(getattr(actor, "sample_actions", None)) and getattr(actor, "noise_kind", None) is None:
+                raise ValueError(f"{first.algo}: {first.action_space} actions cannot be trained as several seeds in "
+                                 "one process yet (Discrete and Box can); train those seeds one at a time")
+        except BaseException:
+            for a in self.agents:
+                if getattr(a, "env", None) is not None:
+                    a.env.close()
+            raise
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [a.seed for a in self.agents]
+
+    @property
+    def device(self) -> torch.device:
+        return self.agents[0].device
+
+    def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
+              run_dirs: Sequence[str | Path] | None = None, progress: bool = True, log_interval: int = 1000, *,
+              total_budget: int | None = None, eval_freq: int = 0, n_eval_episodes: int = 10) -> "SeedBatch":
+        """Train every seed for `total_steps` more environment steps, as agent.learn() would train it alone;
+        `run_dirs` (one per seed) get what a lone run writes; `callback(agent, metrics)` runs for each seed (False
+        from any stops all); the progress bar and the console summary follow seed 0."""
+        steps = sorted({a.num_timesteps for a in self.agents})
+        if len(steps) > 1:  # one of them was trained alone in between
+            raise ValueError(f"the seeds' agents are at different steps ({', '.join(f'{n:,}' for n in steps)}); a "
+                             "SeedBatch trains them in lockstep")
+        if run_dirs is not None:
+            run_dirs = list(run_dirs)
+            if len(run_dirs) != len(self.agents):
+                raise ValueError(f"run_dirs has {len(run_dirs)} entries for {len(self.agents)} seeds")
+            if len({str(Path(d).absolute()) for d in run_dirs}) != len(run_dirs):
+                raise ValueError("run_dirs must be distinct (one run directory per seed)")
+        type(self.agents[0]).learn_seeds(self, total_steps, callback=callback, run_dirs=run_dirs, progress=progress,
+                                         log_interval=log_interval, total_budget=total_budget, eval_freq=eval_freq,
+                                         n_eval_episodes=n_eval_episodes)
+        return self
+
+    # ---- pieces for the agents' learn_seeds() -------------------------------------------------------------------
+    def refuse(self, condition: bool, what: str) -> None:
+        """ValueError naming an option that a batched run does not support."""
+        if condition:
+            raise ValueError(f"{self.agents[0].algo}: {what} is not supported when training several seeds in one "
+                             "process; train those seeds one at a time")
+
+    def begin_learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], Any] | None,
+                    run_dirs: Sequence[str | Path] | None, progress: bool, log_interval: int,
+                    total_budget: int | None, eval_freq: int, n_eval_episodes: int) -> SeedRuns:
+        """Each seed's begin_learn() (its run directory locked and opened, its budget); SeedRuns drives them."""
+        runs: list[LearnRun] = []
+        try:
+            for k, agent in enumerate(self.agents):
+                runs.append(begin_learn(agent, total_steps, None if run_dirs is None else run_dirs[k],
+                                        progress and k == 0, log_interval, callback, total_budget, eval_freq,
+                                        n_eval_episodes))
+                runs[-1].logger.console = runs[-1].logger.console and k == 0  # one console summary: seed 0's
+        except BaseException:
+            for run in reversed(runs):
+                run.close()
+            raise
+        return SeedRuns(self, runs)
+
+    def action_noise(self, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The noise the K actors' sample_actions draw for n observations each, [K, n, A] (the logits' or the
+        means' shape), each seed's from its own stream; written into `out` when given."""
+        actor = self.agents[0].actor
+        kind = getattr(actor, "noise_kind", None)
+        if kind not in ("uniform", "normal"):
+            raise ValueError(f"{type(actor).__name__} cannot take its sampling noise from outside (noise_kind)")
+        out = self.action_noise_buffer(n) if out is None else out
+        return self.streams.fill_uniform_(out) if kind == "uniform" else self.streams.fill_normal_(out)
+
+    def action_noise_buffer(self, n: int) -> torch.Tensor:
+        """An (undrawn) tensor of action_noise()'s shape and dtype."""
+        dtype = next(self.agents[0].actor.parameters()).dtype
+        return torch.empty((len(self.agents), n, action_dim(self.agents[0].action_space)), dtype=dtype,
+                           device=self.device)
+
+    def sample_actions(self, nets: SeedNets, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The K actors' stochastic actions [K, N, ...] for observations [K, N, ...], each seed's noise from its own
+        stream (the draw its lone run's actor.sample_actions takes from the global generator)."""
+        noise = self.action_noise(obs.shape[1]) if noise is None else noise
+        return nets.call(lambda m, o, u: m.actor.sample_actions(o, u), obs, noise, uses=("actor",))
+
+    def generators(self) -> list[torch.Generator]:
+        """The generators the batch's steps draw from, to register with their CUDA graphs: each seed's stream (or
+        the shared one) and, with exact streams, each seed's torch env's."""
+        if not self.streams.exact:
+            return [self.streams.shared]  # type: ignore[list-item]
+        envs = [a.env.generator for a in self.agents if getattr(a, "env", None) is not None
+                and getattr(a.collector, "tensor_env", False)]
+        return [*self.streams.gens, *envs]
+
+    def collect(self, nets: SeedNets, rollouts: Rollout) -> None:
+        """One rollout per seed into each agent's buffer (`rollouts`: the stacked buffers, stack_rollouts), in
+        lockstep: one batched policy forward per step; Gymnasium envs step seed by seed (rollout.collect_lockstep),
+        torch envs all at once (SeedTorchEnvs)."""
+        if self.agents[0].collector.tensor_env:
+            if self._torch_envs is None:
+                self._torch_envs = SeedTorchEnvs(self)
+            self._torch_envs.collect(nets, rollouts)
+        else:
+            collect_lockstep([a.collector for a in self.agents], [a.buffer for a in self.agents],
+                             lambda obs: self.sample_actions(nets, obs))
+
+
+def _check_batchable(agent_cls: Any) -> None:
+    if not callable(getattr(agent_cls, "learn_seeds", None)):
+        name = getattr(agent_cls, "algo", getattr(agent_cls, "__name__", repr(agent_cls)))
+        raise ValueError(f"{name} cannot train several seeds in one process (it has no learn_seeds)")
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    out = list(seeds)
+    if not out:
+        raise ValueError("SeedBatch needs at least one seed")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in out):
+        raise ValueError(f"seeds must be non-negative integers, got {out!r:.80}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds must be distinct, got {out!r:.80}")
+    return out

@@ -1,0 +1,375 @@
+"""Many seeds in one process (rlkit.core.seeds): seed k of a batch trains exactly as seed k alone (float64, every
+parameter within 1e-6 after 50 updates, for A2C, TRPO, REINFORCE and DDPG); each seed writes the run directory,
+logs and checkpoints a lone run writes, and its checkpoint loads as one agent; a batch resumes exactly; the CLI's
+and the bench's --seeds-per-process, and their one-line errors."""
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import rlkit
+from rlkit import A2C, DDPG, QAC, REINFORCE, TRPO, SeedBatch
+from rlkit.cli import main
+
+SEEDS = [1, 2]
+CASES = {  # (class, env, config, environment steps for 50 updates)
+    "a2c": (A2C, "CartPole-v1", dict(n_envs=2, n_steps=4, hidden_sizes=(16,), normalize_obs=True, ent_coef=0.01,
+                                     lr_schedule="linear", normalize_reward=True), 50 * 8),
+    "trpo": (TRPO, "CartPole-v1", dict(n_envs=2, n_steps=6, hidden_sizes=(8,), batch_size=12, n_critic_updates=1,
+                                       fvp_subsample=0.5, normalize_obs=True, cg_max_steps=4,
+                                       line_search_max_iter=3), 50 * 12),
+    "reinforce": (REINFORCE, "Pendulum-v1", dict(n_envs=2, n_steps=4, hidden_sizes=(16,), normalize_obs=True,
+                                                 vf_iters=2, ent_coef=0.01), 50 * 8),
+    "ddpg": (DDPG, "Pendulum-v1", dict(n_envs=2, hidden_sizes=(16, 16), batch_size=16, learning_starts=8,
+                                       buffer_size=500, noise_type="ornstein_uhlenbeck", policy_delay=2,
+                                       normalize_obs=True), (50 + 4) * 2),
+}
+
+
+@pytest.fixture
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def tensors(agent):
+    """Every tensor of an agent's state: parameters, target networks, optimiser moments, normaliser statistics."""
+    out = {}
+
+    def walk(prefix, v):
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            out[prefix] = v
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}", x)
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(f"{prefix}.{i}", x)
+    walk("", agent.state_dict())
+    return out
+
+
+@pytest.mark.parametrize("algo", list(CASES))
+def test_seed_k_of_a_batch_equals_seed_k_trained_alone(algo, float64):
+    cls, env, cfg, steps = CASES[algo]
+    batch = SeedBatch(cls, env, SEEDS, device="cpu", **cfg).learn(steps, progress=False)
+    alone = cls(env, seed=SEEDS[1], device="cpu", **cfg).learn(steps, progress=False)
+    mine = batch.agents[1]
+    assert mine.n_updates == alone.n_updates >= 50 and mine.num_timesteps == alone.num_timesteps
+    assert next(mine.actor.parameters()).dtype == torch.float64
+    a, b = tensors(alone), tensors(mine)
+    assert a.keys() == b.keys() and len(a) >= 8
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= 1e-6, worst
+    # the two seeds of the batch are different runs, not copies
+    other = tensors(batch.agents[0])
+    assert max((other[k] - b[k]).abs().max().item() for k in a) > 1e-3
+    assert mine.collector.episode_stats() == alone.collector.episode_stats()
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_each_seed_writes_a_lone_runs_directory_and_its_checkpoint_loads_as_one_agent(tmp_path):
+    cfg = dict(n_envs=2, n_steps=8, hidden_sizes=(16,), checkpoint_interval=64)
+    batch = SeedBatch(A2C, "CartPole-v1", SEEDS, device="cpu", **cfg)
+    dirs = [tmp_path / f"seed{s}" for s in SEEDS]
+    batch.learn(256, run_dirs=dirs, progress=False, log_interval=64)
+    alone = A2C("CartPole-v1", seed=SEEDS[1], device="cpu", **cfg)
+    alone.learn(256, run_dir=tmp_path / "alone", progress=False, log_interval=64)
+    lone_files = sorted(p.name for p in (tmp_path / "alone").rglob("*") if "tfevents" not in p.name)
+    for k, d in enumerate(dirs):
+        assert sorted(p.name for p in d.rglob("*") if "tfevents" not in p.name) == lone_files
+        assert list(d.glob("events.out.tfevents.*"))
+        assert json.loads((d / "config.json").read_text())["seed"] == SEEDS[k]
+    mine, lone = _rows(dirs[1] / "progress.csv"), _rows(tmp_path / "alone" / "progress.csv")
+    assert list(mine[0]) == list(lone[0]) and [r["step"] for r in mine] == [r["step"] for r in lone]
+    for m, r in zip(mine, lone):
+        for key in r:
+            if key != "time/sps":
+                assert float(m[key]) == pytest.approx(float(r[key]), rel=1e-4, abs=1e-6), key
+    # seed k's checkpoint is one agent: it loads as such, holds seed k's state only, and acts as the batch's seed k
+    for k, d in enumerate(dirs):
+        path = d / "checkpoints" / "final.pt"
+        loaded = rlkit.load_agent(str(path), device="cpu")
+        assert isinstance(loaded, A2C) and loaded.seed == SEEDS[k] and loaded.num_timesteps == 256
+        assert A2C.load(path, device="cpu").n_updates == batch.agents[k].n_updates
+        assert torch.equal(loaded.flat.param, batch.agents[k].flat.param)
+        obs = np.random.default_rng(k).normal(size=(16, 4)).astype(np.float32)
+        assert np.array_equal(loaded.act(obs, deterministic=True), batch.agents[k].act(obs, deterministic=True))
+        assert np.allclose(loaded.value(obs), batch.agents[k].value(obs))
+        assert path.stat().st_size < 1.2 * (tmp_path / "alone" / "checkpoints" / "final.pt").stat().st_size
+    assert sorted(p.name for p in (dirs[0] / "checkpoints").glob("step_*.pt")) == ["step_128.pt", "step_192.pt",
+                                                                                  "step_256.pt"]
+
+
+def test_a_batch_resumed_from_its_checkpoints_continues_exactly(tmp_path, float64):
+    cfg = dict(n_envs=2, n_steps=4, hidden_sizes=(16,), lr_schedule="linear", checkpoint_interval=40)
+    whole = SeedBatch(A2C, "CartPole-v1", SEEDS, device="cpu", **cfg).learn(80, progress=False)
+    first = SeedBatch(A2C, "CartPole-v1", SEEDS, device="cpu", **cfg)
+    dirs = [tmp_path / f"seed{s}" for s in SEEDS]
+    first.learn(40, run_dirs=dirs, progress=False, total_budget=80)
+    again = SeedBatch.load(A2C, [d / "checkpoints" / "final.pt" for d in dirs], env="CartPole-v1", device="cpu",
+                           restore_env=True)
+    assert again.seeds == SEEDS and again.agents[0].num_timesteps == 40
+    again.learn(40, run_dirs=dirs, progress=False)
+    for a, b in zip(whole.agents, again.agents):
+        assert torch.equal(a.flat.param, b.flat.param)
+    assert [r["step"] for r in _rows(dirs[0] / "progress.csv")] == ["40", "80"]
+
+
+def test_bad_batches_are_refused_with_one_line():
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match="qac cannot train several seeds in one process"):
+        SeedBatch(QAC, "CartPole-v1", SEEDS)
+    with pytest.raises(ValueError, match="not a CartPoleEnv instance"):
+        SeedBatch(A2C, gym.make("CartPole-v1").unwrapped, SEEDS)
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        SeedBatch(A2C, "CartPole-v1", [3, 3])
+    with pytest.raises(ValueError, match="pass policy= as a factory"):
+        SeedBatch(A2C, "CartPole-v1", SEEDS, policy=nn.Linear(4, 2))
+    class MultiEnv(gym.Env):
+        observation_space, action_space = gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.MultiDiscrete([2, 3])
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(3, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(3, np.float32), 0.0, False, False, {}
+
+    with pytest.raises(ValueError, match=r"MultiDiscrete\(\[2 3\]\) actions cannot be trained as several seeds"):
+        SeedBatch(A2C, MultiEnv, SEEDS, device="cpu", n_envs=1, n_steps=2)
+    batch = SeedBatch(A2C, "Pendulum-v1", SEEDS, device="cpu", use_sde=True, n_envs=1, n_steps=4)
+    with pytest.raises(ValueError, match="use_sde .gSDE. is not supported when training several seeds"):
+        batch.learn(8, progress=False)
+    with pytest.raises(ValueError, match="run_dirs has 1 entries for 2 seeds"):
+        batch.learn(8, run_dirs=["x"], progress=False)
+    batch = SeedBatch(A2C, "CartPole-v1", SEEDS, device="cpu", n_envs=1, n_steps=4)
+    batch.agents[1].learn(8, progress=False)  # one seed trained alone in between: no longer in lockstep
+    with pytest.raises(ValueError, match="the seeds' agents are at different steps .0, 8."):
+        batch.learn(8, progress=False)
+
+
+def test_custom_network_factories_and_a_shared_trunk_run_batched(float64):
+    def policy(in_dim, out_dim):
+        return nn.Sequential(nn.Linear(in_dim, 8), nn.Tanh(), nn.Linear(8, out_dim))
+
+    for kw in (dict(policy=policy), dict(shared_trunk=True)):
+        cfg = dict(n_envs=2, n_steps=4, hidden_sizes=(8, 8), device="cpu", **kw)
+        batch = SeedBatch(A2C, "CartPole-v1", SEEDS, **cfg).learn(40, progress=False)
+        alone = A2C("CartPole-v1", seed=SEEDS[0], **cfg).learn(40, progress=False)
+        assert (batch.agents[0].flat.param - alone.flat.param).abs().max().item() <= 1e-9
+
+
+# ---- the command line ----------------------------------------------------------------------------------------------
+TRAIN = ["train", "a2c", "CartPole-v1", "--device", "cpu", "--no-progress", "--eval-episodes", "1", "--set",
+         "n_steps=8", "--n-envs", "2", "--no-preset"]
+
+
+def test_cli_trains_seeds_in_one_process_and_resumes_them(tmp_path, capsys):
+    template = str(tmp_path / "s{seed}")
+    assert main([*TRAIN, "--steps", "64", "--seeds", "3-4", "--seeds-per-process", "2", "--run-dir", template,
+                 "--set", "checkpoint_interval=32"]) == 0
+    err = capsys.readouterr().err
+    assert "seeds 3, 4 in one process" in err
+    for s in (3, 4):
+        result = json.loads((tmp_path / f"s{s}" / "result.json").read_text())
+        assert result["seed"] == s and result["steps"] == 64 and "mean_return" in result
+    assert main([*TRAIN, "--steps", "96", "--seeds", "3,4", "--seeds-per-process", "2", "--resume", template]) == 0
+    err = capsys.readouterr().err
+    assert "resuming at step 64 to 96" in err
+    for s in (3, 4):
+        assert json.loads((tmp_path / f"s{s}" / "result.json").read_text())["steps"] == 96
+        assert [r["step"] for r in _rows(tmp_path / f"s{s}" / "progress.csv")] == ["64", "96"]
+    # without --seeds-per-process the seeds train one after another, each in its own run directory
+    assert main([*TRAIN, "--steps", "16", "--seeds", "2", "--run-dir", str(tmp_path / "one{seed}")]) == 0
+    assert (tmp_path / "one0" / "result.json").exists() and (tmp_path / "one1" / "result.json").exists()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--seeds", "0,1", "--seeds-per-process", "0"], "--seeds-per-process must be >= 1, got 0"),
+    (["--seeds", "0,1", "--seeds-per-process", "3"], "--seeds-per-process 3 is more than the 2 seeds given"),
+    (["--seed", "0", "--seeds-per-process", "2"], "--seeds-per-process 2 is more than the 1 seed given"),
+    (["--seed", "0", "--seeds", "0,1"], "give --seed or --seeds, not both"),
+    (["--seeds", "0,1", "--run-dir", "somewhere"], "--run-dir must contain {seed} when training several seeds"),
+    (["--seeds", "3-1"], "--seeds must be a count, a comma-separated list of integers or ranges like 0-7"),
+])
+def test_cli_bad_seed_options_are_one_line_exit_2(extra, needle, capsys):
+    assert main([*TRAIN, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_cli_refuses_seeds_per_process_for_an_agent_without_it(capsys):
+    assert main(["train", "qac", "CartPole-v1", "--seeds", "0,1", "--seeds-per-process", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("rlkit: error: qac cannot train several seeds in one process; --seeds-per-process > 1 supports "
+                   "reinforce, a2c, trpo, ddpg")
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--algos", "a2c", "--seeds", "0,1", "--seeds-per-process", "0"], "--seeds-per-process must be >= 1, got 0"),
+    (["--algos", "a2c", "--seeds", "0,1", "--seeds-per-process", "3"], "is more than the 2 seeds of the grid"),
+    (["--algos", "a2c,qac", "--seeds", "0,1", "--seeds-per-process", "2"], "qac cannot train several seeds"),
+])
+def test_bench_bad_seeds_per_process_is_one_line_exit_2(extra, needle, tmp_path, capsys):
+    assert main(["bench", "--envs", "CartPole-v1", "--out", str(tmp_path / "g"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "g").exists()
+
+
+def test_bench_seeds_per_process_writes_the_runs_and_manifest_rows_of_separate_runs(tmp_path, capsys):
+    out = tmp_path / "grid"
+    # seeds 0 and 1 were trained together and "killed" after their periodic checkpoint at step 64 (no final.pt,
+    # no result.json): the bench resumes them together; seeds 2 and 3 are new: another process trains them.
+    killed = SeedBatch(REINFORCE, "CartPole-v1", [0, 1], device="cpu", n_steps=16, n_envs=2, checkpoint_interval=64)
+    killed.learn(64, run_dirs=[out / "CartPole-v1" / "reinforce" / f"seed{s}" for s in (0, 1)], progress=False,
+                 total_budget=128)
+    for s in (0, 1):
+        (out / "CartPole-v1" / "reinforce" / f"seed{s}" / "checkpoints" / "final.pt").unlink()
+    argv = ["bench", "--algos", "reinforce", "--envs", "CartPole-v1", "--seeds", "4", "--out", str(out),
+            "--steps", "128", "--eval-episodes", "1", "--set", "n_steps=16", "--set", "n_envs=2", "--jobs", "2",
+            "--seeds-per-process", "2"]
+    assert main(argv) == 0
+    assert "4 runs (0 finished, 2 to resume, 0 running elsewhere)" in capsys.readouterr().err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["grid"]["seeds_per_process"] == 2
+    rows = m["runs"]
+    assert sorted(rows) == [f"CartPole-v1/reinforce/seed{s}" for s in range(4)]
+    keys = {"algo", "attempts", "command", "config", "device", "ended_at", "env_id", "git_revision", "host",
+            "mean_return", "resume_from", "returncode", "run_dir", "seed", "started_at", "status", "std_return",
+            "steps", "versions", "wall_time_s"}  # what a separate run's row holds
+    for s in range(4):
+        row = rows[f"CartPole-v1/reinforce/seed{s}"]
+        assert set(row) == keys and row["status"] == "finished" and row["seed"] == s and row["steps"] == 128
+        assert row["config"]["seed"] == s and row["run_dir"] == f"CartPole-v1/reinforce/seed{s}"
+        pair = "0,1" if s < 2 else "2,3"
+        assert f"--seeds {pair} --seeds-per-process 2" in row["command"]
+        template = shlex.quote(str(out / "CartPole-v1/reinforce/seed{seed}"))
+        assert row["command"].endswith(f"--resume {template}") == (s < 2)
+        run = out / row["run_dir"]
+        assert (run / "stdout.log").read_text().startswith("=== ")
+        assert (run / "checkpoints" / "final.pt").exists() and (run / "result.json").exists()
+        steps = [r["step"] for r in _rows(run / "progress.csv")]
+        assert len(steps) == len(set(steps)) and steps[-1] == "128"
+    assert sorted(r["seed"] for r in json.loads((out / "results.json").read_text())) == [0, 1, 2, 3]
+
+
+def test_torch_env_seeds_step_as_one_and_equal_their_lone_runs(float64):
+    cfg = dict(n_envs=4, n_steps=5, hidden_sizes=(16,), env_backend="torch", device="cpu")
+    batch = SeedBatch(A2C, "CartPole-v1", SEEDS, **cfg).learn(50 * 20, progress=False)
+    alone = A2C("CartPole-v1", seed=SEEDS[1], **cfg).learn(50 * 20, progress=False)
+    mine = batch.agents[1]
+    assert (mine.flat.param - alone.flat.param).abs().max().item() <= 1e-6
+    assert torch.equal(mine.env.state, alone.env.state) and torch.equal(mine.env.elapsed, alone.env.elapsed)
+    assert mine.collector.episode_stats() == alone.collector.episode_stats() != {}
+    assert mine.collector.state_dict() == alone.collector.state_dict()
+    # shared streams: one draw for all seeds; the seeds still differ and the batch is reproducible
+    one = SeedBatch(A2C, "CartPole-v1", SEEDS, exact=False, **cfg).learn(200, progress=False)
+    two = SeedBatch(A2C, "CartPole-v1", SEEDS, exact=False, **cfg).learn(200, progress=False)
+    assert torch.equal(one.agents[1].flat.param, two.agents[1].flat.param)
+    assert not torch.equal(one.agents[0].flat.param, one.agents[1].flat.param)
+
+
+def _graph_ready_on_the_cpu(monkeypatch):
+    """The graph-ready configuration (capturable optimisers, steps as GraphedSteps) on the CPU, each 'replay'
+    rerunning the captured step: what a replayed CUDA graph computes, provided the steps keep their state in
+    tensors updated in place (tests/agents/test_on_device.py checks that for one agent)."""
+    from rlkit.core import agent_io
+    from rlkit.core.device import GraphedStep
+
+    class ReplayByRerun:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def replay(self):
+            self.fn()
+
+    def capture(self):
+        out = self.fn()
+        self.graph, self.out = ReplayByRerun(self.fn), out
+        return out
+
+    monkeypatch.setattr(agent_io, "cuda_graphs", lambda *a, **k: (True, "graph-ready on the CPU (test)"))
+    monkeypatch.setattr(GraphedStep, "_capture_and_replay", capture)
+
+
+def test_the_graph_ready_batch_equals_its_lone_runs(monkeypatch, float64):
+    _graph_ready_on_the_cpu(monkeypatch)
+    cfg = dict(n_envs=4, n_steps=5, hidden_sizes=(16,), env_backend="torch", normalize_obs=True, lr_schedule="linear",
+               device="cpu")
+    batch = SeedBatch(A2C, "CartPole-v1", SEEDS, **cfg)
+    assert batch.agents[0].cuda_graphs and batch.agents[0].optimizer.capturable
+    batch.learn(20 * 20, progress=False)
+    alone = A2C("CartPole-v1", seed=SEEDS[1], **cfg).learn(20 * 20, progress=False)
+    x, y = tensors(alone), tensors(batch.agents[1])
+    assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-6
+    assert alone.collector.episode_stats() == batch.agents[1].collector.episode_stats()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("algo", ["ddpg", "a2c_torch_env"])
+def test_cuda_graphed_batches_equal_eager_batches(algo):
+    if algo == "ddpg":
+        cls, env = DDPG, "Pendulum-v1"
+        cfg, steps = dict(n_envs=2, hidden_sizes=(64, 64), batch_size=64, learning_starts=32, buffer_size=2000), 400
+    else:
+        cls, env = A2C, "CartPole-v1"
+        cfg, steps = dict(n_envs=16, n_steps=5, env_backend="torch"), 16 * 5 * 40
+    graphed = SeedBatch(cls, env, SEEDS, device="cuda", **cfg).learn(steps, progress=False)
+    off = {"use_cuda_graph": False} if cls is DDPG else {"cuda_graphs": False}
+    eager = SeedBatch(cls, env, SEEDS, device="cuda", **off, **cfg).learn(steps, progress=False)
+    alone = cls(env, seed=SEEDS[1], device="cuda", **cfg).learn(steps, progress=False)
+    for a, b in zip(eager.agents, graphed.agents):
+        x, y = tensors(a), tensors(b)
+        assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-4
+    x, y = tensors(alone), tensors(graphed.agents[1])
+    assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-3
+
+
+def test_sigint_stops_every_seed_with_a_checkpoint_and_restores_the_handlers(tmp_path):
+    import os
+    import signal
+
+    from rlkit.core.rundir import TrainingInterrupted
+
+    before = signal.getsignal(signal.SIGINT)
+    sent = []
+
+    def interrupt_once(agent, metrics):
+        if not sent:
+            sent.append(agent.seed)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    batch = SeedBatch(A2C, "CartPole-v1", SEEDS, device="cpu", n_envs=2, n_steps=8, hidden_sizes=(8,))
+    dirs = [tmp_path / f"seed{s}" for s in SEEDS]
+    with pytest.raises(TrainingInterrupted) as e:
+        batch.learn(10_000, run_dirs=dirs, progress=False, log_interval=32, callback=interrupt_once)
+    assert e.value.step == 32 and signal.getsignal(signal.SIGINT) == before
+    for d, agent in zip(dirs, batch.agents):
+        assert (d / "checkpoints" / "step_32.pt").exists() and agent.num_timesteps == 32
+
+
+def test_a_non_finite_loss_of_one_seed_is_named_with_its_first_step():
+    from rlkit.core.rollout import NonFiniteError
+
+    batch = SeedBatch(A2C, "CartPole-v1", SEEDS, device="cpu", n_envs=4, n_steps=5, hidden_sizes=(8,),
+                      env_backend="torch")
+    with torch.no_grad():
+        next(batch.agents[1].critic.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"a2c: non-finite .*first in the update at environment step 20 "
+                                             r"\(found at the log of step 100\)"):
+        batch.learn(100, progress=False, log_interval=10**9)
