@@ -217,8 +217,8 @@ def trpo_targets(critic: torch.nn.Module, b: Rollout, cfg: TRPOConfig
     return adv, returns, values.reshape(-1)
 
 
-def functional_policy_step(dist: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]], actor: Any,
-                           theta: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor,
+def functional_policy_step(dist: Callable[[torch.Tensor, Obs], tuple[torch.Tensor, ...]], actor: Any,
+                           theta: torch.Tensor, obs: Obs, actions: torch.Tensor, adv: torch.Tensor,
                            fisher_idx: torch.Tensor | None, cfg: TRPOConfig
                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """TRPO.policy_step on flat policy parameters theta, differentiated with torch.func so that it also runs under
@@ -232,7 +232,7 @@ def functional_policy_step(dist: Callable[[torch.Tensor, torch.Tensor], tuple[to
         return surrogate(actor.log_prob_from_params(dist(th, obs), actions), logp_old, adv)
 
     g, surr_old = torch.func.grad_and_value(surr_fn)(theta)
-    obs_f = obs if fisher_idx is None else obs[fisher_idx]
+    obs_f = obs if fisher_idx is None else obs_index(obs, fisher_idx)
     old_f = old if fisher_idx is None else tuple(p.detach() for p in dist(theta, obs_f))
     _, fisher = torch.func.vjp(torch.func.grad(lambda th: actor.kl(old_f, dist(th, obs_f)).mean()), theta)
     step, valid = natural_step(g, lambda v: fisher(v)[0] + cfg.cg_damping * v,  # (F + damping I) v

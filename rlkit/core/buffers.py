@@ -108,8 +108,8 @@ class Rollout(NamedTuple):
     last_obs: Obs
 
     @staticmethod
-    def flat(x: Obs) -> Obs:
-        """[T, N, ...] -> [T * N, ...] (key by key for a dict of observations)."""
+    def flat(x: Any) -> Any:
+        """[T, N, ...] -> [T * N, ...] (every tensor of a dict observation)."""
         return obs_map(lambda t: t.reshape(-1, *t.shape[2:]), x)
 
 

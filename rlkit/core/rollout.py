@@ -47,11 +47,11 @@ def check_finite_env(obs: np.ndarray, rewards: np.ndarray, step: int, final_obs:
         bad = np.flatnonzero(~np.isfinite(rewards))
         raise NonFiniteError(f"environment returned a non-finite reward {rewards[bad[0]]} "
                              f"(sub-env {bad[0]}) at environment step {step}")
-    for key, part in (obs.items() if isinstance(obs, dict) else ((None, obs),)):  # a dict: every key
-        if part.dtype.kind == "f" and not np.isfinite(part).all():  # uint8 images cannot be non-finite
-            env_i = int(np.argwhere(~np.isfinite(part.reshape(part.shape[0], -1)))[0, 0])
-            raise NonFiniteError(f"environment returned a non-finite observation{_key_note(key)} (sub-env {env_i}) "
-                                 f"at environment step {step}")
+    if isinstance(obs, dict):  # a Dict observation: every key
+        for key, part in obs.items():
+            _check_finite_obs(part, step, f" (key {key!r})")
+    elif obs.dtype.kind == "f" and not np.isfinite(obs).all():  # uint8 images cannot be non-finite
+        _check_finite_obs(obs, step, "")
     if final_obs is None:
         return
     ended = range(len(final_obs)) if done is None else np.flatnonzero(done)
@@ -70,6 +70,13 @@ def _key_note(key: str | None) -> str:
     return "" if key is None else f" (key {key!r})"
 
 
+def _check_finite_obs(obs: np.ndarray, step: int, where: str) -> None:
+    if obs.dtype.kind == "f" and not np.isfinite(obs).all():
+        env_i = int(np.argwhere(~np.isfinite(obs.reshape(obs.shape[0], -1)))[0, 0])
+        raise NonFiniteError(f"environment returned a non-finite observation{where} (sub-env {env_i}) "
+                             f"at environment step {step}")
+
+
 def check_finite_metrics(algo: str, values: dict[str, float], step: int) -> None:
     """Stop training with a clear error when a loss went NaN/inf (before anything is checkpointed)."""
     bad = [k for k, v in values.items() if k.startswith("train/loss") and not np.isfinite(v)]
@@ -78,6 +85,9 @@ def check_finite_metrics(algo: str, values: dict[str, float], step: int) -> None
                              "training stopped (the last saved checkpoint is untouched)")
 
 
+def obs_shapes(obs: Any) -> Any:
+    """The shape of an observation batch, or {key: shape} for a dict of them."""
+    return obs_map(lambda x: tuple(np.shape(x)), obs)
 def record_first_bad(record: torch.Tensor, bad: torch.Tensor, steps: torch.Tensor, sub_env: torch.Tensor,
                      none: int) -> None:
     """The tensor path's first-non-finite record, in place and on the device: record <- min(record, the key
@@ -108,11 +118,6 @@ def record_episodes(ep_return: torch.Tensor, ep_length: torch.Tensor, ring_retur
     episodes += count.squeeze(-1)
     ep_return.masked_fill_(done, 0.0)
     ep_length.masked_fill_(done, 0)
-
-
-def obs_shapes(obs: Any) -> Any:
-    """The shape of an observation batch, or {key: shape} for a dict of them."""
-    return obs_map(lambda x: tuple(np.shape(x)), obs)
 
 
 class StepResult(NamedTuple):

@@ -507,9 +507,10 @@ class SeedBatch:
         if not (isinstance(env, str) or callable(env)) or isinstance(env, nn.Module):
             raise ValueError(f"SeedBatch builds one set of envs per seed: pass an env id or a callable that builds a "
                              f"fresh env, not a {type(env).__name__} instance")
-        for role in ("policy", "critic"):
+        for role in ("policy", "critic", "encoder"):
             if isinstance(kwargs.get(role), nn.Module):
-                raise ValueError(f"SeedBatch: pass {role}= as a factory f(in_dim, out_dim), not a module instance, so "
+                factory = "f(observation_space)" if role == "encoder" else "f(in_dim, out_dim)"
+                raise ValueError(f"SeedBatch: pass {role}= as a factory {factory}, not a module instance, so "
                                  "that every seed builds (and initialises) its own network")
         self._build([lambda s=s: agent_cls(env, seed=s, **kwargs) for s in seeds], exact)
 
@@ -549,6 +550,9 @@ class SeedBatch:
                                      f"{a.num_timesteps:,}); a SeedBatch trains them in lockstep")
             if len({a.seed for a in self.agents}) != len(self.agents):
                 raise ValueError("the seeds of a SeedBatch must be distinct (each writes its own run directory)")
+            if type(first.observation_space).__name__ == "Dict":  # the stacked rollouts hold one tensor per field
+                raise ValueError(f"{first.algo}: Dict observations cannot be trained as several seeds in one process "
+                                 "yet (Box, image and Discrete ones can); train those seeds one at a time")
             actor = getattr(first, "actor", None)
             if callable(getattr(actor, "sample_actions", None)) and getattr(actor, "noise_kind", None) is None:
                 raise ValueError(f"{first.algo}: {first.action_space} actions cannot be trained as several seeds in "

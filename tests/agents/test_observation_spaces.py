@@ -382,3 +382,18 @@ def test_every_agent_learns_from_pixels_and_dicts(algo, kind):
     # (steer a position to the goal) the optimum is about -0.5 and standing still -3.
     bar = {"image_hwc": -1.5, "dict": -2.5}[kind] if algo == "ddpg" else 5.5
     assert ret >= bar, ret
+
+
+def test_several_seeds_in_one_process_take_images_and_refuse_dicts_in_one_line():
+    from rlkit.core.seeds import SeedBatch
+
+    kw = dict(device="cpu", n_envs=2, n_steps=4, hidden_sizes=(16,), cnn_features_dim=16)
+    batch = SeedBatch(get_agent_class("a2c"), ImageEnv, [0, 1], **kw)
+    batch.learn(16, progress=False)
+    lone = get_agent_class("a2c")(ImageEnv, seed=1, **kw).learn(16, progress=False)
+    for p, q in zip(batch.agents[1].actor.parameters(), lone.actor.parameters()):  # seed 1 as if trained alone
+        assert torch.allclose(p, q, atol=1e-4)
+    with pytest.raises(ValueError, match="Dict observations cannot be trained as several seeds in one process"):
+        SeedBatch(get_agent_class("a2c"), GoalDictEnv, [0, 1], **kw)
+    with pytest.raises(ValueError, match=r"pass encoder= as a factory f\(observation_space\), not a module instance"):
+        SeedBatch(get_agent_class("a2c"), ImageEnv, [0, 1], encoder=nn.Identity(), **kw)
