@@ -238,3 +238,22 @@ def test_custom_env_module_env_kwargs_and_log_interval(tmp_path, capsys, monkeyp
     assert rc == 2 and "cannot import module 'no_such_module_xyz'" in err
     rc, err = run_main(["train", "reinforce", "CartPole-v1", "--env-kwargs", "novalue"], capsys)
     assert rc == 2 and "--env-kwargs expects key=value" in err
+
+
+def test_an_env_that_cannot_be_built_is_named_in_one_line_with_exit_2(tmp_path, capsys):
+    """A failure inside the env's construction (bad kwargs here; a missing dependency or a broken rendering
+    library alike) is the env's problem: one line naming the env and the error, exit 2, not an 'internal error'."""
+    rc, err = run_main(["train", "a2c", "CartPole-v1", "--env-kwargs", "no_such_kwarg=1", "--steps", "8",
+                        "--run-dir", str(tmp_path / "run"), "--no-progress"], capsys)
+    assert rc == 2 and "cannot build env CartPole-v1: TypeError" in err and "internal error" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_factory_that_raises_is_reported_as_the_envs_failure():
+    from rlkit.core.envs import EnvBuildError, make_vec_env
+
+    def broken_env():
+        raise AttributeError("'NoneType' object has no attribute 'eglQueryString'")
+
+    with pytest.raises(EnvBuildError, match=r"cannot build env broken_env: AttributeError: 'NoneType'"):
+        make_vec_env(broken_env, 2, seed=0)

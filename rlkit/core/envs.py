@@ -170,6 +170,14 @@ class SameStepSyncVectorEnv(gym.vector.SyncVectorEnv):
 
 def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None, training: bool = False
                 ) -> tuple[Callable[[], gym.Env] | None, str]:
+    """_env_factory, with the callable's failures (a missing dependency, bad env_kwargs, an error in a user's
+    factory) turned into EnvBuildError naming the env (one line, exit status 2 from the CLI)."""
+    factory, env_id = _env_factory(env, env_kwargs, training)
+    return (None if factory is None else _naming_failures(factory, env_id)), env_id
+
+
+def _env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None, training: bool = False
+                 ) -> tuple[Callable[[], gym.Env] | None, str]:
     """Return (a callable that builds one env, an id to name runs) for an id, a callable or an Env instance.
 
     An Atari id gets rlkit's Atari preprocessing (rlkit.core.atari) unless env_kwargs holds
@@ -387,6 +395,25 @@ def make_vec_env(
             raise
     seed_vec_env(venv, seed)
     return venv
+
+
+class EnvBuildError(ValueError):
+    """The env could not be built (a missing dependency, a broken install, an error in a user's factory): a
+    problem with the env, not with rlkit, so the CLI reports it in one line with exit status 2."""
+
+
+def _naming_failures(factory: Callable[[], gym.Env], name: str) -> Callable[[], gym.Env]:
+    """factory, with any exception it raises (other than rlkit's own input errors) turned into EnvBuildError
+    naming the env."""
+    def build() -> gym.Env:
+        try:
+            return factory()
+        except (EnvBuildError, SpaceError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure inside the env's construction is the env's
+            detail = (str(e).strip().splitlines() or [""])[0]
+            raise EnvBuildError(f"cannot build env {name}: {type(e).__name__}: {detail}") from e
+    return build
 
 
 def make_async_vec_env(factory: Callable[[], gym.Env], n_envs: int) -> gym.vector.AsyncVectorEnv:
