@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Run commands on the GPU machine (device tool), from the repo root:
+# Run commands on a GPU machine whose Python lacks some packages, from the repo root:
 #   bash experiments/device_run.sh 'CMD 1' 'CMD 2' ...
 # Installs the carried wheels (.whl/, and .whl-mujoco/ if present) into /tmp/site, prints GPU/torch/gymnasium
 # versions to $OUT/env.txt, then runs each CMD in turn (bash -c), output teed to $OUT/log_N.txt.
-# OUT defaults to ./gpu_out (the device tool sets $OUT to the folder it brings back).
+# OUT defaults to ./gpu_out (set OUT to the folder whose files you want to keep).
 # Exit status: the first nonzero one among the commands, else 0.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"; export OUT

@@ -2,7 +2,7 @@
 # The Box2D/MuJoCo benchmark grids (docs/benchmarks.md) on the 16-core GPU machine, in sittings of at most
 # BUDGET seconds (default 480). Every grid lives in /tmp/grids; at the end the whole of it is packed into
 # $OUT/grids.tgz.part* (results, logs, the newest checkpoint of unfinished runs). To continue in a later sitting,
-# copy those parts into .grids/ here and carry .grids;
+# copy those parts into .grids/ of the checkout on the machine;
 # the same command then resumes every interrupted run from its newest checkpoint and skips finished ones
 # (rlkit bench is idempotent). Runs still going when BUDGET runs out get SIGINT: they write a checkpoint and stop.
 # Usage (repo root; wheels in .whl/ and .whl-mujoco/):
@@ -28,7 +28,7 @@ taskset -c $((${LAST_CORE:-11} + 1))-$((${LAST_CORE:-11} + 3)) bash -c "$(declar
 wait
 for f in "$OUT"/*.log; do echo "== $f"; tail -25 "$f"; done
 find "$G" -name result.json | wc -l
-# What a later sitting needs, split into parts the device tool brings back (16 MiB a file): every run's results and
+# What a later sitting needs, split into parts of at most 15 MiB (easy to copy back): every run's results and
 # logs, and only the newest checkpoint (with its env state) of runs still unfinished.
 (cd "$G" && { find . -type f ! -path '*/checkpoints/*'
   for ck in $(find . -type d -name checkpoints); do

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DDPG on the GPU machine, everything in one device call (carry .whl; the image has torch but not gymnasium):
+# DDPG on a GPU machine in one go (wheels in .whl/ for packages its Python lacks, e.g. gymnasium):
 #   1. the cuda-marked DDPG tests (graph vs eager after 100 updates, while the buffer fills, same seed twice),
 #   2. the side-by-side speed benchmark against SB3 on the GPU (graph; overlap_env_step=False and eager too;
 #      a kernel profile of the update),

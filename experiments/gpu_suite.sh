@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything that needs a CUDA GPU, in one go (for the device tool: carry .whl, see docs/guide.md):
+# Everything that needs a CUDA GPU, in one go (wheels in .whl/ for packages the machine lacks):
 #   the `cuda`-marked tests, then the GPU benchmarks. Logs go to $OUT (or ./gpu_out).
 # The GPU image has torch but not gymnasium: wheels in .whl/ are installed to /tmp/site first.
 set -uo pipefail
