@@ -489,6 +489,17 @@ class SeedRuns:
 
 
 # ---- the entry point ------------------------------------------------------------------------------------------
+def _check_spaces_batchable(first: Any) -> None:
+    """Refuse, in one line, spaces a batch cannot train yet."""
+    if type(first.observation_space).__name__ == "Dict":  # the stacked rollouts hold one tensor per field
+        raise ValueError(f"{first.algo}: Dict observations cannot be trained as several seeds in one process "
+                         "yet (Box, image and Discrete ones can); train those seeds one at a time")
+    actor = getattr(first, "actor", None)
+    if callable(getattr(actor, "sample_actions", None)) and getattr(actor, "noise_kind", None) is None:
+        raise ValueError(f"{first.algo}: {first.action_space} actions cannot be trained as several seeds in "
+                         "one process yet (Discrete and Box can); train those seeds one at a time")
+
+
 class SeedBatch:
     """K agents of one class (seeds[k] each) trained in lockstep in one process by the class's learn_seeds()
     (supported: A2C, TRPO, REINFORCE, DDPG). `agents[k]` is an ordinary agent in every respect (act, evaluate,
@@ -532,6 +543,7 @@ class SeedBatch:
             for make in makers:
                 self.agents.append(make())
                 if len(self.agents) == 1:
+                    _check_spaces_batchable(self.agents[0])  # before the other seeds' agents (and envs) are built
                     self.streams = SeedStreams(self.agents[0].device)
                 self.streams.capture()  # the global RNG as this seed's constructor (or load) left it
             if not exact:
@@ -550,13 +562,6 @@ class SeedBatch:
                                      f"{a.num_timesteps:,}); a SeedBatch trains them in lockstep")
             if len({a.seed for a in self.agents}) != len(self.agents):
                 raise ValueError("the seeds of a SeedBatch must be distinct (each writes its own run directory)")
-            if type(first.observation_space).__name__ == "Dict":  # the stacked rollouts hold one tensor per field
-                raise ValueError(f"{first.algo}: Dict observations cannot be trained as several seeds in one process "
-                                 "yet (Box, image and Discrete ones can); train those seeds one at a time")
-            actor = getattr(first, "actor", None)
-            if callable(getattr(actor, "sample_actions", None)) and getattr(actor, "noise_kind", None) is None:
-                raise ValueError(f"{first.algo}: {first.action_space} actions cannot be trained as several seeds in "
-                                 "one process yet (Discrete and Box can); train those seeds one at a time")
         except BaseException:
             for a in self.agents:
                 if getattr(a, "env", None) is not None:
