@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable
 
 import torch
+from torch_env_speed import timed  # this folder is on sys.path when a script here runs
 
 # Per-algorithm settings (Config fields) for the throughput runs: the 64-64 tanh MLPs of the defaults; short
 # rollouts that keep the batch (n_envs x n_steps) in the range of a real run's updates.
@@ -68,20 +69,7 @@ def env_rate(n_envs: int, graphs: bool, device: torch.device, steps_per_call: in
     actions = torch.randint(0, 2, (n_envs,), device=device, generator=torch.Generator(device=device).manual_seed(0))
     call = GraphedStep(lambda: [env.step(actions) for _ in range(steps_per_call)], graphs, "env steps", warmup=1,
                        generators=[env.generator])
-    sync = _sync(device)
-    for _ in range(3):
-        call()
-    sync()
-    calls, block, t0 = 0, 1, time.perf_counter()
-    while True:
-        for _ in range(block):
-            call()
-        calls += block
-        sync()
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds:
-            return calls * steps_per_call * n_envs / elapsed
-        block = min(block * 2, 256)
+    return timed(call, steps_per_call, n_envs, device, seconds)  # the same clock as experiments/torch_env_speed.py
 
 
 def main() -> None:

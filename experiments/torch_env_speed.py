@@ -32,7 +32,7 @@ def _actions(env: Any, n: int, device: torch.device) -> torch.Tensor:
     return (low + (high - low) * torch.rand(n, 1, generator=g)).to(device)
 
 
-def _timed(call: Callable[[], Any], steps_per_call: int, n: int, device: torch.device, seconds: float) -> float:
+def timed(call: Callable[[], Any], steps_per_call: int, n: int, device: torch.device, seconds: float) -> float:
     """Vector steps x N per second of call(), run for about `seconds` after a warm-up."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(3):
@@ -95,9 +95,9 @@ def main() -> None:
                     actions = _actions(env, n, device)
                     try:
                         if mode == "eager":
-                            rate = _timed(lambda e=env, a=actions: e.step(a), 1, n, device, args.seconds)
+                            rate = timed(lambda e=env, a=actions: e.step(a), 1, n, device, args.seconds)
                         else:
-                            rate = _timed(_graph_call(env, actions, args.graph_steps), args.graph_steps, n, device,
+                            rate = timed(_graph_call(env, actions, args.graph_steps), args.graph_steps, n, device,
                                           args.seconds)
                     except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # one failed capture: say so, go on
                         print(f"{str(device):<7} {env_id:<26} N={n:>9,} {mode:<6} failed: {str(e).splitlines()[0]}")
