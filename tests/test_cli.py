@@ -100,7 +100,7 @@ def run_main(argv, capsys):
 
 @pytest.mark.parametrize("args,needle", [
     (["train", "reinforce", "CartPole-v1", "--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
-    (["train", "a2c", "CartPole-v1", "--set", "hidden_sizes=[]"], "hidden_sizes must name at least one hidden layer"),
+    (["train", "trpo", "CartPole-v1", "--set", "hidden_sizes=[]"], "hidden_sizes must name at least one hidden layer"),
     (["train", "a2c", "CartPole-v1", "--set", "log_std_init=NaN"], "log_std_init must be a finite number"),
     (["train", "a2c", "CartPole-v1", "--set", "n_steps=1000000000"], "GiB on cpu but only"),
     (["train", "ddpg", "Pendulum-v1", "--set", "buffer_size=100000000000"], "GiB on cpu (36 bytes"),

@@ -127,9 +127,15 @@ def _config_class(cls):
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_hidden_sizes_empty_or_absurd_is_refused_for_all(algo):
+    """Empty: refused, except by A2C, whose heads then sit on the encoder's features (not with a shared trunk)."""
     cfg_cls = _config_class(get_agent_class(algo))
-    with pytest.raises(ConfigError, match="at least one hidden layer"):
-        build_config(cfg_cls, hidden_sizes=[])
+    if algo == "a2c":
+        assert build_config(cfg_cls, hidden_sizes=[]).hidden_sizes == ()
+        with pytest.raises(ConfigError, match="shared_trunk needs at least one hidden layer"):
+            build_config(cfg_cls, hidden_sizes=[], shared_trunk=True)
+    else:
+        with pytest.raises(ConfigError, match="at least one hidden layer"):
+            build_config(cfg_cls, hidden_sizes=[])
     with pytest.raises(ConfigError, match="at most"):
         build_config(cfg_cls, hidden_sizes=[10**9])
 

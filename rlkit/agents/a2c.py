@@ -33,7 +33,7 @@ from rlkit.core import agent_io
 from rlkit.core.buffers import Rollout, RolloutBuffer, obs_cat
 from rlkit.core.config import (build_config, check_choice, check_cuda_graphs, check_hidden_sizes, check_nonnegative,
                                check_positive, check_sample_freq, check_unit_interval, preset_config)
-from rlkit.core.config import check_encoder_fields
+from rlkit.core.config import ConfigError, check_encoder_fields
 from rlkit.core.device import GraphedStep, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, SpaceError
 from rlkit.core.losses import policy_gradient_loss
@@ -93,7 +93,9 @@ class A2CConfig:
     lr_schedule: str = "constant"
     """constant, or linear (decays to 0 over the run's total budget)."""
     optimizer: str = "rmsprop"
-    """rmsprop (torch RMSprop with rms_alpha/rms_eps, as Stable-Baselines3) or adam."""
+    """rmsprop (torch RMSprop with rms_alpha/rms_eps, as Stable-Baselines3), rmsprop_tf (TensorFlow's RMSprop:
+    the running average starts at 1 and eps sits inside the root, as SB3's RMSpropTFLike; what rl-zoo3 uses on
+    Atari, where torch's large first steps wreck the CNN) or adam."""
     rms_alpha: float = 0.99
     """RMSprop smoothing constant."""
     rms_eps: float = 1e-5
@@ -103,7 +105,8 @@ class A2CConfig:
     shared_trunk: bool = False
     """One hidden trunk for actor and critic (True) or two separate ones (False, Stable-Baselines3's default)."""
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """Widths of the hidden layers of each trunk."""
+    """Widths of the hidden layers of each trunk; [] puts the policy and value heads straight on the observation
+    encoder's features (with image observations: Stable-Baselines3's CnnPolicy, heads on the CNN's 512)."""
     activation: str = "tanh"
     """Hidden activation: tanh, relu, elu or gelu."""
     log_std_init: float = 0.0
@@ -134,12 +137,15 @@ class A2CConfig:
         check_unit_interval(self, "gamma", "gae_lambda", "rms_alpha")
         check_nonnegative(self, "ent_coef", "vf_coef", "max_grad_norm", "checkpoint_interval", "keep_checkpoints",
                           "torch_threads")
-        check_hidden_sizes(self)
+        if self.shared_trunk and not self.hidden_sizes:
+            raise ConfigError("A2CConfig.shared_trunk needs at least one hidden layer in hidden_sizes (the trunk); "
+                              "hidden_sizes=[] puts both heads on the encoder's features already")
+        check_hidden_sizes(self, allow_empty="the heads sit on the observation encoder's features")
         check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_choice(self, "lr_schedule", ("constant", "linear"))
-        check_choice(self, "optimizer", ("rmsprop", "adam"))
+        check_choice(self, "optimizer", ("rmsprop", "rmsprop_tf", "adam"))
         check_sample_freq(self)
 
 
@@ -254,9 +260,10 @@ class A2C:
         self.cuda_graphs, self.cuda_graphs_reason = agent_io.cuda_graphs(self.algo, cfg, es, self.device)
         # One flat parameter/gradient buffer: the optimiser step and the clip are a few ops, not dozens.
         self.flat = FlatParameters([*self.actor.parameters(), *self.critic.parameters()])
-        if cfg.optimizer == "rmsprop":
+        if cfg.optimizer in ("rmsprop", "rmsprop_tf"):
             self.optimizer: FlatRMSprop | FlatAdam = FlatRMSprop(self.flat.param, cfg.learning_rate, cfg.rms_alpha,
-                                                                 cfg.rms_eps, capturable=self.cuda_graphs)
+                                                                 cfg.rms_eps, capturable=self.cuda_graphs,
+                                                                 tf_like=cfg.optimizer == "rmsprop_tf")
         else:
             self.optimizer = FlatAdam(self.flat.param, cfg.learning_rate, eps=cfg.rms_eps, capturable=self.cuda_graphs)
 

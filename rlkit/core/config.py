@@ -143,15 +143,18 @@ MAX_LAYER_WIDTH = 65_536  # wider hidden layers of an RL MLP are typos that woul
 MAX_HIDDEN_LAYERS = 64
 
 
-def check_hidden_sizes(cfg: Any, name: str = "hidden_sizes") -> None:
-    """At least one hidden layer: an empty tuple would give a linear policy in some agents and an IndexError
-    in others, so it is refused for all of them (a linear model is not what any agent is documented as)."""
+def check_hidden_sizes(cfg: Any, name: str = "hidden_sizes", allow_empty: str = "") -> None:
+    """At least one hidden layer, unless `allow_empty` says what an empty tuple means for this agent (A2C: the
+    heads sit on the encoder's features, as Stable-Baselines3's CnnPolicy). Elsewhere an empty tuple would be a
+    linear model no agent is documented as, so it is refused."""
     v = getattr(cfg, name)
     owner = type(cfg).__name__
     if not isinstance(v, tuple) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in v):
         raise ConfigError(f"{owner}.{name} must be a tuple of positive layer widths, got {v!r}")
-    if not v:
+    if not v and not allow_empty:
         raise ConfigError(f"{owner}.{name} must name at least one hidden layer, e.g. [64, 64]; got []")
+    if not v:
+        return
     if len(v) > MAX_HIDDEN_LAYERS or max(v) > MAX_LAYER_WIDTH:
         raise ConfigError(f"{owner}.{name} allows at most {MAX_HIDDEN_LAYERS} layers of at most "
                           f"{MAX_LAYER_WIDTH:,} units, got {list(v)}")

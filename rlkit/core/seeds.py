@@ -319,7 +319,8 @@ class StackedFlatOptimizer:
         capturable = bool(getattr(first, "capturable", False))
         self.opt: FlatRMSprop | FlatAdam
         if isinstance(first, FlatRMSprop):
-            self.opt = FlatRMSprop(stack.param, lr, group["alpha"], group["eps"], capturable=capturable)
+            self.opt = FlatRMSprop(stack.param, lr, group["alpha"], group["eps"], capturable=capturable,
+                                   tf_like=first.tf_like)
             self.opt.square_avg = stack_tensors_([o.square_avg for o in optimizers])
         elif isinstance(first, FlatAdam):
             if len({o.state_dict()["steps"] for o in optimizers}) != 1:

@@ -239,6 +239,28 @@ def test_flat_rmsprop_equals_torch_rmsprop():
     assert torch.equal(p1, p2) and torch.equal(o1.state[p1]["square_avg"], o2.square_avg)
 
 
+def test_flat_rmsprop_tf_like_follows_tensorflow_rmsprop():
+    """tf_like: TensorFlow's RMSprop (v starts at 1, eps inside the root), written out here as its formula; the
+    first step is about lr * g, not torch's ~10 * lr * sign(g)."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(50, dtype=torch.float64))
+    ref, v = p.detach().clone(), torch.ones(50, dtype=torch.float64)
+    opt = FlatRMSprop(p, 7e-4, 0.99, 1e-5, tf_like=True)
+    for i in range(10):
+        g = torch.randn(50, dtype=torch.float64)
+        p.grad = g.clone()
+        opt.step()
+        v = 0.99 * v + 0.01 * g * g
+        step = 7e-4 * g / torch.sqrt(v + 1e-5)
+        ref -= step
+        if i == 0:
+            assert torch.allclose(step, 7e-4 * g / (0.99 + 0.01 * g * g + 1e-5) ** 0.5)
+            assert (step.abs() < 3 * 7e-4 * g.abs()).all()
+    assert torch.allclose(p.detach(), ref, rtol=0, atol=1e-12) and torch.allclose(opt.square_avg, v)
+    a = A2C("CartPole-v1", seed=0, device="cpu", n_envs=2, n_steps=4, optimizer="rmsprop_tf")
+    assert a.optimizer.tf_like and torch.equal(a.optimizer.square_avg, torch.ones_like(a.optimizer.square_avg))
+
+
 def test_truncation_bootstraps_from_the_true_final_observation():
     """CountingEnv truncates at t = 3 and resets to [0, episode]; V(s) = s[0] makes the bootstrap visible."""
     agent = A2C(lambda: CountingEnv(horizon=3), seed=0, device="cpu", n_envs=1, n_steps=4, gamma=1.0)

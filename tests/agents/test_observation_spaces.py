@@ -17,6 +17,7 @@ from rlkit.core.checkpoint import CheckpointError
 from rlkit.core.envs import SpaceError
 from rlkit.core.networks import FeatureEncoder, ImageScale, ObsEncoder, encoder_input_space
 from rlkit.core.rollout import NonFiniteError
+from rlkit import A2C
 from tests.obs_envs import GoalDictEnv, ImageEnv
 
 ALGOS = ["reinforce", "qac", "a2c", "trpo", "ddpg"]
@@ -397,3 +398,23 @@ def test_several_seeds_in_one_process_take_images_and_refuse_dicts_in_one_line()
         SeedBatch(get_agent_class("a2c"), GoalDictEnv, [0, 1], **kw)
     with pytest.raises(ValueError, match=r"pass encoder= as a factory f\(observation_space\), not a module instance"):
         SeedBatch(get_agent_class("a2c"), ImageEnv, [0, 1], encoder=nn.Identity(), **kw)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_a2c_heads_on_the_cnn_features_as_sb3_cnn_policy(continuous, tmp_path):
+    """A2C hidden_sizes=[] (the "atari" preset): the policy and value heads are single linear layers on the shared
+    CNN's features (Stable-Baselines3's CnnPolicy); it trains with TF-style RMSprop, acts and round-trips."""
+    env = ENVS["image_hwc"] if not continuous else (lambda: ImageEnv(continuous=True))
+    agent = A2C(env, seed=0, device="cpu", hidden_sizes=(), cnn_features_dim=32, optimizer="rmsprop_tf",
+                n_envs=2, n_steps=8, use_sde=continuous)
+    for net in (agent.actor, agent.critic):
+        assert len(net.net.hidden) == 0 and net.net.head.in_features == 32
+    assert agent.actor.encoder is agent.critic.encoder
+    before = [p.detach().clone() for p in agent.actor.encoder.parameters()]
+    agent.learn(64, progress=False)
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.actor.encoder.parameters()))
+    batch = obs_batch_of(agent.observation_space, 3)
+    agent.save(tmp_path / "a.pt")
+    back = rlkit.load_agent(str(tmp_path / "a.pt"), device="cpu")
+    assert back.config.hidden_sizes == () and back.config.optimizer == "rmsprop_tf"
+    assert np.array_equal(agent.act(batch, deterministic=True), back.act(batch, deterministic=True))
