@@ -381,6 +381,9 @@ def test_cuda_graphed_batches_equal_eager_batches(algo):
         assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-4
     x, y = tensors(alone), tensors(graphed.agents[1])
     assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-3
+    if cls is A2C:  # the counter streams advanced inside the graph replays: one block draw per rollout
+        streams = {"action_noise": steps // 16, "env_resets": 1 + steps // 16}
+        assert [a.collector.state_dict()["streams"] for a in (*graphed.agents, *eager.agents, alone)] == [streams] * 5
 
 
 def test_sigint_stops_every_seed_with_a_checkpoint_and_restores_the_handlers(tmp_path):

@@ -209,7 +209,7 @@ class QAC:
         if self._has_next:  # the a_T that the last update bootstrapped from: execute exactly it, once
             self._has_next = False
             return self._next
-        return self.actor.sample_actions(obs, noise)
+        return self.actor.sample_actions(obs) if noise is None else self.actor.sample_actions(obs, noise)
 
     # ---- one update -----------------------------------------------------------------------------------------
     @torch.no_grad()
