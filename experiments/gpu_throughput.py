@@ -67,8 +67,7 @@ def env_rate(n_envs: int, graphs: bool, device: torch.device, steps_per_call: in
 
     env = make_vec_env("CartPole-v1", n_envs, seed=0, backend="torch", device=device)
     actions = torch.randint(0, 2, (n_envs,), device=device, generator=torch.Generator(device=device).manual_seed(0))
-    call = GraphedStep(lambda: [env.step(actions) for _ in range(steps_per_call)], graphs, "env steps", warmup=1,
-                       generators=[env.generator])
+    call = GraphedStep(lambda: [env.step(actions) for _ in range(steps_per_call)], graphs, "env steps", warmup=1)
     return timed(call, steps_per_call, n_envs, device, seconds)  # the same clock as experiments/torch_env_speed.py
 
 

@@ -3,7 +3,8 @@ random actions drawn once. For each device, env, number of sub-envs N and mode:
 
   eager  env.step(actions) from Python, one call per vector step;
   graph  (CUDA only) `--graph-steps` calls of env.step captured once as a CUDA graph and replayed (the state is
-         updated in place and the generator is registered with the graph, so replays continue the episodes).
+         updated in place and the reset draws come from a counter stream whose device counter every replay
+         advances, so replays continue the episodes with fresh reset states).
 
 Prints one line per measurement and writes a JSON list to --out. The issue's target on an H200: >= 1e9
 CartPole steps/s at N = 1M (docs/performance.md, "GPU-native classic control").
@@ -53,9 +54,7 @@ def timed(call: Callable[[], Any], steps_per_call: int, n: int, device: torch.de
 
 def _graph_call(env: Any, actions: torch.Tensor, k: int) -> Callable[[], Any]:
     """Capture k env steps as one CUDA graph; replaying it advances every sub-env by k steps."""
-    graph = torch.cuda.CUDAGraph()
-    if hasattr(graph, "register_generator_state"):
-        graph.register_generator_state(env._gen)  # replays draw fresh reset states, not the captured ones
+    graph = torch.cuda.CUDAGraph()  # the env's counter stream needs no generator registered
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graphs asks

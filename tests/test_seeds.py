@@ -284,6 +284,49 @@ def test_torch_env_seeds_step_as_one_and_equal_their_lone_runs(float64):
     assert not torch.equal(one.agents[0].flat.param, one.agents[1].flat.param)
 
 
+@pytest.mark.parametrize("algo", ["trpo", "reinforce"])
+def test_torch_env_seeds_of_trpo_and_reinforce_equal_their_lone_runs(algo, float64):
+    """Discrete (CartPole: uniform noise) and Box (Pendulum: Box-Muller normal noise) torch envs."""
+    if algo == "trpo":
+        cls, env, cfg = TRPO, "CartPole-v1", dict(n_envs=2, n_steps=6, hidden_sizes=(8,), batch_size=12,
+                                                   n_critic_updates=1, fvp_subsample=0.5, cg_max_steps=4,
+                                                   line_search_max_iter=3)
+    else:
+        cls, env, cfg = REINFORCE, "Pendulum-v1", dict(n_envs=4, n_steps=5, hidden_sizes=(16,), vf_iters=2)
+    steps = 20 * cfg["n_envs"] * cfg["n_steps"]
+    batch = SeedBatch(cls, env, SEEDS, device="cpu", env_backend="torch", **cfg).learn(steps, progress=False)
+    alone = cls(env, seed=SEEDS[1], device="cpu", env_backend="torch", **cfg).learn(steps, progress=False)
+    x, y = tensors(alone), tensors(batch.agents[1])
+    assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-6
+    assert torch.equal(alone.env.state, batch.agents[1].env.state)
+    assert alone.collector.state_dict() == batch.agents[1].collector.state_dict()  # with the streams' counters
+
+
+def test_a_torch_env_rollout_draws_nothing_from_the_global_generator(float64):
+    """Its action noise and reset states come from the agent's counter streams (A2C's update draws nothing)."""
+    cfg = dict(n_envs=4, n_steps=5, hidden_sizes=(16,), env_backend="torch", device="cpu")
+    a, b = A2C("CartPole-v1", seed=3, **cfg), A2C("CartPole-v1", seed=3, **cfg)
+    torch.manual_seed(12345)  # b's global generator is elsewhere than a's
+    a.learn(200, progress=False)
+    b.learn(200, progress=False)
+    assert torch.equal(a.flat.param, b.flat.param) and torch.equal(a.env.state, b.env.state)
+    assert int(a.collector.action_noise_stream.counter) == 200 // 4 and int(a.env.stream.counter) == 1 + 200 // 4
+
+
+def test_a_torch_env_batch_loaded_from_checkpoints_continues_each_seeds_streams(tmp_path):
+    cfg = dict(n_envs=2, n_steps=4, hidden_sizes=(8,), env_backend="torch")
+    whole = SeedBatch(A2C, "CartPole-v1", SEEDS, device="cpu", **cfg).learn(80, progress=False)
+    dirs = [tmp_path / f"seed{s}" for s in SEEDS]
+    SeedBatch(A2C, "CartPole-v1", SEEDS, device="cpu", **cfg).learn(40, run_dirs=dirs, progress=False)
+    again = SeedBatch.load(A2C, [d / "checkpoints" / "final.pt" for d in dirs], env="CartPole-v1", device="cpu",
+                           env_backend="torch")
+    assert [a.collector.state_dict()["streams"] for a in again.agents] == [{"action_noise": 20, "env_resets": 21}] * 2
+    again.learn(40, progress=False)
+    for a, b in zip(whole.agents, again.agents):
+        assert a.collector.state_dict()["streams"] == b.collector.state_dict()["streams"]
+        assert torch.equal(a.collector.action_noise_stream.keys, b.collector.action_noise_stream.keys)
+
+
 def _graph_ready_on_the_cpu(monkeypatch):
     """The graph-ready configuration (capturable optimisers, steps as GraphedSteps) on the CPU, each 'replay'
     rerunning the captured step: what a replayed CUDA graph computes, provided the steps keep their state in
@@ -338,6 +381,9 @@ def test_cuda_graphed_batches_equal_eager_batches(algo):
         assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-4
     x, y = tensors(alone), tensors(graphed.agents[1])
     assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-3
+    if cls is A2C:  # the counter streams advanced inside the graph replays: one block draw per rollout
+        streams = {"action_noise": steps // 16, "env_resets": 1 + steps // 16}
+        assert [a.collector.state_dict()["streams"] for a in (*graphed.agents, *eager.agents, alone)] == [streams] * 5
 
 
 def test_sigint_stops_every_seed_with_a_checkpoint_and_restores_the_handlers(tmp_path):

@@ -338,8 +338,9 @@ class A2C:
         # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph (the
         # diagnostics are then computed on every update); otherwise these are plain calls.
         graphs = self.cuda_graphs
+        noise = agent_io.rollout_noise(self.actor, cfg)  # torch envs: the collector draws it from a counter stream
         collect = GraphedStep(lambda: self.collector.collect(self.buffer, self.actor.sample_actions,
-                                                             self._sde_before_step if cfg.use_sde else None),
+                                                             self._sde_before_step if cfg.use_sde else None, noise),
                               graphs, "A2C rollout", generators=self.collector.generators)
         update = GraphedStep(lambda: self.update(self.buffer, diagnostics=graphs or run.log_due(self)), graphs,
                              "A2C update")

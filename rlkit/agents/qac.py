@@ -205,11 +205,11 @@ class QAC:
         return self.critic(obs, actions if self.discrete else torch.maximum(torch.minimum(actions, self._high),
                                                                            self._low))
 
-    def _rollout_policy(self, obs: torch.Tensor) -> torch.Tensor:
+    def _rollout_policy(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         if self._has_next:  # the a_T that the last update bootstrapped from: execute exactly it, once
             self._has_next = False
             return self._next
-        return self.actor.sample_actions(obs)
+        return self.actor.sample_actions(obs) if noise is None else self.actor.sample_actions(obs, noise)
 
     # ---- one update -----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -281,7 +281,8 @@ class QAC:
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
         # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph
-        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self._rollout_policy),
+        noise = agent_io.rollout_noise(self.actor, cfg)  # torch envs: drawn by the collector (counter stream)
+        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self._rollout_policy, noise=noise),
                               self.cuda_graphs, "QAC rollout", generators=self.collector.generators)
         update = GraphedStep(lambda: self.update(self.buffer), self.cuda_graphs, "QAC update")
         try:

@@ -250,7 +250,8 @@ class REINFORCE:
                                    eval_freq, n_eval_episodes)
         batch = self.config.n_steps * self.collector.n_envs
         # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph
-        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self.actor.sample_actions),
+        noise = agent_io.rollout_noise(self.actor, self.config)  # torch envs: drawn by the collector (counter stream)
+        collect = GraphedStep(lambda: self.collector.collect(self.buffer, self.actor.sample_actions, noise=noise),
                               self.cuda_graphs, "REINFORCE rollout", generators=self.collector.generators)
         update = GraphedStep(lambda: self.update(self.buffer), self.cuda_graphs, "REINFORCE update")
         try:

@@ -404,8 +404,9 @@ class TRPO:
         cfg = self.config
         batch = cfg.n_steps * self.collector.n_envs
         # cuda_graphs: after two eager iterations the rollout and the update each replay as one CUDA graph
+        noise = agent_io.rollout_noise(self.actor, cfg)  # torch envs: the collector draws it from a counter stream
         collect = GraphedStep(lambda: self.collector.collect(self.buffer, self.actor.sample_actions,
-                                                             self._sde_before_step if cfg.use_sde else None),
+                                                             self._sde_before_step if cfg.use_sde else None, noise),
                               self.cuda_graphs, "TRPO rollout", generators=self.collector.generators)
         update = GraphedStep(lambda: self.update(self.buffer), self.cuda_graphs, "TRPO update")
         try:

@@ -46,6 +46,7 @@ class EnvSetup:
     action_space: gym.Space
     n_envs: int
     game_scores: bool = False  # the training envs report whole-game scores in infos (Atari): the collector logs them
+    seed: int | None = None  # the agent's seed: keys the collector's action-noise stream on a torch env
 
 
 def setup_env(
@@ -97,7 +98,7 @@ def setup_env(
         initial_obs = tenv.reset(seed)  # the agent's seed, as a ready Gymnasium VectorEnv is reseeded
         cfg.n_envs = tenv.num_envs
         return EnvSetup(tenv, initial_obs, env_factory(tenv.env_id)[0], tenv.env_id, tenv.single_observation_space,
-                        tenv.single_action_space, tenv.num_envs)
+                        tenv.single_action_space, tenv.num_envs, seed=seed)
     factory, env_id = env_factory(env, env_kwargs) if not isinstance(env, gym.vector.VectorEnv) else env_factory(env)
     if isinstance(env, gym.vector.VectorEnv):
         obs_space, act_space = env.single_observation_space, env.single_action_space
@@ -123,7 +124,17 @@ def make_collector(es: EnvSetup, device: torch.device, cfg: Any) -> RolloutColle
     if normalizer is not None and isinstance(es.venv, TorchVecEnv):
         raise ValueError("normalize_reward is not available with env_backend='torch' yet (the normaliser works on "
                          "the NumPy rewards of Gymnasium's envs); use the Gymnasium backend or scale rewards")
-    return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer, game_scores=es.game_scores)
+    return RolloutCollector(es.venv, device, es.initial_obs, reward_normalizer=normalizer, game_scores=es.game_scores,
+                            seed=es.seed)
+
+
+def rollout_noise(actor: Any, cfg: Any) -> tuple[str, torch.dtype] | None:
+    """What collect(noise=) draws for an on-policy actor on a torch env: (its noise_kind, its parameters' dtype),
+    or None when its sample_actions takes no noise from outside (gSDE, or an actor without noise_kind)."""
+    kind = getattr(actor, "noise_kind", None)
+    if kind is None or getattr(cfg, "use_sde", False):
+        return None
+    return kind, next(actor.parameters()).dtype
 
 
 def cuda_graphs(algo: str, cfg: Any, es: EnvSetup, device: torch.device) -> tuple[bool, str]:

@@ -11,7 +11,11 @@ A TorchVecEnv (rlkit/core/torch_envs.py, env backend "torch") takes the collecto
 semantics: observations, actions, rewards and flags stay tensors on the device, final observations are written
 into buffer.final_obs by masking, and the step counter, episode statistics and non-finite checks live in device
 tensors read in one host transfer only by sync() (episode_stats(), state_dict(); LearnRun reads them together with
-the metrics it logs), so no step waits for the host and a whole rollout can be replayed as a CUDA graph.
+the metrics it logs), so no step waits for the host and a whole rollout can be replayed as a CUDA graph. Its
+random numbers come from counter-based streams (rlkit.core.streams), drawn once per rollout for all its steps:
+the env's reset draws, and the policy's action noise from the collector's own stream, keyed from the agent's
+seed (collect(..., noise=)), so that the seeds of a batch draw as one and each as it would alone
+(rlkit.core.seeds). Their counters are saved in state_dict(): a resumed run continues both streams.
 """
 from __future__ import annotations
 
@@ -26,12 +30,14 @@ import torch
 from rlkit.core.buffers import RolloutBuffer, obs_map
 from rlkit.core.device import to_host
 from rlkit.core.envs import to_env_actions
-from rlkit.core.networks import obs_storage
+from rlkit.core.networks import action_dim, obs_storage
 from rlkit.core.normalize import ReturnNormalizer
 from rlkit.core.errors import NonFiniteError  # noqa: F401  (defined in layer 0 for checkpoint.py; public here)
+from rlkit.core.streams import ACTION_NOISE, CounterStream
 from rlkit.core.torch_envs import TorchVecEnv
 
-Policy = Callable[[torch.Tensor], torch.Tensor]  # observation batch -> action batch (actor.sample_actions)
+Policy = Callable[..., torch.Tensor]  # observation batch (and noise, with collect(noise=)) -> action batch
+Noise = tuple[str, torch.dtype]  # what a policy's sample_actions(obs, noise) takes: ("uniform" | "normal", dtype)
 
 # Per-episode step cap of evaluate_policy for an env without a TimeLimit (an episode that never ends would
 # otherwise hang the final evaluation).
@@ -153,7 +159,7 @@ class RolloutCollector:
 
     def __init__(self, env: gym.vector.VectorEnv | TorchVecEnv, device: torch.device, initial_obs: Any,
                  check_finite: bool = True, reward_normalizer: ReturnNormalizer | None = None,
-                 game_scores: bool = False) -> None:
+                 game_scores: bool = False, seed: int | None = None) -> None:
         self.env = env
         self.game_scores = game_scores
         self.reward_normalizer = reward_normalizer
@@ -179,7 +185,7 @@ class RolloutCollector:
         self.episodes_done = 0
         self.steps_done = 0  # environment steps, summed over sub-envs
         if self.tensor_env:
-            self._init_tensor_path(initial_obs)
+            self._init_tensor_path(initial_obs, seed)
 
     def _as_obs(self, obs: Any) -> Any:
         """An observation batch as NumPy arrays of the storage dtype (a dict of them for a Dict space)."""
@@ -255,18 +261,21 @@ class RolloutCollector:
                 obs_map(lambda x: np.empty(tuple(x.shape), dtype=x.cpu().numpy().dtype), x) for x in tensors)
         return self._stage
 
-    def collect(self, buffer: RolloutBuffer, policy: Policy,
-                before_step: Callable[[int], None] | None = None) -> RolloutBuffer:
+    def collect(self, buffer: RolloutBuffer, policy: Policy, before_step: Callable[[int], None] | None = None,
+                noise: Noise | None = None) -> RolloutBuffer:
         """Fill `buffer` with buffer.n_steps vector steps of `policy` (called under torch.inference_mode() on the
         device's observation batch). Observations, actions, log-probs, rewards and flags are written to NumPy arrays
         (views of a CPU buffer; on another device, host arrays moved once at the end: one transfer per tensor
         instead of one per step); where an episode was truncated, final_obs[t] holds the true final observation.
-        `before_step(t)`, when given, runs before the policy acts at step t (gSDE redraws its noise there)."""
+        `before_step(t)`, when given, runs before the policy acts at step t (gSDE redraws its noise there).
+        `noise` (kind, dtype): on a torch env, the collector draws the policy's noise [N, action_dim] from its own
+        counter stream (action_noise_stream) and calls policy(obs, noise); on Gymnasium envs, and without it, the
+        policy draws its own (policy(obs), torch's global generator)."""
         T, N = buffer.n_steps, buffer.n_envs
         if N != self.n_envs:
             raise ValueError(f"buffer has {N} envs, the vector env has {self.n_envs}")
         if self.tensor_env:
-            return self._collect_tensor(buffer, policy, before_step)
+            return self._collect_tensor(buffer, policy, before_step, noise)
         stage = self._begin_collect(buffer)
         for t in range(T):
             if before_step is not None:
@@ -313,8 +322,11 @@ class RolloutCollector:
     # rollout can run inside a CUDA graph (core.device.GraphedStep). steps_done, the episode statistics and the
     # non-finite checks are kept on the device and read in ONE host transfer by sync() (episode_stats() and
     # state_dict() call it: when logging and checkpointing).
-    def _init_tensor_path(self, initial_obs: Any) -> None:
+    def _init_tensor_path(self, initial_obs: Any, seed: int | None) -> None:
         env, dev, K = self.env, self.device, self.EPISODE_WINDOW
+        # the policy's noise with collect(noise=): one draw of [T, N, action_dim] per rollout, keyed from the seed
+        self.action_noise_stream = CounterStream.seeded(seed, ACTION_NOISE, dev)
+        self.noise_shape = (self.n_envs, action_dim(self.action_space))
         self._obs_t = torch.as_tensor(initial_obs, dtype=torch.float32).to(dev).clone()
         self._low = self._high = None  # Box bounds as tensors on the env's device (the clip of to_env_actions)
         if isinstance(self.action_space, gym.spaces.Box):
@@ -338,8 +350,9 @@ class RolloutCollector:
 
     @property
     def generators(self) -> list[torch.Generator]:
-        """The torch generators a rollout draws from besides torch's default one (a torch env's resets)."""
-        return [self.env.generator] if self.tensor_env else []
+        """The torch generators a rollout draws from besides torch's default one, for a CUDA graph to register:
+        none (a torch env's resets and the action noise are counter streams, which need no registering)."""
+        return []
 
     def _env_actions_tensor(self, actions: torch.Tensor) -> torch.Tensor:
         """Policy output -> what the env takes, on the env's device (the tensor twin of to_env_actions)."""
@@ -354,12 +367,13 @@ class RolloutCollector:
         record_first_bad(record, bad, self._steps_t, self._sub_env, self._NONE)
 
     def _step_tensor(self, env_actions: torch.Tensor, actions: torch.Tensor | None = None,
-                     keep_obs: bool = True) -> StepResult:
+                     keep_obs: bool = True, resets: torch.Tensor | None = None) -> StepResult:
         """step() for a TorchVecEnv: the same bookkeeping as tensor ops, no host sync. `actions` (the policy's, when
         given) are checked for NaN/inf too, so a non-finite action is blamed on the agent, not the env. With
-        keep_obs=False the returned obs is the collector's own observation tensor, overwritten by this step."""
+        keep_obs=False the returned obs is the collector's own observation tensor, overwritten by this step.
+        `resets`: the env's reset draws for this step, when taken in advance (TorchVecEnv.draw_resets)."""
         K, N = self.EPISODE_WINDOW, self.n_envs
-        out = self.env.step(env_actions)
+        out = self.env.step(env_actions, resets)
         dev = self.device
         rewards, terminated, truncated = out.reward.to(dev), out.terminated.to(dev), out.truncated.to(dev)
         next_obs, true_next = out.obs.to(dev), out.final_obs.to(dev)
@@ -375,19 +389,23 @@ class RolloutCollector:
         self._obs_t.copy_(next_obs)  # in place: a CUDA graph of the rollout keeps reading the same tensor
         return StepResult(obs, true_next, rewards, terminated, truncated, rewards)
 
-    def _collect_tensor(self, buffer: RolloutBuffer, policy: Policy,
-                        before_step: Callable[[int], None] | None) -> RolloutBuffer:
+    def _collect_tensor(self, buffer: RolloutBuffer, policy: Policy, before_step: Callable[[int], None] | None,
+                        noise: Noise | None) -> RolloutBuffer:
         """collect() for a TorchVecEnv: every write is a device tensor copy; final_obs by masking. No host read:
-        non-finite values are raised by the next sync()."""
+        non-finite values are raised by the next sync(). The rollout's random numbers are drawn up front, one
+        call per stream for its T steps (exactly the T per-step draws: counter-based streams)."""
+        T = buffer.n_steps
         shape = (self.n_envs,) + (1,) * (buffer.final_obs.dim() - 2)
-        for t in range(buffer.n_steps):
+        resets = self.env.draw_resets(T)  # [T, N, d]
+        noises = None if noise is None else self.action_noise_stream.draw(noise[0], self.noise_shape, noise[1], T)
+        for t in range(T):
             if before_step is not None:
                 before_step(t)
             with torch.no_grad():
-                actions = policy(self._obs_t)
+                actions = policy(self._obs_t) if noises is None else policy(self._obs_t, noises[t])
             buffer.obs[t] = self._obs_t
             buffer.actions[t] = actions
-            res = self._step_tensor(self._env_actions_tensor(actions), actions, keep_obs=False)
+            res = self._step_tensor(self._env_actions_tensor(actions), actions, keep_obs=False, resets=resets[t])
             buffer.rewards[t], buffer.terminated[t], buffer.truncated[t] = res.rewards, res.terminated, res.truncated
             buffer.final_obs[t] = torch.where(res.truncated.view(shape), res.next_obs, 0.0)
         buffer.last_obs.copy_(self._obs_t)
@@ -454,6 +472,9 @@ class RolloutCollector:
         self.sync()
         state = {"episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
                  "episodes_done": self.episodes_done, "steps_done": self.steps_done}
+        if self.tensor_env:  # where the counter streams are (host reads, with the sync above: at checkpoints)
+            state["streams"] = {"action_noise": int(self.action_noise_stream.counter),
+                                "env_resets": int(self.env.stream.counter)}
         if self.reward_normalizer is not None:
             state["reward_normalizer"] = self.reward_normalizer.state_dict()
         return state
@@ -496,6 +517,10 @@ class RolloutCollector:
             self._steps_base = self.steps_done
             self._env_bad.fill_(self._NONE)
             self._act_bad.fill_(self._NONE)
+            streams = state.get("streams")  # absent in checkpoints from before the counter streams: they restart
+            if streams is not None:
+                self.action_noise_stream.counter.fill_(int(streams["action_noise"]))
+                self.env.stream.counter.fill_(int(streams["env_resets"]))
 
 
 def collect_lockstep(collectors: Sequence[RolloutCollector], buffers: Sequence[RolloutBuffer],

@@ -19,13 +19,19 @@ directory, logs and checkpoints. Only the arithmetic is batched:
   * On CUDA the batched rollout and update are CUDA graphs (core.device.GraphedStep, as for one agent), each
     seed's generators registered with them.
 
-Randomness is per seed (SeedStreams). Right after seed k's agent is built, the global RNG state becomes seed k's
-stream; every draw a lone run takes from the global generator (action noise, minibatch shuffles, replay indices)
-is taken from that stream with the same shape, dtype and order, and everything else that may draw or record
-random state (logging, callbacks, evaluation, checkpoints, which store the RNG) runs with seed k's stream put in
-the global generator. So seed k of a batch follows the lone run of seed k up to floating-point rounding
-(tests/test_seeds.py checks float64 runs within 1e-6 after 50 updates). The K small draws per step are the
-price of that equality; SeedBatch(..., exact=False) draws for all seeds at once instead.
+Randomness is per seed, and seed k of a batch follows the lone run of seed k up to floating-point rounding
+(tests/test_seeds.py checks float64 runs within 1e-6 after 50 updates):
+  * Torch envs: the rollout's draws (each seed's env resets and, from its collector, its action noise) come from
+    counter-based streams (rlkit.core.streams.CounterStream), keyed from the seed, that a lone run uses too. The
+    K seeds' streams are stacked (keys [K, 2], counters [K]; each seed's a view of its row), so ONE draw of
+    [K, T, ...] per rollout gives every seed exactly its lone draws: no per-seed calls.
+  * Everything a lone run draws from torch's global generator (action noise on Gymnasium envs, minibatch
+    shuffles, replay indices, TRPO's Fisher subsample) comes from SeedStreams: right after seed k's agent is
+    built, the global RNG state becomes seed k's stream, each such draw is taken from it with the same shape,
+    dtype and order (K small generator calls per draw), and everything else that may draw or record random
+    state (logging, callbacks, evaluation, checkpoints, which store the RNG) runs with seed k's stream put in the
+    global generator. SeedBatch(..., exact=False) takes these draws for all seeds at once from one shared
+    generator instead (the counter streams of torch envs stay exact: they cost one call either way).
 
 The loop stays in each agent's file (`learn_seeds`, next to its `learn()`); this module holds only the machinery
 and knows no agent. SeedBatch is the entry point: SeedBatch(A2C, "CartPole-v1", seeds=range(8)).learn(100_000).
@@ -42,7 +48,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from rlkit.core.agent_io import LearnRun, begin_learn
+from rlkit.core.agent_io import LearnRun, begin_learn, rollout_noise
 from rlkit.core.buffers import Rollout, RolloutBuffer
 from rlkit.core.config import config_to_dict
 from rlkit.core.device import rng_state, set_rng_state
@@ -50,6 +56,7 @@ from rlkit.core.networks import action_dim
 from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop, set_lr
 from rlkit.core.rollout import collect_lockstep, record_episodes, record_first_bad
 from rlkit.core.rundir import StopSignals, TrainingInterrupted
+from rlkit.core.streams import CounterStream
 from rlkit.core.torch_envs import step_physics
 
 
@@ -58,10 +65,11 @@ class SeedStreams:
     """One random stream per seed: a torch.Generator on the agents' device, plus the seed's whole global RNG state
     (torch, NumPy, Python) for the code that uses the global generators (see scope()).
 
-    With exact=False the draws of the training loop (action noise, env resets of torch envs, shuffles, replay
-    indices) are taken for all seeds at once from ONE generator seeded from the list of seeds: one call instead
+    With exact=False these draws (action noise on Gymnasium envs, shuffles, replay indices, TRPO's Fisher
+    subsample) are taken for all seeds at once from ONE generator seeded from the list of seeds: one call instead
     of K per draw, the seeds still independent of each other and the batch reproducible, but seed k no longer
-    draws what its lone run draws (and a resumed batch does not continue that shared stream)."""
+    draws what its lone run draws (and a resumed batch does not continue that shared stream). The rollouts of
+    torch envs do not draw from here at all (SeedTorchEnvs: counter streams, exact in both modes)."""
 
     def __init__(self, device: torch.device, exact: bool = True, seeds: Sequence[int | None] = ()) -> None:
         self.device, self.exact = device, exact
@@ -354,11 +362,13 @@ class StackedFlatOptimizer:
 class SeedTorchEnvs:
     """The K seeds' TorchVecEnvs (rlkit.core.torch_envs) and their collectors' tensor paths stepped as one: the
     physics once for all K x N envs (step_physics), the episode records and non-finite records of all seeds in one
-    call each (rollout.record_episodes, record_first_bad, with a leading seed dimension). Each agent's env state
-    and collector records are views of its row of the stacked tensors, so every agent stays whole (its
-    collector's sync() reads its own row). Envs that end take reset states drawn from each seed's own env
-    generator, exactly as alone (or, with exact=False, from one draw). Nothing reads the host and every tensor is
-    updated in place, so a rollout can be one CUDA graph (core.device.GraphedStep)."""
+    call each (rollout.record_episodes, record_first_bad, with a leading seed dimension). Each agent's env state,
+    collector records and stream counters are views of its row of the stacked tensors, so every agent stays whole
+    (its collector's sync() reads its own row, its checkpoint holds its own counters). The random numbers of a
+    rollout are two draws for all seeds and all T steps: the reset draws from the seeds' env streams and the
+    action noise from their collectors' streams, stacked (core.streams.CounterStream), so every seed draws
+    exactly what its lone collect() draws. Nothing reads the host and every tensor is updated in place, so a
+    rollout can be one CUDA graph (core.device.GraphedStep; counter streams need no generator registered)."""
 
     def __init__(self, batch: "SeedBatch") -> None:
         agents = batch.agents
@@ -375,27 +385,25 @@ class SeedTorchEnvs:
         self.env_bad = stack_tensors_([c._env_bad for c in cols])  # the collectors' first-non-finite records
         self.act_bad = stack_tensors_([c._act_bad for c in cols])
         self.obs = stack_tensors_([c._obs_t for c in cols])  # the current observations [K, N, ...]
-        self.uniform = torch.zeros_like(self.state)  # the reset draws of a step [K, N, d]
-        self.noise = batch.action_noise_buffer(e0.num_envs)  # the action noise of a step [K, N, A]
+        self.env_streams = _stack_streams([e.stream for e in envs])  # keys [K, 2], counters [K]
+        self.noise_streams = _stack_streams([c.action_noise_stream for c in cols])
+        self.noise = rollout_noise(agents[0].actor, agents[0].config)  # what each lone collect() draws
+        if self.noise is None:
+            raise ValueError(f"{type(agents[0].actor).__name__} takes no sampling noise from outside (noise_kind)")
 
     @torch.no_grad()
-    def _step(self, nets: SeedNets, rollouts: Rollout, t: int) -> None:
-        """Step t of a rollout for every seed: draw, act, step the envs, keep the records, write the buffers."""
+    def _step(self, nets: SeedNets, rollouts: Rollout, t: int, noise: torch.Tensor, resets: torch.Tensor) -> None:
+        """Step t of a rollout for every seed with its draws (noise [K, N, A], resets [K, N, d]): act, step the envs,
+        keep the records, write the buffers."""
         e0, c0, batch = self.envs[0], self.cols[0], self.batch
         K, N, d = self.state.shape
-        batch.action_noise(N, out=self.noise)  # each seed's draws, in its lone run's order
-        if batch.streams.exact:  # each seed's env generator, as TorchVecEnv.step draws it
-            for e, row in zip(self.envs, self.uniform):
-                row.uniform_(generator=e.generator)
-        else:
-            batch.streams.fill_uniform_(self.uniform)
-        actions = batch.sample_actions(nets, self.obs, self.noise)
+        actions = batch.sample_actions(nets, self.obs, noise)
         rollouts.obs[:, t] = self.obs
         rollouts.actions[:, t] = actions
         env_actions = c0._env_actions_tensor(actions)  # elementwise: clip to the Box, or the Discrete's offset
         out = step_physics(e0.physics, self.state.view(K * N, d), self.elapsed.view(K * N),
                            env_actions.reshape(K * N, *env_actions.shape[2:]).to(e0.device),
-                           e0.reset_states(self.uniform).view(K * N, d), e0.max_episode_steps)
+                           e0.reset_states(resets).reshape(K * N, d), e0.max_episode_steps)
         dev = c0.device
         rewards, terminated, truncated = (x.to(dev).view(K, N) for x in (out.reward, out.terminated, out.truncated))
         next_obs, true_next = (x.to(dev).view(K, N, *x.shape[1:]) for x in (out.obs, out.final_obs))
@@ -415,9 +423,18 @@ class SeedTorchEnvs:
     def collect(self, nets: SeedNets, rollouts: Rollout) -> None:
         """One rollout of every seed into the stacked Rollout [K, T, N, ...] (each agent's buffer is a view of its
         row), as each collector's collect() writes it, with each seed's actor (one batched forward per step)."""
-        for t in range(rollouts.rewards.shape[1]):
-            self._step(nets, rollouts, t)
+        T, c0, e0 = rollouts.rewards.shape[1], self.cols[0], self.envs[0]
+        resets = self.env_streams.uniform(e0.state.shape, e0.dtype, T)  # [K, T, N, d]: TorchVecEnv.draw_resets(T)
+        noise = self.noise_streams.draw(self.noise[0], c0.noise_shape, self.noise[1], T)  # [K, T, N, A]
+        for t in range(T):
+            self._step(nets, rollouts, t, noise[:, t], resets[:, t])
         rollouts.last_obs.copy_(self.obs)
+
+
+def _stack_streams(streams: Sequence[CounterStream]) -> CounterStream:
+    """The K streams as one batch (keys [K, 2], counters [K]) whose draws are theirs row by row; each stream's keys
+    and counter become views of its row, so their owners (envs, collectors) keep advancing and saving them."""
+    return CounterStream(stack_tensors_([s.keys for s in streams]), stack_tensors_([s.counter for s in streams]))
 
 
 # ---- the edges of a batched learn(): K LearnRuns ---------------------------------------------------------------
@@ -511,7 +528,13 @@ class SeedBatch:
         batch.agents[3].save("seed3.pt")
 
     `env` is an env id or a callable (each seed builds its own envs, seeded as a lone run's); other keywords go to
-    the agent's constructor (config fields, device, env_backend, ...), the same for every seed."""
+    the agent's constructor (config fields, device, env_backend, ...), the same for every seed.
+
+    Every seed draws what its lone run draws (the module docstring says how): on torch envs (env_backend="torch")
+    a rollout's reset states and action noise come from the seeds' counter streams, one call for all seeds;
+    draws from torch's global generator (Gymnasium envs' action noise, shuffles, replay indices) from per-seed
+    generators, K calls each. exact=False takes those generator draws from one shared generator instead (the
+    seeds no longer equal their lone runs); the counter streams stay exact either way."""
 
     def __init__(self, agent_cls: Any, env: Any, seeds: Sequence[int], *, exact: bool = True, **kwargs: Any) -> None:
         _check_batchable(agent_cls)
@@ -646,12 +669,10 @@ class SeedBatch:
 
     def generators(self) -> list[torch.Generator]:
         """The generators the batch's steps draw from, to register with their CUDA graphs: each seed's stream (or
-        the shared one) and, with exact streams, each seed's torch env's."""
+        the shared one). (Torch envs' rollouts draw from counter streams, which need no registering.)"""
         if not self.streams.exact:
             return [self.streams.shared]  # type: ignore[list-item]
-        envs = [a.env.generator for a in self.agents if getattr(a, "env", None) is not None
-                and getattr(a.collector, "tensor_env", False)]
-        return [*self.streams.gens, *envs]
+        return list(self.streams.gens)
 
     def collect(self, nets: SeedNets, rollouts: Rollout) -> None:
         """One rollout per seed into each agent's buffer (`rollouts`: the stacked buffers, stack_rollouts), in

@@ -9,9 +9,11 @@ one and `final_obs` holds the true final observation; truncated means the TimeLi
 together with terminated, as gymnasium.wrappers.TimeLimit gives). tests/core/test_torch_envs.py steps each env
 side by side with Gymnasium's.
 
-RNG: one torch.Generator per vector env, on its device, seeded from numpy's SeedSequence([seed, 0]). Every step
-draws one fixed-shape [N, d] block of uniforms (the candidate reset states) and keeps the rows of the envs that
-ended, so a sub-env's reset state depends on the seed, N and the step count, never on a host decision. The
+RNG: one counter-based stream per vector env (rlkit.core.streams.CounterStream, keyed from numpy's
+SeedSequence([seed, 0])), on its device. Every step draws one fixed-shape [N, d] block of uniforms (the candidate
+reset states) and keeps the rows of the envs that ended, so a sub-env's reset state depends on the seed, N and
+the step count, never on a host decision. The stream's counter is a device tensor advanced in place, so a CUDA
+graph of step() needs no generator registered; the envs of many seeds draw as one (rlkit.core.seeds). The
 spaces are Gymnasium objects that rlkit/core/envs.py attaches (this module does not import gymnasium).
 """
 from __future__ import annotations
@@ -19,8 +21,9 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple, Protocol
 
-import numpy as np
 import torch
+
+from rlkit.core.streams import ENV_RESETS, CounterStream
 
 
 class TorchStep(NamedTuple):
@@ -181,16 +184,10 @@ def step_physics(physics: Physics, state: torch.Tensor, elapsed: torch.Tensor, a
     return TorchStep(physics.observe(state), reward, terminated, truncated, final_obs)
 
 
-def generator_seed(seed: int) -> int:
-    """A 63-bit torch.Generator seed from numpy's SeedSequence([seed, 0]) (adjacent seeds give unrelated streams)."""
-    hi, lo = (int(x) for x in np.random.SeedSequence([int(seed), 0]).generate_state(2, dtype=np.uint32))
-    return ((hi << 32) | lo) & (2 ** 63 - 1)
-
-
 class TorchVecEnv:
-    """N copies of one Physics on `device`, with TimeLimit, SAME_STEP autoreset by masking and a seeded
-    torch.Generator (see the module docstring). `single_observation_space` / `single_action_space` are the
-    Gymnasium spaces (attached by rlkit.core.envs.make_vec_env); `dtype` is the state's (float64 for exact
+    """N copies of one Physics on `device`, with TimeLimit, SAME_STEP autoreset by masking and a seeded counter
+    stream for the reset states (see the module docstring). `single_observation_space` / `single_action_space` are
+    the Gymnasium spaces (attached by rlkit.core.envs.make_vec_env); `dtype` is the state's (float64 for exact
     comparisons with Gymnasium, float32 for speed)."""
 
     def __init__(self, physics: Physics, num_envs: int, seed: int | None, device: torch.device | str = "cpu",
@@ -201,21 +198,16 @@ class TorchVecEnv:
         self.single_observation_space, self.single_action_space = observation_space, action_space
         self._low = torch.tensor(physics.reset_low, dtype=dtype, device=self.device)
         self._span = torch.tensor(physics.reset_high, dtype=dtype, device=self.device) - self._low
-        self._gen = torch.Generator(device=self.device)
-        if seed is None:
-            self._gen.seed()  # a fresh nondeterministic stream, as Gymnasium's reset(seed=None) on a new env
+        # seed None: a fresh nondeterministic stream, as Gymnasium's reset(seed=None) on a new env
+        self.stream = CounterStream.seeded(seed, ENV_RESETS, self.device)
         self.state = torch.zeros(self.num_envs, len(physics.reset_low), dtype=dtype, device=self.device)
         self.elapsed = torch.zeros(self.num_envs, dtype=torch.int32, device=self.device)
         self.reset(seed)
 
-    @property
-    def generator(self) -> torch.Generator:
-        """The generator of the reset states (a CUDA graph of step() must register it: core.device.GraphedStep)."""
-        return self._gen
-
-    def _draw(self) -> torch.Tensor:
-        return self.reset_states(torch.rand(self.state.shape, generator=self._gen, dtype=self.dtype,
-                                            device=self.device))
+    def draw_resets(self, steps: int | None = None) -> torch.Tensor:
+        """The U[0, 1) draws [N, d] of the next step() (steps=T: of the next T steps, [T, N, d], in one call); the
+        stream moves past them, so pass them on: step(actions, uniform=row t)."""
+        return self.stream.uniform(self.state.shape, self.dtype, steps)
 
     def reset_states(self, u: torch.Tensor) -> torch.Tensor:
         """Reset states from U[0, 1) draws u [..., d]: Gymnasium's uniform(low, high) = low + (high - low) * u."""
@@ -224,14 +216,16 @@ class TorchVecEnv:
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Reset every sub-env (reseeding the generator when `seed` is given); the float32 observations [N, d]."""
         if seed is not None:
-            self._gen.manual_seed(generator_seed(seed))
-        self.state.copy_(self._draw())
+            self.stream.reseed_(seed, ENV_RESETS)
+        self.state.copy_(self.reset_states(self.draw_resets()))
         self.elapsed.zero_()
         return self.physics.observe(self.state)
 
-    def step(self, actions: torch.Tensor) -> TorchStep:
-        """Step every sub-env once; where one ended, its state becomes a fresh reset state (masking, no branch)."""
-        return step_physics(self.physics, self.state, self.elapsed, actions.to(self.device), self._draw(),
+    def step(self, actions: torch.Tensor, uniform: torch.Tensor | None = None) -> TorchStep:
+        """Step every sub-env once; where one ended, its state becomes a fresh reset state (masking, no branch).
+        `uniform`: this step's reset draws [N, d] when already taken by draw_resets(steps), else drawn here."""
+        u = self.draw_resets() if uniform is None else uniform
+        return step_physics(self.physics, self.state, self.elapsed, actions.to(self.device), self.reset_states(u),
                             self.max_episode_steps)
 
     def close(self) -> None:

@@ -86,8 +86,8 @@ def test_logged_episode_statistics_equal_the_host_recomputation():
     agent = _agent(A2C, "CartPole-v1", n_envs=16, n_steps=32)
     env, step, seen = agent.env, agent.env.step, []
 
-    def recording_step(actions):
-        out = step(actions)
+    def recording_step(actions, uniform=None):
+        out = step(actions, uniform)
         seen.append((out.reward.double().clone(), (out.terminated | out.truncated).clone()))
         return out
 
@@ -111,8 +111,8 @@ def test_a_non_finite_env_output_stops_training_at_the_next_log_naming_step_and_
     agent = _agent(A2C, "CartPole-v1", checkpoint_interval=64)
     step, calls = agent.env.step, []
 
-    def bad_step(actions):
-        out = step(actions)
+    def bad_step(actions, uniform=None):
+        out = step(actions, uniform)
         calls.append(1)
         if len(calls) == 11:  # vector step 11: environment steps 80..87
             out.reward[3] = float("nan")

@@ -40,8 +40,17 @@ def test_checkpoint_resumes_on_the_torch_backend_and_loads_on_gymnasium(tmp_path
     resumed = A2C.load(path, env="CartPole-v1", device="cpu", env_backend="torch")
     assert isinstance(resumed.env, TorchVecEnv) and resumed.env.num_envs == 4
     assert resumed.collector.episodes_done == agent.collector.episodes_done > 0
+    # the counter streams continue where they were: 5 rollouts of 16 steps (the env's reset drew once more)
+    streams = {"action_noise": 80, "env_resets": 81}
+    assert resumed.collector.state_dict()["streams"] == agent.collector.state_dict()["streams"] == streams
     resumed.learn(64, progress=False, run_dir=tmp_path / "run")
     assert resumed.num_timesteps == agent.num_timesteps + 64
+    assert resumed.collector.state_dict()["streams"] == {"action_noise": 96, "env_resets": 97}
+    agent.learn(64, progress=False)  # uninterrupted, it draws the same noise and reset states after the resume
+    for s in ("action_noise_stream", "env"):
+        x = getattr(agent.collector, s) if s != "env" else agent.env.stream
+        y = getattr(resumed.collector, s) if s != "env" else resumed.env.stream
+        assert torch.equal(x.keys, y.keys) and torch.equal(x.counter, y.counter)
     assert not on_gym.collector.tensor_env
     obs = torch.zeros(3, 4).numpy()
     assert (on_gym.act(obs, deterministic=True) == agent.act(obs, deterministic=True)).all()

@@ -142,21 +142,21 @@ def test_a_capturable_torch_optimiser_keeps_its_learning_rate_tensor_through_a_l
 
 @pytest.mark.cuda
 def test_graphed_env_steps_draw_the_resets_that_eager_steps_draw():
-    """The env's own generator is registered with the graph: every replay draws fresh reset states, exactly the
-    ones eager steps of an identically seeded env draw (CartPole under a fixed action ends episodes every few
-    dozen steps, so resets happen throughout)."""
+    """The env's counter stream advances its device counter inside the graph: every replay draws fresh reset
+    states, exactly the ones eager steps of an identically seeded env draw (CartPole under a fixed action ends
+    episodes every few dozen steps, so resets happen throughout), with no generator registered."""
     from rlkit import make_vec_env
 
     envs = [make_vec_env("CartPole-v1", 512, seed=0, backend="torch", device="cuda") for _ in range(2)]
     actions = torch.randint(0, 2, (512,), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
-    graphed = GraphedStep(lambda: [envs[0].step(actions) for _ in range(10)], True, "env steps", warmup=1,
-                          generators=[envs[0].generator])
+    graphed = GraphedStep(lambda: [envs[0].step(actions) for _ in range(10)], True, "env steps", warmup=1)
     for _ in range(20):  # one eager call, the capture (and its replay), 18 replays
         graphed()
         for _ in range(10):
             envs[1].step(actions)
     assert graphed.graph is not None
     assert torch.equal(envs[0].state, envs[1].state) and torch.equal(envs[0].elapsed, envs[1].elapsed)
+    assert int(envs[0].stream.counter) == int(envs[1].stream.counter) == 1 + 20 * 10  # the reset, then 200 steps
 
 
 @pytest.mark.cuda

@@ -124,8 +124,8 @@ def test_collect_stores_final_obs_on_truncation_only_and_keeps_episode_statistic
     seen = []  # what the env returned, step by step
     step = env.step
 
-    def recording_step(actions):
-        out = step(actions)
+    def recording_step(actions, uniform=None):
+        out = step(actions, uniform)
         seen.append(out)
         return out
 
@@ -199,8 +199,8 @@ def test_a_non_finite_env_output_is_blamed_on_the_env_with_the_first_step_and_su
     step = col.env.step
     seen = []
 
-    def bad_step(actions):
-        out = step(actions)
+    def bad_step(actions, uniform=None):
+        out = step(actions, uniform)
         seen.append(1)
         if len(seen) in (5, 7):  # first at the fifth vector step (environment step 16), sub-env 2
             out.reward[2 if len(seen) == 5 else 0] = float("inf")
