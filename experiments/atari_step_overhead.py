@@ -1,16 +1,17 @@
 """Main-process cost of one vector step of A2C's Atari rollout (16 envs, n_steps 5: the "atari" preset), which
 bounds an Atari run's speed: the main process waits for all workers every step, and the workers wait for it.
 
-  --env cheap  a stand-in for the emulator with the ALE's interface and info keys that costs almost nothing, under
-               rlkit's real Atari wrappers (frame stack of 4 x 84 x 84 uint8): what remains is the host-side
-               overhead of the vector env and the collector;
+  --env cheap  a stand-in for the emulator that costs almost nothing, with the ALE's per-step info keys (lives and
+               frame counters) and 4 stacked 84 x 84 uint8 frames: what remains is the host-side overhead of the
+               vector env and the collector. --no-step-infos drops those keys, as rlkit's Atari training stack
+               does (rlkit.core.atari.GameRecordsOnly; the stack itself is not public, so it is not used here);
   --env pong   PongNoFrameskip-v4 itself.
   --policy fake  random actions (no network), --policy real  the agent's Nature-CNN policy.
 
 Prints main-process CPU time per vector step (time.process_time: this process only, so workers running on the
 same cores do not count) and wall time per vector step, best of --repeats.
 
-  PYTHONPATH=$PWD python experiments/atari_step_overhead.py --env cheap --vectorization async
+  PYTHONPATH=$PWD python experiments/atari_step_overhead.py --env cheap --vectorization async [--no-step-infos]
   PYTHONPATH=$PWD python experiments/atari_step_overhead.py --env pong --policy real --device cpu
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ class CheapAle(gym.Env):
 
     metadata: dict = {"render_modes": []}
 
+    step_infos = True
+
     def __init__(self) -> None:
         self.observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
         self.action_space = gym.spaces.Discrete(6)
@@ -47,19 +50,22 @@ class CheapAle(gym.Env):
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
-        return self.frame, {"lives": 0, "episode_frame_number": 0, "frame_number": self.frames}
+        return self.frame, self._info(0)
 
     def step(self, action):
         self.t, self.frames = self.t + 1, self.frames + 4
         reward = float(self.np_random.random() < 0.02) - float(self.np_random.random() < 0.02)
         over = bool(self.np_random.random() < 1 / 900)
-        return self.frame, reward, over, False, {"lives": 0, "episode_frame_number": 4 * self.t,
-                                                 "frame_number": self.frames}
+        return self.frame, reward, over, False, self._info(4 * self.t)
+
+    def _info(self, episode_frames: int) -> dict:
+        if not self.step_infos:
+            return {}
+        return {"lives": 0, "episode_frame_number": episode_frames, "frame_number": self.frames}
 
 
 def cheap_atari() -> gym.Env:
-    from rlkit.core.atari import wrap_frames  # the training stack above AtariPreprocessing
-    return wrap_frames(CheapAle(), training=True)
+    return gym.wrappers.FrameStackObservation(CheapAle(), 4)
 
 
 def main() -> None:
@@ -70,7 +76,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=2000, help="vector steps per repeat")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-step-infos", action="store_true", help="the cheap env returns empty per-step infos")
     a = p.parse_args()
+    CheapAle.step_infos = not a.no_step_infos
     env = cheap_atari if a.env == "cheap" else "PongNoFrameskip-v4"
     agent = rlkit.A2C(env, seed=0, device=a.device, n_envs=16, n_steps=5, vectorization=a.vectorization,
                       image_obs=True)
