@@ -70,8 +70,9 @@ def test_every_core_module_has_a_layer():
 def test_inheritance_stops_at_nn_module_or_protocol(path):
     allowed = {"nn.Module", "Module", "Protocol", "Exception", "ValueError", "TypeError", "FloatingPointError",
                "argparse.ArgumentParser", "Enum", "NamedTuple", "RuntimeError", "KeyboardInterrupt",
-               # the one deliberate exception (see rlkit.core.envs.SameStepSyncVectorEnv): it replaces only step()
-               "gym.vector.SyncVectorEnv",
+               # the deliberate exceptions (rlkit.core.envs.SameStepSyncVectorEnv: it replaces only step();
+               # SameStepAsyncVectorEnv: only step_async/step_wait, with its worker)
+               "gym.vector.SyncVectorEnv", "gym.vector.AsyncVectorEnv",
                # environment wrappers (rlkit.core.atari): Gymnasium's own extension point for envs
                "gym.Wrapper"}
     tree = ast.parse(path.read_text())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rlkit
-from rlkit.core.envs import SameStepSyncVectorEnv, make_vec_env, vec_env_state
+from rlkit.core.envs import SameStepAsyncVectorEnv, SameStepSyncVectorEnv, make_vec_env, vec_env_state
 
 
 def test_async_matches_sync_step_for_step_with_true_final_observations():
@@ -74,3 +74,64 @@ def test_async_checkpoints_fall_back_to_fresh_episodes(tmp_path):
     resumed.learn(20, run_dir=tmp_path / "run", progress=False)
     agent.env.close()
     resumed.env.close()
+
+
+def _gym_async(fns):
+    return gym.vector.AsyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def _assert_same_infos(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        if k == "final_obs":
+            for x, y in zip(a[k], b[k]):
+                assert (x is None) == (y is None)
+                if x is not None:
+                    np.testing.assert_array_equal(x, y)
+        elif isinstance(a[k], dict):
+            _assert_same_infos(a[k], b[k])
+        else:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("env_id,n_steps", [("CartPole-v1", 150), ("Pendulum-v1", 210)])
+def test_the_lean_async_step_returns_what_gymnasiums_returns(env_id, n_steps):
+    """SameStepAsyncVectorEnv (raw-byte actions and replies, infos only when not empty) against Gymnasium's
+    AsyncVectorEnv: the same observations, rewards, flags and infos (final_obs, final_info), with Discrete actions
+    (sent as integers) and Box ones (pickled)."""
+    lean = make_vec_env(env_id, n_envs=3, vectorization="async")
+    assert isinstance(lean, SameStepAsyncVectorEnv)
+    plain = _gym_async([lambda: gym.make(env_id)] * 3)
+    o1, i1 = lean.reset(seed=[1, 2, 3])
+    o2, i2 = plain.reset(seed=[1, 2, 3])
+    np.testing.assert_array_equal(o1, o2)
+    _assert_same_infos(i1, i2)
+    lean.action_space.seed(0)
+    ends = 0
+    for _ in range(n_steps):
+        a = lean.action_space.sample()
+        s, r = lean.step(a), plain.step(a)
+        for x, y in zip(s[:4], r[:4]):
+            np.testing.assert_array_equal(x, y)
+            assert x.dtype == y.dtype
+        _assert_same_infos(s[4], r[4])
+        ends += int((s[2] | s[3]).sum())
+    assert ends >= 3
+    lean.close()
+    plain.close()
+
+
+class _Fails(gym.Wrapper):
+    def step(self, action):
+        if action == 1:
+            raise ArithmeticError("sub-env failed on purpose")
+        return self.env.step(action)
+
+
+def test_a_failing_step_in_a_lean_worker_raises_its_error_in_the_main_process():
+    venv = SameStepAsyncVectorEnv([lambda: _Fails(gym.make("CartPole-v1"))] * 2)
+    venv.reset(seed=0)
+    venv.step(np.array([0, 0]))
+    with pytest.raises(ArithmeticError, match="sub-env failed on purpose"):
+        venv.step(np.array([0, 1]))
+    venv.close(terminate=True)

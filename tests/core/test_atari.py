@@ -14,7 +14,8 @@ import torch
 
 from rlkit.core.atari import (EpisodicLife, RecordGameScore, evaluation_cap, is_atari_id, make_atari_env,
                               wrap_frames)
-from rlkit.core.envs import SameStepSyncVectorEnv, env_factory, make_vec_env, reports_game_scores, vec_env_state
+from rlkit.core.envs import (SameStepAsyncVectorEnv, SameStepSyncVectorEnv, env_factory, make_vec_env,
+                             reports_game_scores, vec_env_state)
 from rlkit.core.rollout import RolloutCollector, evaluate_policy
 
 
@@ -232,3 +233,35 @@ def test_breakout_game_scores_equal_the_raw_rewards_of_the_emulator(ale):
                 reported.append(info["game_score"])
     assert reported == spy.games[:2] and sum(reported) > 0
     assert rewards <= {0.0, 1.0} and terminals >= 2 * 5  # 5 lives a game: a terminal per lost life
+
+
+def _fake_training_stack() -> gym.Env:
+    return wrap_frames(FakeAtari(), training=True)
+
+
+def test_training_infos_hold_only_game_records_and_async_logs_the_same_scores_as_sync():
+    """The training stack's infos carry only RecordGameScore's records (the ALE's per-step keys are dropped, so an
+    async worker sends nothing on most steps); the game scores reaching the statistics are the same with rlkit's
+    async vector env as with the sync one, step for step."""
+    env = _fake_training_stack()
+    _, info = env.reset(seed=0)
+    assert info == {}
+    infos = [env.step(2)[4] for _ in range(200)]
+    assert all(set(i) <= {"game_score", "game_length"} for i in infos)
+    sync = make_vec_env(_fake_training_stack, n_envs=3, seed=4, vectorization="sync")
+    asyn = make_vec_env(_fake_training_stack, n_envs=3, seed=4, vectorization="async")
+    assert isinstance(asyn, SameStepAsyncVectorEnv)
+    o1, o2 = sync.reset(seed=[1, 2, 3])[0], asyn.reset(seed=[1, 2, 3])[0]
+    c1 = RolloutCollector(sync, torch.device("cpu"), o1, game_scores=True)
+    c2 = RolloutCollector(asyn, torch.device("cpu"), o2, game_scores=True)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        a = rng.integers(0, 4, 3)
+        r1, r2 = c1.step(a), c2.step(a)
+        for x, y in zip(r1, r2):
+            np.testing.assert_array_equal(x, y)
+    assert c1.episodes_done == c2.episodes_done >= 10
+    assert list(c1.episode_returns) == list(c2.episode_returns)
+    assert list(c1.episode_lengths) == list(c2.episode_lengths)
+    sync.close()
+    asyn.close()
