@@ -449,6 +449,7 @@ class StackedReplayBuffers:
         self._cols = b0._cols
         self._host: np.ndarray | None = None
         self._pinned: torch.Tensor | None = None
+        self._dev: torch.Tensor | None = None  # CUDA: the device copy of the pinned rows
         self._event: Any = None
 
     def _host_rows(self, n: int) -> np.ndarray:
@@ -480,15 +481,18 @@ class StackedReplayBuffers:
         rows[:, :, c["rewards"]] = np.stack(rewards).reshape(k, n)
         rows[:, :, c["next_obs"]] = np.stack(next_obs).reshape(k, n, -1)
         rows[:, :, c["terminated"]] = np.stack(terminated).reshape(k, n)
-        src = torch.from_numpy(rows) if self._pinned is None else self._pinned
-        pinned = self._pinned is not None
+        if self._pinned is None:
+            src = torch.from_numpy(rows)
+        else:  # one whole (contiguous) pinned transfer, then device copies: never a host-side slice of pinned memory
+            if self._dev is None or self._dev.shape != self._pinned.shape:
+                self._dev = torch.empty_like(self._pinned, device=self.device)
+            src = self._dev.copy_(self._pinned, non_blocking=True)
+            self._event.record()
         pos = self.buffers[0].pos
         first = min(n, self.capacity - pos)  # up to two slice copies: before and after the wrap
-        self.data[:, pos:pos + first].copy_(src[:, :first], non_blocking=pinned)
+        self.data[:, pos:pos + first].copy_(src[:, :first])
         if first < n:
-            self.data[:, :n - first].copy_(src[:, first:], non_blocking=pinned)
-        if pinned:
-            self._event.record()
+            self.data[:, :n - first].copy_(src[:, first:])
         for b in self.buffers:
             b.pos = (b.pos + n) % b.capacity
             b.size = min(b.size + n, b.capacity)
