@@ -45,8 +45,9 @@ def _timed_learn(learner: Any, steps: int, device: str) -> float:
 
 
 def ddpg(args: argparse.Namespace) -> dict[str, float]:
-    cfg = dict(hidden_sizes=(400, 300), batch_size=256, buffer_size=max(args.ddpg_steps, 1000),
-               learning_starts=args.ddpg_learning_starts, device=args.device)
+    hidden = tuple(int(w) for w in args.ddpg_hidden_sizes.split(","))
+    cfg = dict(hidden_sizes=hidden, batch_size=256, buffer_size=max(args.ddpg_steps, 1000),
+               learning_starts=args.ddpg_learning_starts, device=args.device, vectorization=args.ddpg_vectorization)
     warm = args.ddpg_learning_starts  # the random warm-up steps are taken before the clock starts
     alone = DDPG(args.ddpg_env, seed=0, **cfg)
     alone.learn(warm, progress=False)
@@ -55,8 +56,11 @@ def ddpg(args: argparse.Namespace) -> dict[str, float]:
     batch.learn(warm, progress=False)
     tk = _timed_learn(batch, args.ddpg_steps, args.device)
     one, agg = args.ddpg_steps / t1, args.ddpg_seeds * args.ddpg_steps / tk
-    print(f"ddpg {args.ddpg_env} on {args.device}: 1 seed {one:,.0f} steps/s; {args.ddpg_seeds} seeds in one "
-          f"process {agg:,.0f} steps/s in all ({agg / one:.2f}x)")
+    print(f"ddpg {args.ddpg_env} on {args.device} (hidden {hidden}, {args.ddpg_vectorization} envs): 1 seed "
+          f"{one:,.0f} steps/s ({1e3 * t1 / args.ddpg_steps:.3f} ms per step); {args.ddpg_seeds} seeds in one process "
+          f"{agg:,.0f} steps/s in all ({1e3 * tk / args.ddpg_steps:.3f} ms per lockstep step; {agg / one:.2f}x)")
+    for a in [alone, *batch.agents]:
+        a.env.close()
     return {"ddpg_one_sps": one, "ddpg_batch_sps": agg, "ddpg_speedup": agg / one}
 
 
@@ -82,6 +86,10 @@ def main() -> None:
     p.add_argument("--ddpg-seeds", type=int, default=8)
     p.add_argument("--ddpg-steps", type=int, default=2000)
     p.add_argument("--ddpg-learning-starts", type=int, default=100)
+    p.add_argument("--ddpg-hidden-sizes", default="400,300", help="comma-separated layer widths (small ones: the "
+                   "host side dominates, as on a GPU)")
+    p.add_argument("--ddpg-vectorization", default="sync", choices=("sync", "async"),
+                   help="async: every seed's envs in worker processes, all seeds stepped at the same time")
     p.add_argument("--a2c-seeds", type=int, default=256)
     p.add_argument("--a2c-envs", type=int, default=8)
     p.add_argument("--a2c-steps", type=int, default=20000)

@@ -76,6 +76,34 @@ def test_seed_k_of_a_batch_equals_seed_k_trained_alone(algo, float64):
     assert mine.collector.episode_stats() == alone.collector.episode_stats()
 
 
+def test_ddpg_seeds_in_worker_processes_step_together_and_equal_their_lone_runs(float64):
+    """vectorization="async": every seed's envs live in worker processes, sent their actions before any is waited
+    for (rollout.step_lockstep); with reward normalisation, Gaussian noise and buffers that wrap around, seed k
+    still trains as alone (stacked buffers: each agent's buffer holds what its lone run's holds)."""
+    cfg = dict(n_envs=1, vectorization="async", hidden_sizes=(16,), batch_size=8, learning_starts=6, buffer_size=37,
+               normalize_reward=True, normalize_obs=True, save_replay_buffer=True)
+    batch = SeedBatch(DDPG, "Pendulum-v1", SEEDS, device="cpu", **cfg)
+    alone = None
+    try:
+        batch.learn(60, progress=False)
+        alone = DDPG("Pendulum-v1", seed=SEEDS[1], device="cpu", **cfg).learn(60, progress=False)
+        mine = batch.agents[1]
+        x, y = tensors(alone), tensors(mine)
+        assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-6
+        assert torch.equal(alone.buffer.data, mine.buffer.data) and alone.buffer.pos == mine.buffer.pos
+        assert mine.collector.state_dict() == alone.collector.state_dict()
+        assert torch.equal(mine._obs_t, alone._obs_t)  # each agent's own staged observation, as alone
+        other, pos = batch.agents[0].buffer.data.clone(), mine.buffer.pos
+        mine.learn(4, progress=False)  # a seed of the batch trained alone afterwards writes its own buffer row only
+        assert torch.equal(other, batch.agents[0].buffer.data) and mine.buffer.pos == (pos + 4) % 37
+        rows = mine.buffer.data[pos - 1:pos + 4]  # the batch's last transition, then the 4 written alone
+        assert torch.equal(rows[:-1, 5:8], rows[1:, 0:3])  # each next_obs is the next transition's obs
+    finally:
+        for a in [*batch.agents, alone]:
+            if a is not None:
+                a.env.close()
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
@@ -368,7 +396,8 @@ def test_the_graph_ready_batch_equals_its_lone_runs(monkeypatch, float64):
 def test_cuda_graphed_batches_equal_eager_batches(algo):
     if algo == "ddpg":
         cls, env = DDPG, "Pendulum-v1"
-        cfg, steps = dict(n_envs=2, hidden_sizes=(64, 64), batch_size=64, learning_starts=32, buffer_size=2000), 400
+        cfg, steps = dict(n_envs=2, hidden_sizes=(64, 64), batch_size=64, learning_starts=32, buffer_size=2000,
+                          normalize_obs=True), 400
     else:
         cls, env = A2C, "CartPole-v1"
         cfg, steps = dict(n_envs=16, n_steps=5, env_backend="torch"), 16 * 5 * 40

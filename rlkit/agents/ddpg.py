@@ -35,15 +35,16 @@ import torch
 import torch.nn.functional as F
 
 from rlkit.core import agent_io
-from rlkit.core.buffers import ReplayBatch, ReplayBuffer, obs_len, obs_stager, obs_to_device
+from rlkit.core.buffers import ReplayBatch, ReplayBuffer, StackedReplayBuffers, obs_len, obs_stager
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
                                check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields
-from rlkit.core.device import GraphedStep, capture_cuda_graph, configure_threads, seed_everything
+from rlkit.core.device import GraphedStep, HostStager, capture_cuda_graph, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
 from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, EncoderSpec, NetworkSpec, QCritic, build_network,
                                  make_obs_encoder, make_q_critic, network_source, obs_storage, tie_statistics)
 from rlkit.core.optim import polyak_update
+from rlkit.core.rollout import step_lockstep
 from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, stack_tensors_
 
 
@@ -350,7 +351,7 @@ class DDPG:
         step = self.collector.step(self._to_env(unit))
         self.buffer.add(step.obs, unit, step.train_rewards, step.next_obs, step.terminated)
         if self.config.normalize_obs:  # the buffer keeps raw observations; the networks normalise when they read
-            self.actor.encoder.update_stats(obs_to_device(step.obs, self.device))
+            self.actor.encoder.update_stats(self._obs_t)  # step.obs, already on the device (staged for the act)
         done = step.terminated | step.truncated
         if done.any():
             self._ou[torch.from_numpy(done).to(self.device)] = 0.0  # OU state restarts with each episode
@@ -405,7 +406,16 @@ class DDPG:
                          for name in ("actor", "critic", "actor_target", "critic_target")})
         ou = stack_tensors_([a._ou for a in agents])  # [K, N, A]: each agent's OU state a view of its row
         first, N, K = agents[0], agents[0].n_envs, len(agents)
-        obs = torch.stack([a._obs_t for a in agents])  # the act graph's input, refilled in place every step
+        for a in agents:  # parameters and buffers move into stacked storage: a graph a lone learn() captured is stale
+            a._graphs.clear()
+            a._act_graph = None
+        # The host side of a vector step, once for all K seeds (each seed keeps its own envs, collector and buffer):
+        # the K observation batches staged in one copy (`obs`, the act graph's input, refilled in place every step),
+        # the K buffers written as one (StackedReplayBuffers: one host array, one copy), the actions scaled at once.
+        obs_shape, obs_dtype = obs_storage(first.observation_space)
+        stage = HostStager((K, N, *obs_shape), batch.device, obs_dtype)
+        obs = stage(np.stack([a.collector.obs_np for a in agents]))
+        replay = None if first.buffer.split_obs else StackedReplayBuffers([a.buffer for a in agents])
         eps, u = torch.zeros_like(ou), torch.zeros(K, cfg.batch_size, dtype=torch.float64, device=batch.device)
 
         @torch.no_grad()
@@ -426,11 +436,43 @@ class DDPG:
         updates = {k: GraphedStep(lambda k=k: gradient_step(k), graphs, "DDPG update of the seeds", generators=gens)
                    for k in (False, True)}
 
+        def update_stats() -> torch.Tensor:
+            """Every seed's encoder.update_stats() with its rows of `obs`, in one vmapped call (in place on the
+            stacked statistics that every agent's encoders read)."""
+            def one(m: Any, o: torch.Tensor) -> torch.Tensor:
+                m.actor.encoder.update_stats(o)
+                return o.new_zeros(())
+            return nets.call(one, obs, uses=("actor",))
+
+        stats = GraphedStep(update_stats, graphs, "DDPG observation statistics of the seeds")
+
+        def env_step(unit: np.ndarray) -> None:
+            """_env_step() for every seed (unit actions [K, N, A]), the host work done once for all K where it can
+            be: actions scaled at once, the envs stepped by rollout.step_lockstep (worker processes of all seeds at
+            the same time), the K buffers written as one, statistics and OU restarts of all seeds in one call each,
+            the next observations staged in one copy."""
+            env_a = first._to_env(unit.reshape(K * N, -1)).reshape(K, N, *first.action_space.shape)
+            steps = step_lockstep([a.collector for a in agents], env_a)
+            if replay is None:  # observations kept apart (images): each seed's own buffer
+                for a, s, un in zip(agents, steps, unit):
+                    a.buffer.add(s.obs, un, s.train_rewards, s.next_obs, s.terminated)
+            else:
+                replay.add([s.obs for s in steps], unit, [s.train_rewards for s in steps],
+                           [s.next_obs for s in steps], [s.terminated for s in steps])
+            if cfg.normalize_obs:  # `obs` still holds every seed's step.obs
+                stats()
+            done = np.stack([s.terminated | s.truncated for s in steps])
+            if done.any():
+                ou[torch.from_numpy(done).to(batch.device)] = 0.0  # OU state restarts with each episode
+            stage(np.stack([a.collector.obs_np for a in agents]))  # refills `obs` in place
+            for a in agents:
+                a.num_timesteps += N
+                a._vec_steps += 1
+
         def explore() -> torch.Tensor:
             """_explore() for every seed [K, N, A]: uniform before learning_starts, else the noisy actor."""
             if first.num_timesteps < cfg.learning_starts:
                 return batch.streams.rand((N, first.act_dim)) * 2.0 - 1.0
-            torch.stack([a._obs_t for a in agents], out=obs)
             return act()
 
         def update() -> dict[str, torch.Tensor]:
@@ -449,8 +491,7 @@ class DDPG:
                 if train and cfg.overlap_env_step and len(first.buffer):
                     for _ in range(cfg.gradient_steps):
                         info = update()
-                for k, a in enumerate(agents):
-                    a._env_step(unit[k])
+                env_step(unit)
                 if train and not cfg.overlap_env_step:
                     for _ in range(cfg.gradient_steps):
                         info = update()
@@ -458,6 +499,8 @@ class DDPG:
                     break
             runs.finish()
         finally:
+            for a in agents:  # each agent acts alone again from its own staged observations
+                a._obs_t = a._obs_stage(a.collector.obs_np)
             runs.close()
 
     @staticmethod

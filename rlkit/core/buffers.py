@@ -400,3 +400,100 @@ class ReplayBuffer:
             obs_map(lambda t, saved: t[:size].copy_(saved), self.next_obs_data, state["next_obs"])
         self.pos, self.size = int(state["pos"]), size
         self.size_t.fill_(size)
+
+
+def _stack_rows_(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One [K, ...] tensor whose row k is tensors[k]'s storage: tensors already laid out so (by an earlier call) are
+    returned as that stack, untouched; otherwise a new stack is allocated and each tensor in turn is copied into
+    its row and re-pointed to it (`.data`: the objects stay the same), so at most one old tensor is alive beside
+    the stack (a replay buffer's storage is large)."""
+    t0, k = tensors[0], len(tensors)
+    n, storage = t0.numel(), t0.untyped_storage()
+    if all(t.shape == t0.shape and t.dtype == t0.dtype and t.is_contiguous()
+           and t.untyped_storage().data_ptr() == storage.data_ptr()
+           and t.storage_offset() == t0.storage_offset() + i * n for i, t in enumerate(tensors)):
+        return torch.empty(0, dtype=t0.dtype, device=t0.device).set_(storage, t0.storage_offset(), (k, *t0.shape))
+    stacked = torch.empty((k, *t0.shape), dtype=t0.dtype, device=t0.device)
+    with torch.no_grad():
+        for i, t in enumerate(tensors):
+            stacked[i].copy_(t)
+            t.data = stacked[i]
+    return stacked
+
+
+class StackedReplayBuffers:
+    """K ReplayBuffers of one layout (one per seed of a batch in lockstep, rlkit.core.seeds) written as one.
+
+    Every buffer's storage becomes a view of its row of ONE [K, capacity, width] tensor, and its fill level
+    `size_t` a view of one [K] tensor, so add() stores a vector step of all K buffers with one host array and one
+    copy per contiguous slice (on CUDA one pinned, non-blocking host-to-device transfer instead of K), and one fill
+    of the fill levels. The rows are exactly what each buffer's own add() writes; every buffer stays whole (its
+    own sample(), gather(), state_dict(), and later add() calls of its own, which write its row). The buffers must
+    have the one-row layout (float32 observations, not kept apart), equal capacity, width and device, and the same
+    fill level and write position (they are filled in lockstep)."""
+
+    def __init__(self, buffers: Sequence[ReplayBuffer]) -> None:
+        b0 = buffers[0]
+        for b in buffers:
+            if b.split_obs:
+                raise ValueError("StackedReplayBuffers needs the one-row layout (float32 observations); these keep "
+                                 "their observations apart (images or Dict observations)")
+            if (b.capacity, b.width, b.device, b.pos, b.size) != (b0.capacity, b0.width, b0.device, b0.pos, b0.size):
+                raise ValueError("StackedReplayBuffers needs buffers of equal capacity, width and device at the same "
+                                 f"fill level: ({b0.capacity}, {b0.width}, {b0.device}, pos {b0.pos}, size {b0.size}) "
+                                 f"and ({b.capacity}, {b.width}, {b.device}, pos {b.pos}, size {b.size})")
+        self.buffers = list(buffers)
+        self.data = _stack_rows_([b.data for b in buffers])
+        self.size_t = _stack_rows_([b.size_t for b in buffers])
+        self.capacity, self.width, self.device = b0.capacity, b0.width, b0.device
+        self._cols = b0._cols
+        self._host: np.ndarray | None = None
+        self._pinned: torch.Tensor | None = None
+        self._dev: torch.Tensor | None = None  # CUDA: the device copy of the pinned rows
+        self._event: Any = None
+
+    def _host_rows(self, n: int) -> np.ndarray:
+        """A host array [K, n, width]: pinned on CUDA (wait until the previous copy out of it has finished)."""
+        shape = (len(self.buffers), n, self.width)
+        if self.device.type != "cuda":
+            if self._host is None or self._host.shape != shape:
+                self._host = np.empty(shape, dtype=np.float32)
+            return self._host
+        if self._pinned is None or tuple(self._pinned.shape) != shape:
+            self._pinned = torch.empty(shape, dtype=torch.float32, pin_memory=True)
+            self._event = torch.cuda.Event()
+        self._event.synchronize()
+        return self._pinned.numpy()
+
+    def add(self, obs: Sequence[Any], actions: Any, rewards: Sequence[Any], next_obs: Sequence[Any],
+            terminated: Sequence[Any]) -> None:
+        """Store N transitions in each of the K buffers: obs[k], rewards[k], next_obs[k], terminated[k] (NumPy
+        arrays, leading dim N) and actions [K, N, ...] (or a sequence of K arrays) go to buffer k, as
+        buffers[k].add() would store them."""
+        if self.buffers[0].pos != self.buffers[-1].pos:  # a buffer was written alone since the stacking
+            raise ValueError("the stacked ReplayBuffers are no longer at the same write position")
+        k, n, c = len(self.buffers), int(np.shape(obs[0])[0]), self._cols
+        if n > self.capacity:
+            raise ValueError(f"cannot add {n} transitions at once to a ReplayBuffer of capacity {self.capacity}")
+        rows = self._host_rows(n)
+        rows[:, :, c["actions"]] = np.asarray(actions).reshape(k, n, -1)
+        rows[:, :, c["obs"]] = np.stack(obs).reshape(k, n, -1)  # one stack per field: fewer NumPy calls than K
+        rows[:, :, c["rewards"]] = np.stack(rewards).reshape(k, n)
+        rows[:, :, c["next_obs"]] = np.stack(next_obs).reshape(k, n, -1)
+        rows[:, :, c["terminated"]] = np.stack(terminated).reshape(k, n)
+        if self._pinned is None:
+            src = torch.from_numpy(rows)
+        else:  # one whole (contiguous) pinned transfer, then device copies: never a host-side slice of pinned memory
+            if self._dev is None or self._dev.shape != self._pinned.shape:
+                self._dev = torch.empty_like(self._pinned, device=self.device)
+            src = self._dev.copy_(self._pinned, non_blocking=True)
+            self._event.record()
+        pos = self.buffers[0].pos
+        first = min(n, self.capacity - pos)  # up to two slice copies: before and after the wrap
+        self.data[:, pos:pos + first].copy_(src[:, :first])
+        if first < n:
+            self.data[:, :n - first].copy_(src[:, first:])
+        for b in self.buffers:
+            b.pos = (b.pos + n) % b.capacity
+            b.size = min(b.size + n, b.capacity)
+        self.size_t.fill_(self.buffers[0].size)

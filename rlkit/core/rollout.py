@@ -206,7 +206,11 @@ class RolloutCollector:
         """Step every sub-env once with actions the env accepts; check what came back; keep episode statistics."""
         if self.tensor_env:
             return self._step_tensor(env_actions)
-        next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
+        return self._record_step(*self.env.step(env_actions))
+
+    def _record_step(self, next_obs: Any, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                     info: dict[str, Any]) -> StepResult:
+        """step()'s bookkeeping of what the vector env returned (step_lockstep calls it after its own env.step)."""
         next_obs = self._as_obs(next_obs) if self._dict_obs else np.asarray(next_obs, dtype=self._obs_dtype)
         done = terminated | truncated
         final_obs = info.get("final_obs")
@@ -541,6 +545,19 @@ def collect_lockstep(collectors: Sequence[RolloutCollector], buffers: Sequence[R
             c._collect_step(b, stages[k], t, actions[k])
     for c, b, stage in zip(collectors, buffers, stages):
         c._end_collect(b, stage)
+
+
+def step_lockstep(collectors: Sequence[RolloutCollector], env_actions: Sequence[Any]) -> list[StepResult]:
+    """step() of K collectors of Gymnasium vector envs in lockstep (K seeds, rlkit.core.seeds), env_actions[k] for
+    collector k. Vector envs whose sub-envs live in worker processes (AsyncVectorEnv: vectorization="async") are
+    all sent their actions before any is waited for, so the K seeds' envs step at the same time, each in its own
+    processes; every collector then records its step exactly as its step() would (each env steps once, in order,
+    with its own RNG: seed k steps as alone)."""
+    sent = [isinstance(c.env, gym.vector.AsyncVectorEnv) for c in collectors]
+    for c, a, s in zip(collectors, env_actions, sent):
+        if s:
+            c.env.step_async(a)
+    return [c._record_step(*c.env.step_wait()) if s else c.step(a) for c, a, s in zip(collectors, env_actions, sent)]
 
 
 def evaluate_policy(

@@ -81,3 +81,40 @@ def test_state_dict_round_trip():
     assert float(other.size_t) == 5
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(6, (2,), (1,), CPU).load_state_dict(buf.state_dict())
+
+
+def test_stacked_buffers_store_what_each_buffer_stores_alone_and_stay_whole():
+    from rlkit.core.buffers import StackedReplayBuffers
+
+    K, n, cap = 3, 2, 5
+    alone = [ReplayBuffer(cap, (2,), (1,), CPU) for _ in range(K)]
+    mine = [ReplayBuffer(cap, (2,), (1,), CPU) for _ in range(K)]
+    add_item(mine[1], -1.0, n)  # written alone first: the stacking keeps what is there
+    add_item(alone[1], -1.0, n)
+    for b, a in zip(mine, alone):
+        if b is not mine[1]:
+            add_item(b, -1.0, n)
+            add_item(a, -1.0, n)
+    stacked = StackedReplayBuffers(mine)
+    assert stacked.data.shape == (K, cap, mine[0].width)
+    for i in range(4):  # 5 vector steps of 2 in a capacity of 5: the writes wrap around
+        v = [np.full((n, 1), 10 * k + i, dtype=np.float32) for k in range(K)]
+        stacked.add([np.hstack([x, x]) for x in v], np.stack(v), [x[:, 0] for x in v],
+                    [np.hstack([x, x]) + 0.5 for x in v], [x[:, 0] % 2 == 0 for x in v])
+        for k in range(K):
+            add_item(alone[k], 10 * k + i, n)
+    for a, b in zip(alone, mine):
+        assert (a.pos, a.size) == (b.pos, b.size) and torch.equal(a.data, b.data) and float(b.size_t) == b.size
+        assert b.data.data_ptr() == stacked.data[mine.index(b)].data_ptr()  # a view of its row
+    add_item(mine[2], 99.0)  # a buffer written alone afterwards writes its own row only
+    assert stacked.data[2, mine[2].pos - 1, 0] == 99.0 and not (stacked.data[:2] == 99.0).any()
+    with pytest.raises(ValueError, match="no longer at the same write position"):
+        z = np.zeros((1, 2), np.float32)
+        stacked.add([z] * K, np.zeros((K, 1, 1)), [np.zeros(1)] * K, [z] * K, [np.zeros(1, bool)] * K)
+    # stacking buffers that already are one stack's rows reuses that storage (no copy of a large buffer)
+    again = StackedReplayBuffers(mine[:2])
+    assert again.data.data_ptr() == stacked.data.data_ptr() and again.data.shape[0] == 2
+    with pytest.raises(ValueError, match="equal capacity, width and device at the same fill level"):
+        StackedReplayBuffers([ReplayBuffer(5, (2,), (1,), CPU), ReplayBuffer(6, (2,), (1,), CPU)])
+    with pytest.raises(ValueError, match="needs the one-row layout"):
+        StackedReplayBuffers([ReplayBuffer(5, (2,), (1,), CPU, obs_dtype=torch.uint8)] * 2)
