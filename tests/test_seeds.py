@@ -394,21 +394,28 @@ def test_the_graph_ready_batch_equals_its_lone_runs(monkeypatch, float64):
 @pytest.mark.cuda
 @pytest.mark.parametrize("algo", ["ddpg", "a2c_torch_env"])
 def test_cuda_graphed_batches_equal_eager_batches(algo):
+    """Graphed batches equal eager ones (float32, within 1e-4), and seed k of a graphed batch stays near its lone
+    run (1e-3). DDPG's graphed batch also updates normalize_obs statistics (a third graph); that run is compared
+    with its eager twin only. Its lone run differed by 4.6e-3 after 368 float32 updates on an H200, against
+    1e-3 here; test_ddpg_seeds_in_worker_processes_step_together_and_equal_their_lone_runs checks the same
+    config against its lone run in float64 on the CPU (1e-6)."""
     if algo == "ddpg":
         cls, env = DDPG, "Pendulum-v1"
-        cfg, steps = dict(n_envs=2, hidden_sizes=(64, 64), batch_size=64, learning_starts=32, buffer_size=2000,
-                          normalize_obs=True), 400
+        cfg, steps = dict(n_envs=2, hidden_sizes=(64, 64), batch_size=64, learning_starts=32, buffer_size=2000), 400
+        cfgs = [{**cfg, "normalize_obs": True}, cfg]
     else:
         cls, env = A2C, "CartPole-v1"
         cfg, steps = dict(n_envs=16, n_steps=5, env_backend="torch"), 16 * 5 * 40
-    graphed = SeedBatch(cls, env, SEEDS, device="cuda", **cfg).learn(steps, progress=False)
+        cfgs = [cfg]
     off = {"use_cuda_graph": False} if cls is DDPG else {"cuda_graphs": False}
-    eager = SeedBatch(cls, env, SEEDS, device="cuda", **off, **cfg).learn(steps, progress=False)
+    for c in cfgs:
+        graphed = SeedBatch(cls, env, SEEDS, device="cuda", **c).learn(steps, progress=False)
+        eager = SeedBatch(cls, env, SEEDS, device="cuda", **off, **c).learn(steps, progress=False)
+        for a, b in zip(eager.agents, graphed.agents):
+            x, y = tensors(a), tensors(b)
+            assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-4
     alone = cls(env, seed=SEEDS[1], device="cuda", **cfg).learn(steps, progress=False)
-    for a, b in zip(eager.agents, graphed.agents):
-        x, y = tensors(a), tensors(b)
-        assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-4
-    x, y = tensors(alone), tensors(graphed.agents[1])
+    x, y = tensors(alone), tensors(graphed.agents[1])  # the last config: no normalize_obs for DDPG
     assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-3
     if cls is A2C:  # the counter streams advanced inside the graph replays: one block draw per rollout
         streams = {"action_noise": steps // 16, "env_resets": 1 + steps // 16}
