@@ -4,8 +4,9 @@
                                      [--env PongNoFrameskip-v4] [--seed 0] [--device cuda|cpu]
                                      [--eval-episodes 5] [--checkpoint-interval 200000]
 
-A thin wrapper over `rlkit train a2c ENV` (the "atari" preset: 16 envs in worker processes, n_steps 5, RMSprop,
-linear lr decay over --steps; the Atari preprocessing of docs/guide.md#atari). The first call starts the run in
+A thin wrapper over `rlkit train a2c ENV` (the "atari" preset: 16 envs in worker processes, n_steps 5,
+TensorFlow-style RMSprop, the policy and value heads on the CNN's features, linear lr decay over --steps; the Atari
+preprocessing of docs/guide.md#atari). The first call starts the run in
 --run-dir; every later call continues it (`--resume RUN_DIR`: the newest checkpoint, its config and seed). A
 call trains until --steps, or until --time-limit seconds have passed: then it sends itself SIGINT, so training
 finishes its iteration, writes a checkpoint and stops (call again to go on; a checkpoint is also written every

@@ -382,11 +382,13 @@ class ReplayBuffer:
                            rows[:, c["terminated"]])
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"data": self.data[:self.size].cpu(), "pos": self.pos, "size": self.size,
+        # copies, also on the CPU: torch.save writes a view's whole storage, i.e. the full capacity (and, for a
+        # buffer stacked by StackedReplayBuffers, every seed's buffer), not the `size` rows kept
+        state = {"data": self.data[:self.size].to("cpu", copy=True), "pos": self.pos, "size": self.size,
                  "capacity": self.capacity, "width": self.width}
         if self.split_obs:
-            state["obs"] = obs_map(lambda t: t[:self.size].cpu(), self.obs_data)
-            state["next_obs"] = obs_map(lambda t: t[:self.size].cpu(), self.next_obs_data)
+            state["obs"] = obs_map(lambda t: t[:self.size].to("cpu", copy=True), self.obs_data)
+            state["next_obs"] = obs_map(lambda t: t[:self.size].to("cpu", copy=True), self.next_obs_data)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -470,7 +472,8 @@ class StackedReplayBuffers:
         """Store N transitions in each of the K buffers: obs[k], rewards[k], next_obs[k], terminated[k] (NumPy
         arrays, leading dim N) and actions [K, N, ...] (or a sequence of K arrays) go to buffer k, as
         buffers[k].add() would store them."""
-        if self.buffers[0].pos != self.buffers[-1].pos:  # a buffer was written alone since the stacking
+        pos = self.buffers[0].pos
+        if any(b.pos != pos for b in self.buffers):  # a buffer was written alone since the stacking
             raise ValueError("the stacked ReplayBuffers are no longer at the same write position")
         k, n, c = len(self.buffers), int(np.shape(obs[0])[0]), self._cols
         if n > self.capacity:
@@ -488,7 +491,6 @@ class StackedReplayBuffers:
                 self._dev = torch.empty_like(self._pinned, device=self.device)
             src = self._dev.copy_(self._pinned, non_blocking=True)
             self._event.record()
-        pos = self.buffers[0].pos
         first = min(n, self.capacity - pos)  # up to two slice copies: before and after the wrap
         self.data[:, pos:pos + first].copy_(src[:, :first])
         if first < n:

@@ -199,12 +199,22 @@ class SameStepAsyncVectorEnv(gym.vector.AsyncVectorEnv):
         if self._state != AsyncState.DEFAULT:
             raise AlreadyPendingCallError(f"Calling `step_async` while waiting for a pending call to "
                                           f"`{self._state.value}` to complete.", str(self._state.value))
+        # every message is built (and the batch checked) before any is sent: a bad batch raises with the workers
+        # untouched, instead of leaving some of them a step ahead (or step_wait waiting forever on the others)
         if self._int_actions:
-            for pipe, action in zip(self.parent_pipes, np.asarray(actions).tolist()):
-                pipe.send_bytes(_INT_ACTION.pack(_STEP_INT, action))
+            a = np.asarray(actions)
+            if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":
+                raise ValueError(f"SameStepAsyncVectorEnv.step takes {self.num_envs} integer actions (one per sub-env, "
+                                 f"Discrete), got an array of shape {a.shape} and dtype {a.dtype}")
+            msgs = [_INT_ACTION.pack(_STEP_INT, action) for action in a.tolist()]
         else:
-            for pipe, action in zip(self.parent_pipes, iterate(self.action_space, actions)):
-                pipe.send_bytes(_STEP_PICKLED + pickle.dumps(action, pickle.HIGHEST_PROTOCOL))
+            msgs = [_STEP_PICKLED + pickle.dumps(action, pickle.HIGHEST_PROTOCOL)
+                    for action in iterate(self.action_space, actions)]
+            if len(msgs) != self.num_envs:
+                raise ValueError(f"SameStepAsyncVectorEnv.step takes {self.num_envs} actions (one per sub-env), got "
+                                 f"{len(msgs)}")
+        for pipe, msg in zip(self.parent_pipes, msgs):
+            pipe.send_bytes(msg)
         self._state = AsyncState.WAITING_STEP
 
     def step_wait(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

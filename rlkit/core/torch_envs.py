@@ -214,7 +214,8 @@ class TorchVecEnv:
         return self._low + self._span * u
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
-        """Reset every sub-env (reseeding the generator when `seed` is given); the float32 observations [N, d]."""
+        """Reset every sub-env (re-keying the reset stream, at counter 0, when `seed` is given); the float32
+        observations [N, d]."""
         if seed is not None:
             self.stream.reseed_(seed, ENV_RESETS)
         self.state.copy_(self.reset_states(self.draw_resets()))

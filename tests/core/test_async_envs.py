@@ -135,3 +135,23 @@ def test_a_failing_step_in_a_lean_worker_raises_its_error_in_the_main_process():
     with pytest.raises(ArithmeticError, match="sub-env failed on purpose"):
         venv.step(np.array([0, 1]))
     venv.close(terminate=True)
+
+
+@pytest.mark.parametrize("env_id,actions,needle", [
+    ("CartPole-v1", np.array([0, 1]), r"takes 3 integer actions \(one per sub-env, Discrete\), got .* shape \(2,\)"),
+    ("CartPole-v1", np.array([0, 1.5, 0]), r"got an array of shape \(3,\) and dtype float64"),
+    ("Pendulum-v1", np.zeros((2, 1), np.float32), r"takes 3 actions \(one per sub-env\), got 2"),
+])
+def test_a_bad_action_batch_is_refused_in_one_line_and_leaves_the_workers_in_step(env_id, actions, needle):
+    """A batch of the wrong length or type raises before any worker is sent a step: the next good step works (no
+    worker a step ahead, no step_wait waiting forever on a worker that was never sent one)."""
+    venv = SameStepAsyncVectorEnv([lambda: gym.make(env_id)] * 3)
+    try:
+        venv.reset(seed=0)
+        with pytest.raises(ValueError, match=needle):
+            venv.step_async(actions)
+        venv.step_async(venv.action_space.sample())
+        obs, rewards, *_ = venv.step_wait(timeout=10)
+        assert obs.shape[0] == rewards.shape[0] == 3
+    finally:
+        venv.close(terminate=True)

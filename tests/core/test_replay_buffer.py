@@ -118,3 +118,26 @@ def test_stacked_buffers_store_what_each_buffer_stores_alone_and_stay_whole():
         StackedReplayBuffers([ReplayBuffer(5, (2,), (1,), CPU), ReplayBuffer(6, (2,), (1,), CPU)])
     with pytest.raises(ValueError, match="needs the one-row layout"):
         StackedReplayBuffers([ReplayBuffer(5, (2,), (1,), CPU, obs_dtype=torch.uint8)] * 2)
+
+
+def test_a_stacked_buffers_checkpoint_holds_its_own_filled_rows_only_and_any_lone_write_is_caught():
+    """state_dict() copies: torch.save of a view writes its whole storage (the full capacity, and for a stacked
+    buffer every seed's rows). A buffer in the middle of a stack written alone is refused by the next stacked add."""
+    import io
+
+    from rlkit.core.buffers import StackedReplayBuffers
+
+    bufs = [ReplayBuffer(1000, (2,), (1,), CPU) for _ in range(4)]
+    stacked = StackedReplayBuffers(bufs)
+    z = np.zeros((2, 2), np.float32)
+    stacked.add([z] * 4, np.zeros((4, 2, 1)), [np.zeros(2)] * 4, [z] * 4, [np.zeros(2, bool)] * 4)
+    f = io.BytesIO()
+    torch.save(bufs[1].state_dict(), f)
+    assert len(f.getvalue()) < 10_000  # 2 rows of 7 floats, not 4 x 1000 rows (112 kB)
+    f.seek(0)
+    back = ReplayBuffer(1000, (2,), (1,), CPU)
+    back.load_state_dict(torch.load(f))
+    assert torch.equal(back.data, bufs[1].data) and back.size == 2
+    add_item(bufs[1], 5.0)
+    with pytest.raises(ValueError, match="no longer at the same write position"):
+        stacked.add([z] * 4, np.zeros((4, 2, 1)), [np.zeros(2)] * 4, [z] * 4, [np.zeros(2, bool)] * 4)
