@@ -140,7 +140,7 @@ class A2CConfig:
         if self.shared_trunk and not self.hidden_sizes:
             raise ConfigError("A2CConfig.shared_trunk needs at least one hidden layer in hidden_sizes (the trunk); "
                               "hidden_sizes=[] puts both heads on the encoder's features already")
-        check_hidden_sizes(self, allow_empty="the heads sit on the observation encoder's features")
+        check_hidden_sizes(self, allow_empty=True)  # [] puts the heads on the encoder's features
         check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "vectorization", ("auto", "sync", "async"))

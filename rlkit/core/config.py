@@ -143,10 +143,10 @@ MAX_LAYER_WIDTH = 65_536  # wider hidden layers of an RL MLP are typos that woul
 MAX_HIDDEN_LAYERS = 64
 
 
-def check_hidden_sizes(cfg: Any, name: str = "hidden_sizes", allow_empty: str = "") -> None:
-    """At least one hidden layer, unless `allow_empty` says what an empty tuple means for this agent (A2C: the
-    heads sit on the encoder's features, as Stable-Baselines3's CnnPolicy). Elsewhere an empty tuple would be a
-    linear model no agent is documented as, so it is refused."""
+def check_hidden_sizes(cfg: Any, name: str = "hidden_sizes", allow_empty: bool = False) -> None:
+    """At least one hidden layer, unless allow_empty (A2C, whose heads then sit on the encoder's features, as
+    Stable-Baselines3's CnnPolicy). Elsewhere an empty tuple would be a linear model no agent is documented as,
+    so it is refused."""
     v = getattr(cfg, name)
     owner = type(cfg).__name__
     if not isinstance(v, tuple) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in v):

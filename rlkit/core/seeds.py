@@ -434,7 +434,10 @@ class SeedTorchEnvs:
 def _stack_streams(streams: Sequence[CounterStream]) -> CounterStream:
     """The K streams as one batch (keys [K, 2], counters [K]) whose draws are theirs row by row; each stream's keys
     and counter become views of its row, so their owners (envs, collectors) keep advancing and saving them."""
-    return CounterStream(stack_tensors_([s.keys for s in streams]), stack_tensors_([s.counter for s in streams]))
+    batch = CounterStream(stack_tensors_([s.keys for s in streams]), stack_tensors_([s.counter for s in streams]))
+    for s in streams:  # a stream re-keyed later (env.reset(seed=...)) refreshes the batch's kept words too
+        s._batches.add(batch)
+    return batch
 
 
 # ---- the edges of a batched learn(): K LearnRuns ---------------------------------------------------------------

@@ -32,6 +32,7 @@ pure-Python oracle and the draws' quality (uniformity, serial and cross-key corr
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -84,6 +85,8 @@ class CounterStream:
         self.keys, self.counter = keys, counter
         self._lanes: dict[int, torch.Tensor] = {}  # lane words [*B, n] by n: they depend on the key only
         self._offsets: dict[int, torch.Tensor] = {}  # arange(steps) by steps
+        # batches whose keys alias this stream's (stack_streams): reseed_() refreshes their lane words too
+        self._batches: weakref.WeakSet[CounterStream] = weakref.WeakSet()
 
     @classmethod
     def seeded(cls, seed: int | None, stream: int, device: torch.device | str = "cpu") -> "CounterStream":
@@ -101,16 +104,26 @@ class CounterStream:
             raise ValueError("reseed_ re-keys a single stream, not a batch of them")
         self.keys.copy_(torch.tensor(stream_key(seed, stream), dtype=torch.int64))
         self.counter.zero_()
-        self._lanes.clear()
+        for s in (self, *self._batches):
+            s._refresh_lanes()
+
+    def _refresh_lanes(self) -> None:
+        """Recompute the kept lane words from the (new) key IN PLACE: a CUDA graph that captured them, and a
+        batch whose keys alias this stream's, read the new words."""
+        for n, lanes in self._lanes.items():
+            lanes.copy_(self._compute_lanes(n))
 
     # ---- the words ------------------------------------------------------------------------------------------
+    def _compute_lanes(self, n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.int64, device=self.device)
+        k0, k1 = self.keys[..., 0:1], self.keys[..., 1:2]
+        lanes = mix32(mix32(i ^ k0) ^ k1)
+        return lanes ^ (lanes >> 16)  # kept with mix32's first step applied (words())
+
     def _lane_words(self, n: int) -> torch.Tensor:
         lanes = self._lanes.get(n)
         if lanes is None:
-            i = torch.arange(n, dtype=torch.int64, device=self.device)
-            k0, k1 = self.keys[..., 0:1], self.keys[..., 1:2]
-            lanes = mix32(mix32(i ^ k0) ^ k1)
-            lanes = self._lanes[n] = lanes ^ (lanes >> 16)  # kept with mix32's first step applied (words())
+            lanes = self._lanes[n] = self._compute_lanes(n)
         return lanes
 
     def words(self, n: int, steps: int | None = None) -> torch.Tensor:

@@ -103,6 +103,25 @@ def test_seeding_reseeding_and_bad_inputs():
         batch.reseed_(1, 0)
 
 
+def test_reseeding_a_stream_refreshes_its_kept_words_in_place_and_those_of_its_batch():
+    """env.reset(seed=...) on a seed of a batch (or of a lone run whose rollout is a CUDA graph): the lane words
+    kept from the old key are recomputed in the same tensors, so the batch and a captured graph draw the new key's
+    stream, as a fresh stream of that seed would."""
+    from rlkit.core.seeds import _stack_streams
+    a, b = CounterStream.seeded(1, ENV_RESETS), CounterStream.seeded(2, ENV_RESETS)
+    batch = _stack_streams([a, b])
+    batch.uniform((5,), steps=3)
+    kept = a._lane_words(5)
+    a.uniform((5,))
+    a.reseed_(7, ENV_RESETS)
+    assert a._lane_words(5) is kept  # the same storage, new words
+    b_next = CounterStream.seeded(2, ENV_RESETS)
+    b_next.counter.fill_(3)
+    rows = batch.uniform((5,))
+    assert torch.equal(rows[0], CounterStream.seeded(7, ENV_RESETS).uniform((5,)))
+    assert torch.equal(rows[1], b_next.uniform((5,)))
+
+
 # ---- quality --------------------------------------------------------------------------------------------------------
 def _corr(x: torch.Tensor, y: torch.Tensor) -> float:
     x, y = x.double().flatten(), y.double().flatten()
