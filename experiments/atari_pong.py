@@ -1,17 +1,20 @@
 """A2C with the Atari preset on Pong, trained in pieces that each fit a time-capped sitting, then reported.
 
-    python experiments/atari_pong.py [--steps 4000000] [--run-dir runs/atari_pong] [--time-limit 540]
-                                     [--env PongNoFrameskip-v4] [--seed 0] [--device cuda|cpu]
+    python experiments/atari_pong.py [--steps 4000000] [--budget 10000000] [--run-dir runs/atari_pong]
+                                     [--time-limit 540] [--env PongNoFrameskip-v4] [--seed 0] [--device cuda|cpu]
                                      [--eval-episodes 5] [--checkpoint-interval 200000]
 
 A thin wrapper over `rlkit train a2c ENV` (the "atari" preset: 16 envs in worker processes, n_steps 5,
-TensorFlow-style RMSprop, the policy and value heads on the CNN's features, linear lr decay over --steps; the Atari
-preprocessing of docs/guide.md#atari). The first call starts the run in
+TensorFlow-style RMSprop, the policy and value heads on the CNN's features, linear lr decay over --budget; the Atari
+preprocessing of docs/guide.md#atari). --budget is the run's total budget, which the lr schedule decays over: by
+default the preset's 10M steps, as rl-zoo3 trains Atari, so the check at --steps (4M) sees the learning rate of a
+10M-step run at 4M, not one already decayed to zero there. Training stops at --steps. The first call starts the run in
 --run-dir; every later call continues it (`--resume RUN_DIR`: the newest checkpoint, its config and seed). A
 call trains until --steps, or until --time-limit seconds have passed: then it sends itself SIGINT, so training
 finishes its iteration, writes a checkpoint and stops (call again to go on; a checkpoint is also written every
---checkpoint-interval steps, against a hard kill). When the run reaches --steps, `rlkit train` evaluates
---eval-episodes whole games. Each call ends by printing
+--checkpoint-interval steps, against a hard kill); it also sends SIGINT once progress.csv logs a step at or past
+--steps (when --steps < --budget). When the run reaches --budget, `rlkit train` evaluates --eval-episodes whole
+games. Each call ends by printing
 
     steps/s of this piece (environment steps per second of training, from progress.csv's time/sps)
     the mean training game score over the last 100 games (whole games, all lives, unclipped)
@@ -36,7 +39,9 @@ from rlkit.cli import main as rlkit_main
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=4_000_000, help="the run's total environment steps")
+    p.add_argument("--steps", type=int, default=4_000_000, help="train until this many environment steps")
+    p.add_argument("--budget", type=int, default=10_000_000,
+                   help="the run's total budget, over which the learning rate decays (>= --steps)")
     p.add_argument("--run-dir", default="runs/atari_pong")
     p.add_argument("--time-limit", type=float, default=540.0,
                    help="seconds this call may train before it checkpoints and stops (0: no limit)")
@@ -55,7 +60,8 @@ def train_piece(args: argparse.Namespace, run_dir: Path) -> int:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    argv = ["train", "a2c", args.env, "--steps", str(args.steps), "--run-dir", str(run_dir), "--device", args.device,
+    argv = ["train", "a2c", args.env, "--steps", str(max(args.budget, args.steps)), "--run-dir", str(run_dir),
+            "--device", args.device,
             "--no-progress", "--eval-episodes", str(args.eval_episodes), "--log-interval", str(args.log_interval)]
     if any((run_dir / "checkpoints").glob("*.pt")):
         argv += ["--resume", str(run_dir)]
@@ -66,11 +72,32 @@ def train_piece(args: argparse.Namespace, run_dir: Path) -> int:
         timer = threading.Timer(args.time_limit, os.kill, (os.getpid(), signal.SIGINT))
         timer.daemon = True
         timer.start()
+    stop = threading.Event()
+    if args.steps < args.budget:  # stop at --steps: SIGINT once progress.csv has logged a step there
+        threading.Thread(target=_stop_at, args=(run_dir / "progress.csv", args.steps, stop), daemon=True).start()
     try:
         return rlkit_main(argv)
     finally:
+        stop.set()
         if timer is not None:
             timer.cancel()
+
+
+def _stop_at(progress: Path, steps: int, stop: threading.Event) -> None:
+    """SIGINT this process once progress.csv's last logged step is >= steps (polled every 2 s)."""
+    while not stop.wait(2.0):
+        if _last_step(progress) >= steps:
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+
+
+def _last_step(progress: Path) -> int:
+    """The last step progress.csv logged (0 when there is none)."""
+    if not progress.exists():
+        return 0
+    with progress.open(newline="") as f:
+        steps = [int(float(r["step"])) for r in csv.DictReader(f) if r.get("step")]
+    return steps[-1] if steps else 0
 
 
 def report(run_dir: Path, t_start_step: int) -> None:
@@ -103,14 +130,14 @@ def report(run_dir: Path, t_start_step: int) -> None:
 def main() -> int:
     args = parse()
     run_dir = Path(args.run_dir)
-    start = 0
-    if (run_dir / "progress.csv").exists():
-        with (run_dir / "progress.csv").open(newline="") as f:
-            steps = [int(float(r["step"])) for r in csv.DictReader(f)]
-        start = steps[-1] if steps else 0
+    start = _last_step(run_dir / "progress.csv")
+    if start >= args.steps:
+        print(f"the run is already at step {start:,} (--steps {args.steps:,}): nothing to train")
+        report(run_dir, start)
+        return 0
     t0 = time.time()
     code = train_piece(args, run_dir)
-    what = {0: "run complete", 130: "stopped at the time limit: run again to continue"}.get(code, "error")
+    what = {0: "run complete", 130: "stopped at the time limit or at --steps: run again to continue"}.get(code, "error")
     print(f"rlkit train exited with {code} after {time.time() - t0:.0f} s ({what})")
     report(run_dir, start)
     return 0 if code in (0, 130) else code

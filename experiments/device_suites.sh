@@ -8,7 +8,7 @@
 # Usage (repo root; wheels in .whl/ and .whl-mujoco/):
 #   bash experiments/device_run.sh 'bash experiments/device_suites.sh 480 [GRID ...]'
 # GRIDs (default: trpo_mujoco a2c_mujoco box2d ddpg_box2d):
-#   pong         A2C PongNoFrameskip-v4 to 4M steps (experiments/atari_pong.py) on the GPU, at normal priority
+#   pong         A2C PongNoFrameskip-v4 to 4M steps of a 10M-step run (experiments/atari_pong.py), GPU, normal priority
 #   trpo_mujoco  TRPO presets, HalfCheetah/Hopper/Walker2d-v5, 5 seeds      (CPU, one run per core, nice 10)
 #   a2c_mujoco   A2C presets, HalfCheetah/Hopper/Walker2d-v5, 5 seeds       (CPU, nice 10)
 #   box2d        TRPO and A2C presets, LunarLander-v3, 5 seeds              (CPU, nice 10)
@@ -28,7 +28,7 @@ cpu_bench() { local name=$1; shift
     > "$OUT/$name.log" 2>&1 & }
 for grid in "${GRIDS[@]}"; do
   case $grid in
-    pong) python3 experiments/atari_pong.py --steps 4000000 --run-dir "$G/pong" --time-limit $((BUDGET - 20)) \
+    pong) python3 experiments/atari_pong.py --steps 4000000 --budget 10000000 --run-dir "$G/pong10m" --time-limit $((BUDGET - 20)) \
             > "$OUT/pong.log" 2>&1 & ;;
     trpo_mujoco) cpu_bench trpo_mujoco --algos trpo --envs "$MUJOCO" --seeds 5 ;;
     a2c_mujoco) cpu_bench a2c_mujoco --algos a2c --envs "$MUJOCO" --seeds 5 ;;
