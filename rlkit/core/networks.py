@@ -523,147 +523,159 @@ def tie_statistics(copied: nn.Module, source: nn.Module) -> nn.Module:
 
 
 # ---- actors ------------------------------------------------------------------------------------------------------
-class CategoricalActor(nn.Module):
-    """pi(a|s) = softmax(net(encoder(s))) over Discrete(K)."""
+class CategoricalLogits(nn.Module):
+    """Discrete(K): pi(a|s) = softmax(logits), logits [B, K] as the network gives them. A LogitActor's `dist`: the
+    table of its distribution's functions (rlkit.core.distributions)."""
 
-    noise_kind = "uniform"  # what sample_actions draws: one U[0, 1) per logit
+    noise_kind = "uniform"  # what sample() can take from outside: one U[0, 1) per logit
 
-    def __init__(self, encoder: nn.Module, net: nn.Module):
-        super().__init__()
-        self.encoder, self.net = encoder, net
+    def params(self, out: torch.Tensor) -> torch.Tensor:
+        return out
 
-    def reset_noise(self, n: int) -> None:
-        """Nothing to redraw (gSDE is for Box actions); here so agents need not branch on the space."""
+    def sample(self, logits: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return D.categorical_sample(logits, noise)
 
-    def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.net(self.encoder(obs)),)
+    def mode(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(-1)
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(self.encoder(obs))
-        a = D.categorical_sample(logits)
-        return a, D.categorical_log_prob(logits, a)
+    def log_prob(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return D.categorical_log_prob(logits, actions)
 
-    def sample_actions(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch).
-        `noise`: U[0, 1) draws of the logits' shape [B, K] to use instead of torch's generator (rlkit.core.seeds
-        draws them from each seed's own stream)."""
-        return D.categorical_sample(self.net(self.encoder(obs)), noise)
+    def entropy(self, logits: torch.Tensor) -> torch.Tensor:
+        return D.categorical_entropy(logits)
 
-    def mode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(self.encoder(obs)).argmax(-1)
+    def kl(self, p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+        return D.categorical_kl(p_logits, q_logits)
 
-    def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """pi(a|s) for every action [B, K]: the layout of DiscreteQCritic.all_actions (QAC's exact E_pi[Q])."""
-        return torch.softmax(self.net(self.encoder(obs)), -1)
-
-    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        params = self.dist_params(obs)
-        return self.log_prob_from_params(params, actions), self.entropy_from_params(params)
-
-    def entropy_from_params(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return D.categorical_entropy(params[0])
-
-    def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
-        return D.categorical_log_prob(params[0], actions)
-
-    def kl(self, old_params: tuple[torch.Tensor, ...], new_params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return D.categorical_kl(old_params[0], new_params[0])
+        return torch.softmax(logits, -1)
 
 
-class MultiCategoricalActor(nn.Module):
-    """pi(a|s) = prod_d softmax(logits_d) over MultiDiscrete(nvec): the network's flat [B, sum(nvec)] logits are cut
-    into one block per dimension and padded to [B, D, max(nvec)] (distributions.multicategorical_*); log-probs,
+class MultiCategoricalLogits(nn.Module):
+    """MultiDiscrete(nvec): pi(a|s) = prod_d softmax(logits_d). The network's flat [B, sum(nvec)] logits are cut into
+    one block per dimension and padded to [B, D, max(nvec)] (distributions.multicategorical_*); log-probs,
     entropies and KLs sum over the dimensions. Actions are [B, D] int64 indices from 0 (the env's start is added by
-    to_env_actions)."""
+    to_env_actions). Takes no sampling noise from outside (noise_kind None)."""
 
-    def __init__(self, encoder: nn.Module, net: nn.Module, nvec: Sequence[int]):
+    noise_kind = None
+
+    def __init__(self, nvec: Sequence[int]):
         super().__init__()
-        self.encoder, self.net = encoder, net
         self.nvec = tuple(int(n) for n in nvec)
         # index tensors (None for a uniform nvec) as non-persistent buffers: they follow .to(device), stay out of
         # checkpoints and are no parameters (TRPO's and A2C's flat parameter vectors never see them)
         self.register_buffer("pad_index", D.multicategorical_pad_index(self.nvec), persistent=False)
         self.register_buffer("real_index", D.multicategorical_real_index(self.nvec), persistent=False)
 
-    def reset_noise(self, n: int) -> None:
-        """Nothing to redraw (gSDE is for Box actions); here so agents need not branch on the space."""
+    def params(self, out: torch.Tensor) -> torch.Tensor:
+        """Flat logits [B, sum(nvec)] -> padded logits [B, D, K]."""
+        return D.multicategorical_logits(out, len(self.nvec), self.pad_index)
 
-    def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor]:
-        """(padded logits [B, D, K],)."""
-        return (D.multicategorical_logits(self.net(self.encoder(obs)), len(self.nvec), self.pad_index),)
+    def sample(self, logits: torch.Tensor, noise: None = None) -> torch.Tensor:
+        return D.multicategorical_sample(logits)
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.dist_params(obs)[0]
-        a = D.multicategorical_sample(logits)
-        return a, D.multicategorical_log_prob(logits, a)
+    def mode(self, logits: torch.Tensor) -> torch.Tensor:
+        return D.multicategorical_mode(logits)
 
-    def sample_actions(self, obs: torch.Tensor) -> torch.Tensor:
-        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch)."""
-        return D.multicategorical_sample(self.dist_params(obs)[0])
+    def log_prob(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return D.multicategorical_log_prob(logits, actions)
 
-    def mode(self, obs: torch.Tensor) -> torch.Tensor:
-        return D.multicategorical_mode(self.dist_params(obs)[0])
+    def entropy(self, logits: torch.Tensor) -> torch.Tensor:
+        return D.multicategorical_entropy(logits)
 
-    def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
+    def kl(self, p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+        return D.multicategorical_kl(p_logits, q_logits)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """pi_d(k|s) per dimension and choice, flat [B, sum(nvec)]: the layout of FactorisedQCritic.all_actions."""
-        return D.multicategorical_probs(self.dist_params(obs)[0], self.real_index)
-
-    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        params = self.dist_params(obs)
-        return self.log_prob_from_params(params, actions), self.entropy_from_params(params)
-
-    def entropy_from_params(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return D.multicategorical_entropy(params[0])
-
-    def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
-        return D.multicategorical_log_prob(params[0], actions)
-
-    def kl(self, old_params: tuple[torch.Tensor, ...], new_params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return D.multicategorical_kl(old_params[0], new_params[0])
+        return D.multicategorical_probs(logits, self.real_index)
 
 
-class BernoulliActor(nn.Module):
-    """pi(a|s) = prod_d Bernoulli(a_d; sigmoid(logits_d)) over MultiBinary(n): the network gives one logit per bit
-    (distributions.bernoulli_*); log-probs, entropies and KLs sum over the bits. Actions are [B, n] int64 0/1."""
+class BernoulliLogits(nn.Module):
+    """MultiBinary(n): pi(a|s) = prod_d Bernoulli(a_d; sigmoid(logits_d)), one logit per bit
+    (distributions.bernoulli_*); log-probs, entropies and KLs sum over the bits. Actions are [B, n] int64 0/1.
+    Takes no sampling noise from outside (noise_kind None)."""
 
-    def __init__(self, encoder: nn.Module, net: nn.Module):
+    noise_kind = None
+
+    def params(self, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+    def sample(self, logits: torch.Tensor, noise: None = None) -> torch.Tensor:
+        return D.bernoulli_sample(logits)
+
+    def mode(self, logits: torch.Tensor) -> torch.Tensor:
+        return D.bernoulli_mode(logits)
+
+    def log_prob(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return D.bernoulli_log_prob(logits, actions)
+
+    def entropy(self, logits: torch.Tensor) -> torch.Tensor:
+        return D.bernoulli_entropy(logits)
+
+    def kl(self, p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+        return D.bernoulli_kl(p_logits, q_logits)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """(P(a_d = 0), P(a_d = 1)) per bit, flat [B, 2n]: the layout of FactorisedQCritic.all_actions."""
+        return D.bernoulli_probs(logits)
+
+
+LogitDistribution = CategoricalLogits | MultiCategoricalLogits | BernoulliLogits
+
+
+class LogitActor(nn.Module):
+    """pi(a|s) for the discrete action spaces: logits = dist.params(net(encoder(s))), with `dist` saying what they
+    mean (CategoricalLogits for Discrete, MultiCategoricalLogits for MultiDiscrete, BernoulliLogits for
+    MultiBinary). One actor for the three, its distribution a table of functions: the acting and likelihood code
+    below is written once. `noise_kind` is the distribution's (None: sample_actions takes no noise from outside)."""
+
+    def __init__(self, encoder: nn.Module, net: nn.Module, dist: LogitDistribution):
         super().__init__()
-        self.encoder, self.net = encoder, net
+        self.encoder, self.net, self.dist = encoder, net, dist
+        self.noise_kind = dist.noise_kind
 
     def reset_noise(self, n: int) -> None:
         """Nothing to redraw (gSDE is for Box actions); here so agents need not branch on the space."""
 
+    def _logits(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.dist.params(self.net(self.encoder(obs)))
+
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.net(self.encoder(obs)),)
+        return (self._logits(obs),)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(self.encoder(obs))
-        a = D.bernoulli_sample(logits)
-        return a, D.bernoulli_log_prob(logits, a)
+        logits = self._logits(obs)
+        a = self.dist.sample(logits)
+        return a, self.dist.log_prob(logits, a)
 
-    def sample_actions(self, obs: torch.Tensor) -> torch.Tensor:
-        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch)."""
-        return D.bernoulli_sample(self.net(self.encoder(obs)))
+    def sample_actions(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """sample() without the log-prob (what acting needs: the updates recompute log pi from the batch).
+        `noise` (only where noise_kind is "uniform"): U[0, 1) draws of the logits' shape to use instead of torch's
+        generator (rlkit.core.seeds draws them from each seed's own stream)."""
+        return self.dist.sample(self._logits(obs), noise)
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
-        return D.bernoulli_mode(self.net(self.encoder(obs)))
+        return self.dist.mode(self._logits(obs))
 
     def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
-        """(P(a_d = 0), P(a_d = 1)) per bit, flat [B, 2n]: the layout of FactorisedQCritic.all_actions."""
-        return D.bernoulli_probs(self.net(self.encoder(obs)))
+        """pi(a|s) of every choice, flat, in the layout of the matching Q critic's all_actions (QAC's exact
+        E_pi[Q])."""
+        return self.dist.probs(self._logits(obs))
 
     def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.dist_params(obs)
         return self.log_prob_from_params(params, actions), self.entropy_from_params(params)
 
     def entropy_from_params(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return D.bernoulli_entropy(params[0])
+        return self.dist.entropy(params[0])
 
     def log_prob_from_params(self, params: tuple[torch.Tensor, ...], actions: torch.Tensor) -> torch.Tensor:
-        return D.bernoulli_log_prob(params[0], actions)
+        return self.dist.log_prob(params[0], actions)
 
     def kl(self, old_params: tuple[torch.Tensor, ...], new_params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return D.bernoulli_kl(old_params[0], new_params[0])
+        return self.dist.kl(old_params[0], new_params[0])
 
 
 class GaussianActor(nn.Module):
@@ -754,7 +766,7 @@ def make_actor(
     use_sde: bool = False,
     net: NetworkSpec = None,
     orthogonal: bool = True,
-) -> CategoricalActor | MultiCategoricalActor | BernoulliActor | GaussianActor:
+) -> LogitActor | GaussianActor:
     """The stochastic actor for a space: categorical for Discrete, one categorical per dimension for MultiDiscrete,
     one Bernoulli per bit for MultiBinary, diagonal Gaussian (gSDE with use_sde) for Box.
     `net` is the user's policy network (module or factory, see the module docstring); default: an MLP with a
@@ -764,11 +776,11 @@ def make_actor(
     body = build_network(net, enc.out_dim, n_out, lambda: MLP(enc.out_dim, hidden_sizes, n_out, activation, 0.01,
                                                               orthogonal), "policy")
     if isinstance(action_space, gym.spaces.Discrete):
-        return CategoricalActor(enc, body)
+        return LogitActor(enc, body, CategoricalLogits())
     if isinstance(action_space, gym.spaces.MultiDiscrete):
-        return MultiCategoricalActor(enc, body, action_nvec(action_space))
+        return LogitActor(enc, body, MultiCategoricalLogits(action_nvec(action_space)))
     if isinstance(action_space, gym.spaces.MultiBinary):
-        return BernoulliActor(enc, body)
+        return LogitActor(enc, body, BernoulliLogits())
     return GaussianActor(enc, body, n_out, log_std_init, use_sde)
 
 

@@ -16,7 +16,7 @@ from rlkit import A2C, DDPG, QAC, REINFORCE, TRPO
 from rlkit.agents.trpo import fisher_vector_product, surrogate
 from rlkit.core import distributions as D
 from rlkit.core.envs import SpaceError
-from rlkit.core.networks import MultiCategoricalActor, make_actor
+from rlkit.core.networks import LogitActor, MultiCategoricalLogits, make_actor
 from rlkit.core.optim import flat_grad, flat_params
 from tests.multi_action_envs import MatchMultiBinaryEnv, MatchMultiDiscreteEnv
 
@@ -94,7 +94,8 @@ def test_gsde_is_refused_for_non_box_actions(cls):
 def test_a2c_shared_trunk_on_multidiscrete():
     agent = A2C(ENVS["MultiDiscrete"], seed=0, device="cpu", shared_trunk=True, hidden_sizes=(16, 16), **TINY[A2C])
     agent.learn(32, progress=False)
-    assert isinstance(agent.actor, MultiCategoricalActor) and agent.actor.net.head.out_features == 9
+    assert isinstance(agent.actor, LogitActor) and isinstance(agent.actor.dist, MultiCategoricalLogits)
+    assert agent.actor.net.head.out_features == 9
 
 
 # ---- QAC: Q(s, a) = sum_d Q_d(s, a_d) and the exact E_pi[Q] -------------------------------------------------------
@@ -167,8 +168,8 @@ def test_fisher_vector_product_equals_explicit_hessian_of_mean_kl(space):
 
     def dist(params: dict) -> tuple[torch.Tensor]:  # the actor's dist_params in float64 (bypassing the encoder)
         out = torch.func.functional_call(actor.net, {k[4:]: v for k, v in params.items()}, (obs,))
-        return (D.multicategorical_logits(out, 3, actor.pad_index),) if isinstance(actor, MultiCategoricalActor) \
-            else (out,)
+        return (D.multicategorical_logits(out, 3, actor.dist.pad_index),) \
+            if isinstance(actor.dist, MultiCategoricalLogits) else (out,)
 
     def unflat(theta: torch.Tensor) -> dict:
         out, i = {}, 0
