@@ -42,6 +42,7 @@ TARGETS: dict[tuple[str, str], float] = {
     ("trpo", "CartPole-v1"): 475.0,
     ("trpo", "Pendulum-v1"): -160.0,
     ("ddpg", "Pendulum-v1"): -150.0,
+    ("ddpg", "MountainCarContinuous-v0"): 90.0,
 }
 # Presets keyed by a family of ids rather than one id (rlkit.core.config.PRESET_FAMILIES): not run here (the
 # atari preset is checked on Pong by experiments/atari_pong.py, on a GPU).
