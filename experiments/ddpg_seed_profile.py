@@ -1,0 +1,132 @@
+"""Where the time of a DDPG lockstep step goes: K seeds in one process (rlkit.core.seeds.SeedBatch) and one seed alone.
+
+For DDPG on --env (hidden 256,256, batch 256; otherwise the setup of experiments/seed_batching.py's ddpg()) it prints,
+for the batch of --seeds seeds and for one seed alone, one line each of
+  (a) full    ms per lockstep step of learn(), everything included (act, env steps, stores, update, bookkeeping);
+  (b) host    ms per lockstep step of learn() with the gradient step replaced by a no-op (DDPG._gradient_step_seeds
+              for the batch, DDPG.update for the lone agent): the act, the env steps and all host bookkeeping;
+  (c) update  ms per batched update alone: the update learn() built (the same GraphedStep: a CUDA graph on CUDA),
+              called repeatedly on the filled replay buffers (cuda synchronised before and after).
+Every timed learn() follows an untimed one of --warmup steps past learning_starts (first kernels, graph capture).
+One torch thread. A figure is the mean over --steps lockstep steps (--updates updates for (c)).
+
+  PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 300
+  PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cuda --steps 3000
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+
+import rlkit.agents.ddpg as ddpg_module
+from rlkit import DDPG, SeedBatch
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _ms_per_step(learner: Any, steps: int, device: str) -> float:
+    """ms per lockstep step of learner.learn(steps) (n_envs=1: one vector step per env step)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    learner.learn(steps, progress=False, log_interval=10**9)
+    _sync(device)
+    return 1e3 * (time.perf_counter() - t0) / steps
+
+
+def _ms_per_call(fn: Callable[[], Any], n: int, device: str) -> float:
+    fn()  # one untimed call
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    return 1e3 * (time.perf_counter() - t0) / n
+
+
+@contextmanager
+def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+def _lone_update_noop(self: DDPG) -> dict[str, torch.Tensor]:
+    self.n_updates += 1  # what update() counts; no gradient step
+    return {}
+
+
+def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
+    """(a), (b), (c) for k seeds (k=0: one seed alone, through DDPG.learn, not a batch of one)."""
+    cfg = dict(hidden_sizes=(256, 256), batch_size=256, buffer_size=max(args.warmup * 3 + 2 * args.steps, 1000),
+               learning_starts=args.learning_starts, device=args.device, vectorization=args.vectorization)
+    built: list[Any] = []  # the batch's GraphedSteps, to find the update among them
+    real = ddpg_module.GraphedStep
+
+    def recording(*a: Any, **kw: Any) -> Any:
+        g = real(*a, **kw)
+        built.append(g)
+        return g
+
+    if k:
+        learner: Any = SeedBatch(DDPG, args.env, list(range(k)), **cfg)
+        agents = learner.agents
+    else:
+        learner = DDPG(args.env, seed=0, **cfg)
+        agents = [learner]
+    try:
+        learner.learn(args.learning_starts + args.warmup, progress=False)  # random steps, first updates, captures
+        full = _ms_per_step(learner, args.steps, args.device)
+        stub = (_patched(DDPG, "_gradient_step_seeds", staticmethod(lambda *a, **kw: {})) if k
+                else _patched(DDPG, "update", _lone_update_noop))
+        with stub:
+            learner.learn(args.warmup, progress=False)  # the stub's own graph captures, outside the clock
+            host = _ms_per_step(learner, args.steps, args.device)
+        if k:
+            with _patched(ddpg_module, "GraphedStep", recording):
+                learner.learn(args.warmup, progress=False)  # builds (and warms) the batch's steps again
+            update_step = next(g for g in built if g.name == "DDPG update of the seeds" and g.calls)
+            update = _ms_per_call(update_step, args.updates, args.device)
+        else:
+            update = _ms_per_call(learner.update, args.updates, args.device)
+    finally:
+        for a in agents:
+            a.env.close()
+    who = f"{k} seeds" if k else "1 seed alone"
+    print(f"{who}: (a) full {full:.3f} ms per lockstep step")
+    print(f"{who}: (b) host {host:.3f} ms per lockstep step (update a no-op)")
+    print(f"{who}: (c) update {update:.3f} ms per {'batched ' if k else ''}update")
+    return {"full": full, "host": host, "update": update}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="HalfCheetah-v5")
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=2000, help="lockstep steps per timed learn()")
+    p.add_argument("--warmup", type=int, default=50, help="untimed steps before each timed learn()")
+    p.add_argument("--updates", type=int, default=200, help="updates timed for (c)")
+    p.add_argument("--learning-starts", type=int, default=100)
+    p.add_argument("--vectorization", default="sync", help="the agents' vectorization (DDPGConfig)")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    print(f"DDPG {args.env} on {args.device}, hidden (256, 256), batch 256, {args.vectorization} envs, "
+          f"{args.steps} timed steps")
+    batch = profile(args, args.seeds)
+    one = profile(args, 0)
+    print(f"aggregate speed-up of {args.seeds} seeds over one: {args.seeds * one['full'] / batch['full']:.2f}x "
+          f"(host side alone: {args.seeds * one['host'] / batch['host']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
