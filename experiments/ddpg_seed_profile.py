@@ -5,6 +5,8 @@ for the batch of --seeds seeds and for one seed alone, one line each of
   (a) full    ms per lockstep step of learn(), everything included (act, env steps, stores, update, bookkeeping);
   (b) host    ms per lockstep step of learn() with the gradient step replaced by a no-op (DDPG._gradient_step_seeds
               for the batch, DDPG.update for the lone agent): the act, the env steps and all host bookkeeping;
+              also the main process's CPU time per step (worker processes not counted: with envs in workers,
+              what the main process alone spends, which bounds the step where the workers have cores to spare);
   (c) update  ms per batched update alone: the update learn() built (the same GraphedStep: a CUDA graph on CUDA),
               called repeatedly on the filled replay buffers (cuda synchronised before and after).
 Every timed learn() follows an untimed one of --warmup steps past learning_starts (first kernels, graph capture).
@@ -16,6 +18,7 @@ One torch thread. A figure is the mean over --steps lockstep steps (--updates up
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -31,13 +34,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _ms_per_step(learner: Any, steps: int, device: str) -> float:
-    """ms per lockstep step of learner.learn(steps) (n_envs=1: one vector step per env step)."""
+def _ms_per_step(learner: Any, steps: int, device: str) -> tuple[float, float]:
+    """(wall, this process's CPU) ms per lockstep step of learner.learn(steps) (n_envs=1: a vector step per env
+    step). The CPU time is the main process's alone (its threads, not worker processes)."""
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     learner.learn(steps, progress=False, log_interval=10**9)
     _sync(device)
-    return 1e3 * (time.perf_counter() - t0) / steps
+    return 1e3 * (time.perf_counter() - t0) / steps, 1e3 * (time.process_time() - c0) / steps
 
 
 def _ms_per_call(fn: Callable[[], Any], n: int, device: str) -> float:
@@ -85,13 +89,15 @@ def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
         agents = [learner]
     try:
         learner.learn(args.learning_starts + args.warmup, progress=False)  # random steps, first updates, captures
-        full = _ms_per_step(learner, args.steps, args.device)
+        full = math.nan if args.host_only else _ms_per_step(learner, args.steps, args.device)[0]
         stub = (_patched(DDPG, "_gradient_step_seeds", staticmethod(lambda *a, **kw: {})) if k
                 else _patched(DDPG, "update", _lone_update_noop))
         with stub:
             learner.learn(args.warmup, progress=False)  # the stub's own graph captures, outside the clock
-            host = _ms_per_step(learner, args.steps, args.device)
-        if k:
+            host, host_cpu = _ms_per_step(learner, args.steps, args.device)
+        if args.host_only:
+            update = math.nan
+        elif k:
             with _patched(ddpg_module, "GraphedStep", recording):
                 learner.learn(args.warmup, progress=False)  # builds (and warms) the batch's steps again
             update_step = next(g for g in built if g.name == "DDPG update of the seeds" and g.calls)
@@ -102,10 +108,10 @@ def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
         for a in agents:
             a.env.close()
     who = f"{k} seeds" if k else "1 seed alone"
-    print(f"{who}: (a) full {full:.3f} ms per lockstep step")
-    print(f"{who}: (b) host {host:.3f} ms per lockstep step (update a no-op)")
-    print(f"{who}: (c) update {update:.3f} ms per {'batched ' if k else ''}update")
-    return {"full": full, "host": host, "update": update}
+    print(f"{who}: (a) full {full:.3f} ms per lockstep step", flush=True)
+    print(f"{who}: (b) host {host:.3f} ms per lockstep step (update a no-op; main process CPU {host_cpu:.3f} ms)")
+    print(f"{who}: (c) update {update:.3f} ms per {'batched ' if k else ''}update", flush=True)
+    return {"full": full, "host": host, "host_cpu": host_cpu, "update": update}
 
 
 def main() -> None:
@@ -118,6 +124,7 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=200, help="updates timed for (c)")
     p.add_argument("--learning-starts", type=int, default=100)
     p.add_argument("--vectorization", default="sync", help="the agents' vectorization (DDPGConfig)")
+    p.add_argument("--host-only", action="store_true", help="measure (b) only ((a) and (c) print nan)")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"DDPG {args.env} on {args.device}, hidden (256, 256), batch 256, {args.vectorization} envs, "

@@ -23,10 +23,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
+from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
 from gymnasium.spaces.utils import is_space_dtype_shape_equiv
 from gymnasium.vector.async_vector_env import AsyncState
-from gymnasium.vector.utils import concatenate, iterate, write_to_shared_memory
+from gymnasium.vector.utils import (concatenate, create_shared_memory, iterate, read_from_shared_memory,
+                                    write_to_shared_memory)
 
 from rlkit.core.atari import (PREPROCESSING_KEY, RecordGameScore, atari_factory, atari_install_hint, is_atari_id,
                               register_atari)
@@ -269,11 +270,7 @@ def _lean_worker(index: int, env_fn: Callable[[], gym.Env], pipe: Any, parent_pi
                 if semaphore is not None:
                     semaphore.acquire()
                 try:
-                    obs, reward, terminated, truncated, info = env.step(action)
-                    if terminated or truncated:
-                        final_obs, final_info = obs, info
-                        obs, info = env.reset()
-                        info = {"final_info": final_info, "final_obs": final_obs, **info}
+                    obs, reward, terminated, truncated, info, _ = _same_step(env, action)
                     write_to_shared_memory(obs_space, index, obs, shared_memory)
                 finally:
                     if semaphore is not None:
@@ -298,11 +295,7 @@ def _lean_worker(index: int, env_fn: Callable[[], gym.Env], pipe: Any, parent_pi
                 pipe.send((None, True))
                 break
             elif command == "_call":
-                name, args, kwargs = data
-                if name in ("reset", "step", "close", "_setattr", "_check_spaces"):
-                    raise ValueError(f"Trying to call function `{name}` with `call`, use `{name}` directly instead.")
-                attr = env.get_wrapper_attr(name)
-                pipe.send((attr(*args, **kwargs) if callable(attr) else attr, True))
+                pipe.send((_call_env(env, *data), True))
             elif command == "_setattr":
                 env.set_wrapper_attr(*data)
                 pipe.send((None, True))
@@ -324,12 +317,447 @@ def _lean_worker(index: int, env_fn: Callable[[], gym.Env], pipe: Any, parent_pi
         env.close()
 
 
+def _same_step(env: gym.Env, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any], Any]:
+    """One SAME_STEP autoreset step of one sub-env, as Gymnasium's AsyncVectorEnv worker takes it: (obs, reward,
+    terminated, truncated, info, final_obs). Where the episode ended, obs and info are the reset's, info also holds
+    final_obs and final_info, and final_obs is the true final observation (else None)."""
+    obs, reward, terminated, truncated, info = env.step(action)
+    if not (terminated or truncated):
+        return obs, reward, terminated, truncated, info, None
+    final_obs, final_info = obs, info
+    obs, info = env.reset()
+    return obs, reward, terminated, truncated, {"final_info": final_info, "final_obs": final_obs, **info}, final_obs
+
+
+def _call_env(env: gym.Env, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """A worker's answer to VectorEnv.call(name, *args, **kwargs) (and get_attr) for one sub-env, as Gymnasium's."""
+    if name in ("reset", "step", "close", "_setattr", "_check_spaces"):
+        raise ValueError(f"Trying to call function `{name}` with `call`, use `{name}` directly instead.")
+    attr = env.get_wrapper_attr(name)
+    return attr(*args, **kwargs) if callable(attr) else attr
+
+
 def _one_intra_op_thread() -> None:
     """In a worker process: one thread for OpenCV (the Atari preprocessing's resize), whose default pool of one
     thread per core, in each of N workers already running in parallel, only oversubscribes the cores."""
     cv2 = sys.modules.get("cv2")
     if cv2 is not None:
         cv2.setNumThreads(1)
+
+
+# ---- several sub-envs per worker process: the vector envs of many agents (K seeds) stepped as one ----------------
+# EnvWorkers' protocol. Shared memory holds the command (`control`: what, lo, hi), each worker's reply status and the
+# step's data; a per-worker semaphore wakes a worker, one shared semaphore counts the workers done (an uncontended
+# semaphore is a userspace atomic: about a third of a pipe round trip's CPU time in the main process). Pickled
+# commands (reset, call, ...) and answers that carry data (infos, results, failures) go through the worker's pipe.
+_STEP, _STEP_INFOS, _COMMAND = 1, 2, 3  # control[0]
+_DONE, _ANSWER, _FAILED, _BUSY = 0, 1, 2, 3  # a worker's status: nothing to read, an answer or a failure in its pipe
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def fork_available() -> bool:
+    """Whether worker processes can be forked (EnvWorkers moves live sub-envs into workers by forking)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def env_worker_count(n_envs: int) -> int:
+    """How many worker processes EnvWorkers starts for n_envs sub-envs by default: one per core but one (the main
+    process keeps a core to act, store and launch the update), at most one per sub-env."""
+    return max(1, min(n_envs, usable_cores() - 1))
+
+
+class _Shared(NamedTuple):
+    """What EnvWorkers and its workers share (created before the fork)."""
+    obs: Any  # Gymnasium's shared memory for M observations
+    final_obs: Any  # ... for the true final observations of the episodes that ended in the last step
+    actions: Any  # ... for M actions
+    results: Any  # rewards (float64 [M]), terminated, truncated (bool [M] each)
+    control: Any  # int64 [3]: what (_STEP, _STEP_INFOS, _COMMAND), lo, hi
+    status: Any  # uint8 [W]: each worker's reply status
+    wake: list[Any]  # a semaphore per worker
+    done: Any  # released by each worker when it has finished
+
+
+class EnvWorkers:
+    """The sub-envs of several SameStepSyncVectorEnvs (the K seeds' of a SeedBatch, rlkit.core.seeds) moved into
+    `n_workers` worker processes, several sub-envs per process, and stepped as ONE batch of M = sum of their
+    num_envs slots.
+
+    How they move: the workers are forked from this process after the vector envs were built, so each holds the very
+    sub-env objects of its slots (simulator state, RNGs, wrappers' counters, as they were): nothing is rebuilt or
+    reseeded, and each sub-env steps exactly as it would have here. This process keeps its copies untouched and
+    never steps them again; use the views (`views`, one WorkerVecEnv per vector env, in their order) instead.
+
+    A step of all M sub-envs costs this process one copy of the actions into shared memory (`actions` [M, ...])
+    and one semaphore per worker each way: every worker steps its slots in order with SAME_STEP autoreset (the true
+    final observation of an ended episode goes to `final_obs`) and writes the observations (Gymnasium's shared
+    memory), rewards and flags into shared arrays. Infos come back (pickled, only the non-empty ones) when asked
+    for: WorkerVecEnv.step returns Gymnasium's; rollout.step_lockstep asks for none (the collectors read nothing
+    from them but the final observations).
+
+    A failing sub-env raises its exception in this process, one line naming the sub-env (the worker's traceback
+    attached as a note where Python supports notes), and the workers are shut down; so are they when one dies.
+    Needs the "fork" start method (Linux, macOS)."""
+
+    def __init__(self, venvs: Sequence["SameStepSyncVectorEnv"], n_workers: int | None = None) -> None:
+        if not venvs:
+            raise ValueError("EnvWorkers needs at least one vector env")
+        first = venvs[0]
+        for v in venvs:
+            if not isinstance(v, SameStepSyncVectorEnv) or v.closed:
+                raise TypeError(f"EnvWorkers moves the sub-envs of open SameStepSyncVectorEnvs, got a "
+                                f"{'closed ' if getattr(v, 'closed', False) else ''}{type(v).__name__}")
+            if (v.single_observation_space, v.single_action_space) != (first.single_observation_space,
+                                                                        first.single_action_space):
+                raise ValueError("EnvWorkers needs vector envs of the same observation and action spaces")
+        if not fork_available():
+            raise RuntimeError("EnvWorkers needs the 'fork' start method, which this platform does not have")
+        envs = [e for v in venvs for e in v.envs]
+        m = len(envs)
+        w = env_worker_count(m) if n_workers is None else n_workers
+        if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= m:
+            raise ValueError(f"n_workers must be an integer from 1 to the number of sub-envs ({m}), got {w!r}")
+        self.num_envs, self.n_workers = m, w
+        self.single_observation_space = obs_space = first.single_observation_space
+        self.single_action_space = act_space = first.single_action_space
+        ctx = multiprocessing.get_context("fork")
+        self._shm = sh = _Shared(create_shared_memory(obs_space, n=m, ctx=ctx),
+                                 create_shared_memory(obs_space, n=m, ctx=ctx),
+                                 create_shared_memory(act_space, n=m, ctx=ctx), ctx.RawArray("B", 10 * m),
+                                 ctx.RawArray("q", 3), ctx.RawArray("B", w), [ctx.Semaphore(0) for _ in range(w)],
+                                 ctx.Semaphore(0))
+        self.actions = read_from_shared_memory(act_space, sh.actions, n=m)
+        if not isinstance(self.actions, np.ndarray):
+            raise SpaceError(f"EnvWorkers steps actions of one array (Box, Discrete, MultiDiscrete, MultiBinary), not "
+                             f"{act_space}")
+        self.obs = read_from_shared_memory(obs_space, sh.obs, n=m)
+        self.final_obs = read_from_shared_memory(obs_space, sh.final_obs, n=m)
+        self.rewards, self.terminated, self.truncated = _results(sh.results, m)
+        self._control = np.frombuffer(sh.control, dtype=np.int64)
+        self._status = np.frombuffer(sh.status, dtype=np.uint8)
+        # worker i holds the slots bounds[i]..bounds[i + 1] - 1 (contiguous: a vector env's sub-envs stay together)
+        self.bounds = [m * i // w for i in range(w + 1)]
+        self.closed, self._failed = False, ""
+        self._pending: list[int] | None = None
+        self._pipes: list[Any] = []
+        self._processes: list[Any] = []
+        self._held = list(venvs)  # this process's copies: kept (never stepped, never closed) while the workers live
+        try:
+            with gym.vector.utils.clear_mpi_env_vars():
+                for i in range(w):
+                    parent, child = ctx.Pipe()
+                    lo, hi = self.bounds[i], self.bounds[i + 1]
+                    process = ctx.Process(target=_pool_worker, name=f"rlkit-env-worker-{i}", daemon=True,
+                                          args=(i, range(lo, hi), envs[lo:hi], child, [*self._pipes, parent], sh,
+                                                obs_space, act_space))
+                    process.start()
+                    child.close()
+                    self._pipes.append(parent)
+                    self._processes.append(process)
+        except BaseException:
+            self.close(terminate=True)
+            raise
+        self.views = []
+        lo = 0
+        for v in venvs:
+            self.views.append(WorkerVecEnv(self, lo, lo + v.num_envs, v))
+            lo += v.num_envs
+        self._open_views = len(self.views)
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # ---- stepping ----------------------------------------------------------------------------------------------
+    def _start(self, what: int, lo: int, hi: int, command: bytes = b"") -> None:
+        """Start `what` on the workers of slots lo..hi-1 (a pickled command first goes down their pipes)."""
+        if self.closed:
+            raise ClosedEnvironmentError(f"the env workers are closed{self._failed}")
+        if self._pending is not None:
+            raise AlreadyPendingCallError("a call of the env workers is still pending (step_wait first)", "step")
+        workers = [i for i in range(self.n_workers) if self.bounds[i] < hi and self.bounds[i + 1] > lo]
+        self._control[:] = (what, lo, hi)
+        self._status[workers] = _BUSY
+        self._pending = workers
+        for i in workers:
+            if command:
+                self._pipes[i].send_bytes(command)
+            self._shm.wake[i].release()
+
+    def step_async(self, actions: Any, lo: int = 0, hi: int | None = None, infos: bool = False) -> None:
+        """Send the slots lo..hi-1 their actions ([hi - lo, ...]) and start their step; step_wait() waits for it."""
+        hi = self.num_envs if hi is None else hi
+        a = np.asarray(actions)
+        if a.shape != (hi - lo, *self.actions.shape[1:]):
+            raise ValueError(f"the env workers' step takes actions of shape {(hi - lo, *self.actions.shape[1:])} for "
+                             f"{hi - lo} sub-env(s) of {self.single_action_space}, got {a.shape}")
+        if self._pending is None and not self.closed:
+            self.actions[lo:hi] = a
+        self._start(_STEP_INFOS if infos else _STEP, lo, hi)
+
+    def step_wait(self) -> list[tuple[int, dict[str, Any]]]:
+        """Wait for the pending step: its observations, rewards, flags and the final observations of the episodes
+        that ended are in the shared arrays (obs, rewards, terminated, truncated, final_obs); returns the
+        (slot, info) pairs of the non-empty infos when step_async asked for them (SAME_STEP: final_obs, final_info
+        in the info of an ended episode), else []."""
+        return [pair for answer in self._wait() if answer for pair in answer]
+
+    def _command(self, lo: int, hi: int, command: str, data: Any) -> list[tuple[int, Any]]:
+        """A pickled command to the workers of slots lo..hi-1; their (slot, answer) pairs, in slot order."""
+        self._start(_COMMAND, lo, hi, pickle.dumps((command, data), pickle.HIGHEST_PROTOCOL))
+        return [pair for answer in self._wait() for pair in answer]
+
+    def _wait(self) -> list[Any]:
+        """Wait until every pending worker is done; the answers in their pipes (None where there is none), or the first
+        failure raised in one line (after the workers were shut down). A worker that died is found by polling."""
+        if self._pending is None:
+            raise NoAsyncCallError("step_wait without a pending step_async of the env workers", "step")
+        pending, self._pending = self._pending, None
+        done, status = self._shm.done, self._status
+        for _ in pending:
+            while not done.acquire(timeout=1.0):
+                dead = [i for i in pending if status[i] == _BUSY and not self._processes[i].is_alive()]
+                if dead:
+                    self._raise(None, None, f"env worker process {dead[0]} ended unexpectedly (exit code "
+                                            f"{self._processes[dead[0]].exitcode})", "")
+        if not status[pending].any():  # all _DONE: nothing to read
+            return [None] * len(pending)
+        out, failure = [], None
+        for i in pending:
+            answer = pickle.loads(self._pipes[i].recv_bytes()) if status[i] != _DONE else None
+            if status[i] == _FAILED:
+                failure = failure or answer
+            out.append(answer)
+        if failure is not None:
+            self._raise(*failure)
+        return out
+
+    def _raise(self, slot: int | None, exc_type: Any, message: str, trace: str) -> None:
+        where = "" if slot is None else f" (sub-env {slot} of the env workers)"
+        self._failed = f": {(message.splitlines() or [''])[0]}{where}"
+        self.close(terminate=True)
+        err: BaseException
+        try:
+            err = exc_type(f"{message}{where}") if isinstance(exc_type, type) else RuntimeError(f"{message}{where}")
+        except Exception:  # noqa: BLE001 - an exception type that cannot be built from one message
+            err = RuntimeError(f"{getattr(exc_type, '__name__', 'error')}: {message}{where}")
+        if trace and hasattr(err, "add_note"):
+            err.add_note(f"in the env worker process:\n{trace}")
+        raise err
+
+    def final_observation(self, slot: int) -> Any:
+        """A copy of the true final observation of the episode that slot `slot` ended in the last step."""
+        return _obs_rows(self.final_obs, slot, None)
+
+    # ---- the rest of the VectorEnv interface, for the views -------------------------------------------------
+    def reset(self, lo: int, hi: int, seeds: Sequence[int | None], options: dict[str, Any] | None
+              ) -> list[tuple[int, dict[str, Any]]]:
+        return self._command(lo, hi, "reset", (list(seeds), options))
+
+    def call(self, lo: int, hi: int, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
+        return [value for _, value in self._command(lo, hi, "call", (name, tuple(args), kwargs))]
+
+    def set_attr(self, lo: int, hi: int, name: str, values: Sequence[Any]) -> None:
+        self._command(lo, hi, "setattr", (name, list(values)))
+
+    def release(self, view: "WorkerVecEnv") -> None:
+        """A view was closed: the workers end (closing their sub-envs) when every view is."""
+        self._open_views -= 1
+        if self._open_views <= 0:
+            self.close()
+
+    def close(self, terminate: bool = False) -> None:
+        """End the workers: each closes its sub-envs (terminate: killed instead, e.g. after a failure)."""
+        if self.closed:
+            return
+        if not terminate:
+            try:
+                if self._pending is not None:
+                    self._wait()
+                self._command(0, self.num_envs, "close", None)
+            except Exception:  # noqa: BLE001 - a failure or a dead worker: the others are killed below
+                terminate = True
+        self.closed = True
+        for process in self._processes:
+            if terminate and process.is_alive():
+                process.terminate()
+            process.join()
+        for pipe in self._pipes:
+            pipe.close()
+        self._held = []
+
+
+def _results(raw: Any, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rewards [M] and the terminated and truncated flags [M] in EnvWorkers' shared results array."""
+    flags = np.frombuffer(raw, dtype=np.bool_, offset=8 * m).reshape(2, m)
+    return np.frombuffer(raw, dtype=np.float64, count=m), flags[0], flags[1]
+
+
+def _obs_rows(obs: Any, lo: int, hi: int | None) -> Any:
+    """Copies of rows lo..hi-1 (or of the one row lo, hi None) of observations read from Gymnasium's shared memory
+    (an array, or a dict / tuple of them)."""
+    if isinstance(obs, dict):
+        return type(obs)((k, _obs_rows(v, lo, hi)) for k, v in obs.items())
+    if isinstance(obs, tuple):
+        return tuple(_obs_rows(v, lo, hi) for v in obs)
+    return obs[lo].copy() if hi is None else obs[lo:hi].copy()
+
+
+def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, parent_pipes: list[Any], sh: _Shared,
+                 obs_space: gym.Space, act_space: gym.Space) -> None:
+    """An EnvWorkers process (forked: `envs` are the sub-envs of `slots` as they were in the main process)."""
+    for p in parent_pipes:  # the main process's ends, inherited through fork
+        p.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the main process handles it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _one_intra_op_thread()
+    m = len(sh.results) // 10
+    actions = read_from_shared_memory(act_space, sh.actions, n=m)
+    obs = read_from_shared_memory(obs_space, sh.obs, n=m) if isinstance(obs_space, gym.spaces.Box) else None
+    rewards, terminated, truncated = _results(sh.results, m)
+    control, status = np.frombuffer(sh.control, dtype=np.int64), np.frombuffer(sh.status, dtype=np.uint8)
+    wake, done = sh.wake[index], sh.done
+    int_actions = isinstance(act_space, gym.spaces.Discrete)
+    mine = list(zip(slots, envs))
+    slot: int | None = None
+    try:
+        while True:
+            wake.acquire()
+            what, lo, hi = control.tolist()
+            if what != _COMMAND:
+                infos = []
+                for slot, env in mine:
+                    if lo <= slot < hi:
+                        # a copy: an env may keep its action, and the shared row is overwritten by the next step
+                        action = actions[slot].item() if int_actions else actions[slot].copy()
+                        o, rewards[slot], terminated[slot], truncated[slot], info, final = _same_step(env, action)
+                        if final is not None:
+                            write_to_shared_memory(obs_space, slot, final, sh.final_obs)
+                        if obs is not None:
+                            obs[slot] = o
+                        else:
+                            write_to_shared_memory(obs_space, slot, o, sh.obs)
+                        if info and what == _STEP_INFOS:
+                            infos.append((slot, info))
+                slot = None
+                _answer(status, index, done, pipe, infos if infos else None)
+                continue
+            command, data = pickle.loads(pipe.recv_bytes())
+            if command == "close":
+                _answer(status, index, done, pipe, [])
+                break
+            answer = []
+            for slot, env in mine:
+                if not lo <= slot < hi:
+                    continue
+                if command == "reset":
+                    o, info = env.reset(seed=data[0][slot - lo], options=data[1])
+                    write_to_shared_memory(obs_space, slot, o, sh.obs)
+                    answer.append((slot, info))
+                elif command == "call":
+                    answer.append((slot, _call_env(env, *data)))
+                elif command == "setattr":
+                    env.set_wrapper_attr(data[0], data[1][slot - lo])
+                    answer.append((slot, None))
+                else:
+                    raise RuntimeError(f"Received unknown command `{command}`.")
+            slot = None
+            _answer(status, index, done, pipe, answer)
+    except (KeyboardInterrupt, Exception) as e:
+        trace = traceback.format_exc()
+        try:
+            payload = pickle.dumps((slot, type(e), str(e), trace))
+        except Exception:  # noqa: BLE001 - an exception type that does not pickle (e.g. defined in a function)
+            payload = pickle.dumps((slot, None, f"{type(e).__name__}: {e}", trace))
+        status[index] = _FAILED
+        done.release()
+        try:
+            pipe.send_bytes(payload)
+        except OSError:
+            pass
+    finally:
+        for _, env in mine:
+            env.close()
+
+
+def _answer(status: np.ndarray, index: int, done: Any, pipe: Any, answer: Any) -> None:
+    """A worker's reply: its status, the done semaphore, then (when there is one) the answer down its pipe, which the
+    main process reads after every worker is done (so a large answer never blocks a worker before it is)."""
+    status[index] = _DONE if answer is None else _ANSWER
+    done.release()
+    if answer is not None:
+        pipe.send_bytes(pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
+
+
+class WorkerVecEnv(gym.vector.VectorEnv):
+    """The sub-envs lo..hi-1 of an EnvWorkers as a Gymnasium VectorEnv (SAME_STEP autoreset): what the vector env it
+    replaces (`origin`, a SameStepSyncVectorEnv) returned, step for step: the same observations, rewards, flags and
+    infos (tests/core/test_async_envs.py steps it beside Gymnasium's AsyncVectorEnv). Its spaces are the origin's
+    objects (their RNGs continue). Stepped alone it steps only its own slots; rollout.step_lockstep steps all the
+    views of one EnvWorkers as one batch. Closing every view ends the workers.
+
+    Like SameStepSyncVectorEnv it subclasses Gymnasium's interface class (here VectorEnv itself), the deliberate
+    exception to rlkit's inheritance rule that keeps it a VectorEnv to every caller."""
+
+    def __init__(self, pool: EnvWorkers, lo: int, hi: int, origin: "SameStepSyncVectorEnv") -> None:
+        self.pool, self.lo, self.hi = pool, lo, hi
+        self.num_envs = hi - lo
+        self.metadata = origin.metadata
+        self.render_mode = origin.render_mode
+        self.spec = origin.spec
+        self.single_observation_space = origin.single_observation_space
+        self.observation_space = origin.observation_space
+        self.single_action_space, self.action_space = origin.single_action_space, origin.action_space
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[Any, dict[str, Any]]:
+        if seed is None:
+            seed = [None] * self.num_envs
+        elif isinstance(seed, int):
+            seed = [seed + i for i in range(self.num_envs)]
+        if len(seed) != self.num_envs:
+            raise ValueError(f"If seeds are passed as a list the length must match num_envs={self.num_envs} but got "
+                             f"length={len(seed)}.")
+        infos: dict[str, Any] = {}
+        for slot, info in self.pool.reset(self.lo, self.hi, seed, options):
+            infos = self._add_info(infos, info, slot - self.lo)
+        return _obs_rows(self.pool.obs, self.lo, self.hi), infos
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: Any) -> None:
+        self.pool.step_async(actions, self.lo, self.hi, infos=True)
+
+    def step_wait(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        infos: dict[str, Any] = {}
+        for slot, info in self.pool.step_wait():
+            infos = self._add_info(infos, info, slot - self.lo)
+        p, lo, hi = self.pool, self.lo, self.hi
+        return (_obs_rows(p.obs, lo, hi), p.rewards[lo:hi].copy(), p.terminated[lo:hi].copy(),
+                p.truncated[lo:hi].copy(), infos)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        return tuple(self.pool.call(self.lo, self.hi, name, args, kwargs))
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        return self.call(name)
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | object) -> None:
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"Values must be a list or tuple with length equal to the number of environments. Got "
+                             f"`{len(values)}` values for {self.num_envs} environments.")
+        self.pool.set_attr(self.lo, self.hi, name, values)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.pool.release(self)
 
 
 def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None, training: bool = False
@@ -453,6 +881,8 @@ def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
     reads these bytes."""
     if isinstance(venv, gym.vector.AsyncVectorEnv):
         return None, "the sub-envs of an AsyncVectorEnv live in worker processes and are not saved"
+    if isinstance(venv, WorkerVecEnv):
+        return None, "the sub-envs live in shared env worker processes (EnvWorkers) and are not saved"
     if not isinstance(venv, SameStepSyncVectorEnv):
         return None, f"{type(venv).__name__} is not rlkit's SameStepSyncVectorEnv"
     if any(hasattr(env.unwrapped, "ale") for env in venv.envs):  # it pickles, but restarts the emulator
