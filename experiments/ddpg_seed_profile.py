@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
 
-import rlkit.agents.ddpg as ddpg_module
 from rlkit import DDPG, SeedBatch
 
 
@@ -73,7 +73,10 @@ def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
     """(a), (b), (c) for k seeds (k=0: one seed alone, through DDPG.learn, not a batch of one)."""
     cfg = dict(hidden_sizes=(256, 256), batch_size=256, buffer_size=max(args.warmup * 3 + 2 * args.steps, 1000),
                learning_starts=args.learning_starts, device=args.device, vectorization=args.vectorization)
-    built: list[Any] = []  # the batch's GraphedSteps, to find the update among them
+    # The batched update is a local of DDPG.learn_seeds: to time that very step (a CUDA graph on CUDA), record the
+    # GraphedSteps learn_seeds builds, through DDPG's own module (a profiler reaches inside; nothing else here does).
+    ddpg_module = sys.modules[DDPG.__module__]
+    built: list[Any] = []
     real = ddpg_module.GraphedStep
 
     def recording(*a: Any, **kw: Any) -> Any:
@@ -123,7 +126,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=50, help="untimed steps before each timed learn()")
     p.add_argument("--updates", type=int, default=200, help="updates timed for (c)")
     p.add_argument("--learning-starts", type=int, default=100)
-    p.add_argument("--vectorization", default="sync", help="the agents' vectorization (DDPGConfig)")
+    p.add_argument("--vectorization", default="auto", help="the agents' vectorization (DDPGConfig; auto: a batch's "
+                   "envs in shared worker processes, a lone seed's in this process)")
     p.add_argument("--host-only", action="store_true", help="measure (b) only ((a) and (c) print nan)")
     args = p.parse_args()
     torch.set_num_threads(1)

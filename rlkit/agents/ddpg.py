@@ -55,7 +55,8 @@ class DDPGConfig:
     """Number of parallel environments (each vector step adds n_envs transitions)."""
     vectorization: str = "auto"
     """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
-    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
+    transitions); auto: async for an Atari id with n_envs > 1, else sync, and in a SeedBatch the seeds' sync envs
+    move into shared worker processes, several envs in each (SeedBatch.share_env_workers; the same transitions)."""
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions (allocated up front on the training device)."""
     learning_starts: int = 100

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import math
 import multiprocessing
 import os
 import pickle
@@ -193,6 +194,7 @@ class SameStepAsyncVectorEnv(gym.vector.AsyncVectorEnv):
         super().__init__(env_fns, shared_memory=True, copy=True, autoreset_mode=AutoresetMode.SAME_STEP,
                          worker=_lean_worker)
         self._int_actions = isinstance(self.single_action_space, gym.spaces.Discrete)
+        self._box_actions = isinstance(self.single_action_space, gym.spaces.Box)
         self._box_obs = isinstance(self.single_observation_space, gym.spaces.Box)
 
     def step_async(self, actions: Any) -> None:
@@ -208,6 +210,15 @@ class SameStepAsyncVectorEnv(gym.vector.AsyncVectorEnv):
                 raise ValueError(f"SameStepAsyncVectorEnv.step takes {self.num_envs} integer actions (one per sub-env, "
                                  f"Discrete), got an array of shape {a.shape} and dtype {a.dtype}")
             msgs = [_INT_ACTION.pack(_STEP_INT, action) for action in a.tolist()]
+        elif self._box_actions and isinstance(actions, np.ndarray) and actions.dtype.kind in "biuf" and (
+                actions.shape[1:] == self.single_action_space.shape and np.dtype(actions.dtype.char) == actions.dtype):
+            # each row's raw bytes behind its dtype's character: the worker gets an array equal to the row, as the
+            # pickled one (a NumPy array of another layout, or not an array, is pickled below)
+            if len(actions) != self.num_envs:
+                raise ValueError(f"SameStepAsyncVectorEnv.step takes {self.num_envs} actions (one per sub-env), got "
+                                 f"{len(actions)}")
+            head = _STEP_BOX + actions.dtype.char.encode()
+            msgs = [head + row.tobytes() for row in actions]
         else:
             msgs = [_STEP_PICKLED + pickle.dumps(action, pickle.HIGHEST_PROTOCOL)
                     for action in iterate(self.action_space, actions)]
@@ -244,9 +255,10 @@ class SameStepAsyncVectorEnv(gym.vector.AsyncVectorEnv):
         return (obs.copy() if self._box_obs else deepcopy(obs)), rewards, terminated, truncated, infos
 
 
-# _lean_worker's step messages: a Discrete action as one byte and an int64, or one byte and a pickled action; the
-# reply: reward (float64), terminated, truncated, then the pickled info dict when it is not empty; b"" on failure.
-_STEP_INT, _STEP_PICKLED = 1, b"\x02"
+# _lean_worker's step messages: a Discrete action as one byte and an int64, a Box action (a row of a NumPy array) as
+# one byte, its dtype's character and its raw bytes, or one byte and a pickled action; the reply: reward (float64),
+# terminated, truncated, then the pickled info dict when it is not empty; b"" on failure.
+_STEP_INT, _STEP_PICKLED, _STEP_BOX = 1, b"\x02", b"\x03"
 _INT_ACTION = struct.Struct("<Bq")
 _RESULT = struct.Struct("<d??")
 
@@ -264,9 +276,14 @@ def _lean_worker(index: int, env_fn: Callable[[], gym.Env], pipe: Any, parent_pi
         while True:
             msg = pipe.recv_bytes()
             head = msg[0]
-            stepping = head == _STEP_INT or msg[:1] == _STEP_PICKLED
+            stepping = head == _STEP_INT or msg[:1] in (_STEP_PICKLED, _STEP_BOX)
             if stepping:
-                action = _INT_ACTION.unpack(msg)[1] if head == _STEP_INT else pickle.loads(msg[1:])
+                if head == _STEP_INT:
+                    action = _INT_ACTION.unpack(msg)[1]
+                elif msg[:1] == _STEP_BOX:  # a writable copy, as unpickling gives
+                    action = np.frombuffer(msg, dtype=chr(msg[1]), offset=2).reshape(act_space.shape).copy()
+                else:
+                    action = pickle.loads(msg[1:])
                 if semaphore is not None:
                     semaphore.acquire()
                 try:
@@ -377,9 +394,9 @@ class _Shared(NamedTuple):
     """What EnvWorkers and its workers share (created before the fork)."""
     obs: Any  # Gymnasium's shared memory for M observations
     final_obs: Any  # ... for the true final observations of the episodes that ended in the last step
-    actions: Any  # ... for M actions
+    actions: Any  # room for M actions of up to 8 bytes an element, in the dtype the step's caller gave (control[3])
     results: Any  # rewards (float64 [M]), terminated, truncated (bool [M] each)
-    control: Any  # int64 [3]: what (_STEP, _STEP_INFOS, _COMMAND), lo, hi
+    control: Any  # int64 [4]: what (_STEP, _STEP_INFOS, _COMMAND), lo, hi, the actions' dtype (its character)
     status: Any  # uint8 [W]: each worker's reply status
     wake: list[Any]  # a semaphore per worker
     done: Any  # released by each worker when it has finished
@@ -428,15 +445,17 @@ class EnvWorkers:
         self.single_observation_space = obs_space = first.single_observation_space
         self.single_action_space = act_space = first.single_action_space
         ctx = multiprocessing.get_context("fork")
-        self._shm = sh = _Shared(create_shared_memory(obs_space, n=m, ctx=ctx),
-                                 create_shared_memory(obs_space, n=m, ctx=ctx),
-                                 create_shared_memory(act_space, n=m, ctx=ctx), ctx.RawArray("B", 10 * m),
-                                 ctx.RawArray("q", 3), ctx.RawArray("B", w), [ctx.Semaphore(0) for _ in range(w)],
-                                 ctx.Semaphore(0))
-        self.actions = read_from_shared_memory(act_space, sh.actions, n=m)
-        if not isinstance(self.actions, np.ndarray):
+        if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete,
+                                      gym.spaces.MultiBinary)):
             raise SpaceError(f"EnvWorkers steps actions of one array (Box, Discrete, MultiDiscrete, MultiBinary), not "
                              f"{act_space}")
+        self._action_shape = tuple(act_space.shape)
+        self._shm = sh = _Shared(create_shared_memory(obs_space, n=m, ctx=ctx),
+                                 create_shared_memory(obs_space, n=m, ctx=ctx),
+                                 ctx.RawArray("B", 8 * m * max(1, math.prod(self._action_shape))),
+                                 ctx.RawArray("B", 10 * m), ctx.RawArray("q", 4), ctx.RawArray("B", w),
+                                 [ctx.Semaphore(0) for _ in range(w)], ctx.Semaphore(0))
+        self._actions: dict[str, np.ndarray] = {}  # views of sh.actions, by dtype character
         self.obs = read_from_shared_memory(obs_space, sh.obs, n=m)
         self.final_obs = read_from_shared_memory(obs_space, sh.final_obs, n=m)
         self.rewards, self.terminated, self.truncated = _results(sh.results, m)
@@ -449,6 +468,10 @@ class EnvWorkers:
         self._pipes: list[Any] = []
         self._processes: list[Any] = []
         self._held = list(venvs)  # this process's copies: kept (never stepped, never closed) while the workers live
+        # Ctrl-C and SIGTERM are blocked while forking (delivered here afterwards): a worker is born with them
+        # blocked, ignores SIGINT (it reaches the whole process group; training checkpoints and stops) before it
+        # unblocks them, so none can end a worker still starting up
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             with gym.vector.utils.clear_mpi_env_vars():
                 for i in range(w):
@@ -464,6 +487,8 @@ class EnvWorkers:
         except BaseException:
             self.close(terminate=True)
             raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.views = []
         lo = 0
         for v in venvs:
@@ -480,7 +505,7 @@ class EnvWorkers:
         if self._pending is not None:
             raise AlreadyPendingCallError("a call of the env workers is still pending (step_wait first)", "step")
         workers = [i for i in range(self.n_workers) if self.bounds[i] < hi and self.bounds[i + 1] > lo]
-        self._control[:] = (what, lo, hi)
+        self._control[:3] = (what, lo, hi)
         self._status[workers] = _BUSY
         self._pending = workers
         for i in workers:
@@ -489,14 +514,18 @@ class EnvWorkers:
             self._shm.wake[i].release()
 
     def step_async(self, actions: Any, lo: int = 0, hi: int | None = None, infos: bool = False) -> None:
-        """Send the slots lo..hi-1 their actions ([hi - lo, ...]) and start their step; step_wait() waits for it."""
+        """Send the slots lo..hi-1 their actions ([hi - lo, ...], any numeric dtype: each sub-env gets its row in that
+        dtype, as from Gymnasium's vector envs) and start their step; step_wait() waits for it."""
         hi = self.num_envs if hi is None else hi
         a = np.asarray(actions)
-        if a.shape != (hi - lo, *self.actions.shape[1:]):
-            raise ValueError(f"the env workers' step takes actions of shape {(hi - lo, *self.actions.shape[1:])} for "
-                             f"{hi - lo} sub-env(s) of {self.single_action_space}, got {a.shape}")
+        if a.shape != (hi - lo, *self._action_shape) or a.dtype.kind not in "biuf" or a.dtype.itemsize > 8 \
+                or np.dtype(a.dtype.char) != a.dtype:
+            raise ValueError(f"the env workers' step takes actions of shape {(hi - lo, *self._action_shape)} for "
+                             f"{hi - lo} sub-env(s) of {self.single_action_space}, got an array of shape {a.shape} "
+                             f"and dtype {a.dtype}")
         if self._pending is None and not self.closed:
-            self.actions[lo:hi] = a
+            _action_rows(self._actions, self._shm.actions, a.dtype.char, self.num_envs, self._action_shape)[lo:hi] = a
+            self._control[3] = ord(a.dtype.char)
         self._start(_STEP_INFOS if infos else _STEP, lo, hi)
 
     def step_wait(self) -> list[tuple[int, dict[str, Any]]]:
@@ -591,6 +620,14 @@ class EnvWorkers:
         self._held = []
 
 
+def _action_rows(views: dict[str, np.ndarray], raw: Any, char: str, m: int, shape: tuple[int, ...]) -> np.ndarray:
+    """EnvWorkers' shared actions [M, *shape] in the dtype of character `char` (a view kept in `views`)."""
+    rows = views.get(char)
+    if rows is None:
+        rows = views[char] = np.frombuffer(raw, dtype=char, count=m * math.prod(shape)).reshape(m, *shape)
+    return rows
+
+
 def _results(raw: Any, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The rewards [M] and the terminated and truncated flags [M] in EnvWorkers' shared results array."""
     flags = np.frombuffer(raw, dtype=np.bool_, offset=8 * m).reshape(2, m)
@@ -614,9 +651,11 @@ def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, paren
         p.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the main process handles it
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked while EnvWorkers forked
     _one_intra_op_thread()
     m = len(sh.results) // 10
-    actions = read_from_shared_memory(act_space, sh.actions, n=m)
+    actions: dict[str, np.ndarray] = {}
+    shape = tuple(act_space.shape)
     obs = read_from_shared_memory(obs_space, sh.obs, n=m) if isinstance(obs_space, gym.spaces.Box) else None
     rewards, terminated, truncated = _results(sh.results, m)
     control, status = np.frombuffer(sh.control, dtype=np.int64), np.frombuffer(sh.status, dtype=np.uint8)
@@ -627,13 +666,14 @@ def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, paren
     try:
         while True:
             wake.acquire()
-            what, lo, hi = control.tolist()
+            what, lo, hi, char = control.tolist()
             if what != _COMMAND:
                 infos = []
                 for slot, env in mine:
                     if lo <= slot < hi:
                         # a copy: an env may keep its action, and the shared row is overwritten by the next step
-                        action = actions[slot].item() if int_actions else actions[slot].copy()
+                        row = _action_rows(actions, sh.actions, chr(char), m, shape)[slot]
+                        action = row.item() if int_actions else row.copy()
                         o, rewards[slot], terminated[slot], truncated[slot], info, final = _same_step(env, action)
                         if final is not None:
                             write_to_shared_memory(obs_space, slot, final, sh.final_obs)

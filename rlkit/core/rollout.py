@@ -602,7 +602,7 @@ def _step_shared_workers(collectors: Sequence[RolloutCollector], pool: EnvWorker
     one call (collector by collector only to name the first bad one), the running episodes of all seeds counted in
     one add, then each collector's bookkeeping (_advance) on its rows; final observations are read (and checked)
     only where an episode ended."""
-    actions = env_actions.reshape(pool.actions.shape) if isinstance(env_actions, np.ndarray) \
+    actions = env_actions.reshape(pool.num_envs, *env_actions.shape[2:]) if isinstance(env_actions, np.ndarray) \
         else np.concatenate([np.asarray(a) for a in env_actions])
     pool.step_async(actions)
     pool.step_wait()
