@@ -465,6 +465,7 @@ class EnvWorkers:
         self.bounds = [m * i // w for i in range(w + 1)]
         self.closed, self._failed = False, ""
         self._pending: list[int] | None = None
+        self._unfinished = 0  # pending workers not yet done
         self._pipes: list[Any] = []
         self._processes: list[Any] = []
         self._held = list(venvs)  # this process's copies: kept (never stepped, never closed) while the workers live
@@ -479,7 +480,7 @@ class EnvWorkers:
                     lo, hi = self.bounds[i], self.bounds[i + 1]
                     process = ctx.Process(target=_pool_worker, name=f"rlkit-env-worker-{i}", daemon=True,
                                           args=(i, range(lo, hi), envs[lo:hi], child, [*self._pipes, parent], sh,
-                                                obs_space, act_space))
+                                                obs_space, act_space, os.getpid()))
                     process.start()
                     child.close()
                     self._pipes.append(parent)
@@ -507,10 +508,14 @@ class EnvWorkers:
         workers = [i for i in range(self.n_workers) if self.bounds[i] < hi and self.bounds[i + 1] > lo]
         self._control[:3] = (what, lo, hi)
         self._status[workers] = _BUSY
-        self._pending = workers
+        self._pending, self._unfinished = workers, len(workers)
         for i in workers:
             if command:
-                self._pipes[i].send_bytes(command)
+                try:
+                    self._pipes[i].send_bytes(command)
+                except OSError:  # a worker that died: the others are killed, this one named
+                    self._raise(None, None, f"env worker process {i} ended unexpectedly (exit code "
+                                            f"{self._processes[i].exitcode})", "")
             self._shm.wake[i].release()
 
     def step_async(self, actions: Any, lo: int = 0, hi: int | None = None, infos: bool = False) -> None:
@@ -545,14 +550,15 @@ class EnvWorkers:
         failure raised in one line (after the workers were shut down). A worker that died is found by polling."""
         if self._pending is None:
             raise NoAsyncCallError("step_wait without a pending step_async of the env workers", "step")
-        pending, self._pending = self._pending, None
-        done, status = self._shm.done, self._status
-        for _ in pending:
+        pending, done, status = self._pending, self._shm.done, self._status
+        while self._unfinished:  # counted down as they finish: an interrupted wait resumes where it stopped
             while not done.acquire(timeout=1.0):
                 dead = [i for i in pending if status[i] == _BUSY and not self._processes[i].is_alive()]
                 if dead:
                     self._raise(None, None, f"env worker process {dead[0]} ended unexpectedly (exit code "
                                             f"{self._processes[dead[0]].exitcode})", "")
+            self._unfinished -= 1
+        self._pending = None
         if not status[pending].any():  # all _DONE: nothing to read
             return [None] * len(pending)
         out, failure = [], None
@@ -645,8 +651,9 @@ def _obs_rows(obs: Any, lo: int, hi: int | None) -> Any:
 
 
 def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, parent_pipes: list[Any], sh: _Shared,
-                 obs_space: gym.Space, act_space: gym.Space) -> None:
-    """An EnvWorkers process (forked: `envs` are the sub-envs of `slots` as they were in the main process)."""
+                 obs_space: gym.Space, act_space: gym.Space, main_pid: int) -> None:
+    """An EnvWorkers process (forked: `envs` are the sub-envs of `slots` as they were in the main process). It ends
+    when told to, on a failure, or when the main process is gone (killed: nothing closed the workers)."""
     for p in parent_pipes:  # the main process's ends, inherited through fork
         p.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the main process handles it
@@ -665,7 +672,9 @@ def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, paren
     slot: int | None = None
     try:
         while True:
-            wake.acquire()
+            while not wake.acquire(timeout=1.0):
+                if os.getppid() != main_pid:
+                    return
             what, lo, hi, char = control.tolist()
             if what != _COMMAND:
                 infos = []

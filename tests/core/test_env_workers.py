@@ -200,3 +200,34 @@ def test_step_lockstep_steps_the_collectors_of_one_env_workers_as_one():
             step_lockstep(cols, np.zeros((3, 2, 1), np.float32))
     finally:
         pool.close()
+
+
+def _build_and_die(pipe):
+    pool = EnvWorkers([make_vec_env("CartPole-v1", 2, seed=0)], n_workers=2)
+    pipe.send([p.pid for p in pool._processes])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_the_workers_end_when_the_main_process_is_killed():
+    """Nothing closes the workers of a killed training process: they notice that it is gone and end (their
+    semaphore waits time out every second to look)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    main = ctx.Process(target=_build_and_die, args=(there,))
+    main.start()
+    assert here.poll(60)
+    pids = here.recv()
+    main.join()
+    assert main.exitcode == -signal.SIGKILL and len(pids) == 2
+
+    def running(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    deadline = time.time() + 10
+    while any(running(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(running(p) for p in pids)
