@@ -16,20 +16,7 @@ from gymnasium.error import ClosedEnvironmentError
 
 from rlkit.core.envs import EnvWorkers, SameStepSyncVectorEnv, make_vec_env, vec_env_state
 from rlkit.core.rollout import RolloutCollector, step_lockstep
-
-
-def _same_infos(a, b):
-    assert set(a) == set(b)
-    for k in a:
-        if k == "final_obs":
-            for x, y in zip(a[k], b[k]):
-                assert (x is None) == (y is None)
-                if x is not None:
-                    np.testing.assert_array_equal(x, y)
-        elif isinstance(a[k], dict):
-            _same_infos(a[k], b[k])
-        else:
-            np.testing.assert_array_equal(a[k], b[k])
+from tests.core.test_async_envs import _assert_same_infos, _Fails, _gym_async, _step_both
 
 
 @pytest.mark.parametrize("env_id,n_steps", [("CartPole-v1", 120), ("Pendulum-v1", 205)])
@@ -38,26 +25,20 @@ def test_views_step_as_gymnasiums_async_vector_env(env_id, n_steps):
     what Gymnasium's AsyncVectorEnv (SAME_STEP) returns: observations, rewards, flags (their dtypes) and infos with
     the true final observations, for Discrete actions and Box ones (float32 and float64)."""
     pool = EnvWorkers([make_vec_env(env_id, 2, seed=0), make_vec_env(env_id, 3, seed=1)], n_workers=2)
-    plain = [gym.vector.AsyncVectorEnv([lambda: gym.make(env_id)] * n,
-                                       autoreset_mode=gym.vector.AutoresetMode.SAME_STEP) for n in (2, 3)]
+    plain = [_gym_async([lambda: gym.make(env_id)] * n) for n in (2, 3)]
     try:
         assert pool.bounds == [0, 2, 5] and [(v.lo, v.hi) for v in pool.views] == [(0, 2), (2, 5)]
         for view, ref, seeds in zip(pool.views, plain, ([1, 2], [3, 4, 5])):
             assert isinstance(view, gym.vector.VectorEnv) and view.metadata["autoreset_mode"].name == "SAME_STEP"
             (o1, i1), (o2, i2) = view.reset(seed=seeds), ref.reset(seed=seeds)
             np.testing.assert_array_equal(o1, o2)
-            _same_infos(i1, i2)
+            _assert_same_infos(i1, i2)
         rng, ends = np.random.default_rng(0), 0
         for t in range(n_steps):
             for view, ref in zip(pool.views, plain):
                 a = rng.integers(0, 2, view.num_envs) if env_id == "CartPole-v1" else \
                     rng.uniform(-2, 2, (view.num_envs, 1)).astype(np.float64 if t % 2 else np.float32)
-                s, r = view.step(a), ref.step(a)
-                for x, y in zip(s[:4], r[:4]):
-                    np.testing.assert_array_equal(x, y)
-                    assert x.dtype == y.dtype
-                _same_infos(s[4], r[4])
-                ends += int((s[2] | s[3]).sum())
+                ends += _step_both(view, ref, a)
         assert ends >= 5
         assert pool.views[1].get_attr("spec")[0].id == env_id and len(pool.views[1].call("render")) == 3
     finally:
@@ -100,13 +81,6 @@ def test_the_envs_go_on_as_they_were_and_one_step_of_all_equals_their_own_steps(
         pool.close()
         for v in here:
             v.close()
-
-
-class _Fails(gym.Wrapper):
-    def step(self, action):
-        if action == 1:
-            raise ArithmeticError("sub-env failed on purpose")
-        return self.env.step(action)
 
 
 def _vec(factory, n):
