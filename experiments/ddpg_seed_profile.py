@@ -1,7 +1,7 @@
 """Where the time of a DDPG lockstep step goes: K seeds in one process (rlkit.core.seeds.SeedBatch) and one seed alone.
 
-For DDPG on --env (hidden 256,256, batch 256; otherwise the setup of experiments/seed_batching.py's ddpg()) it prints,
-for the batch of --seeds seeds and for one seed alone, one line each of
+For DDPG on --env (hidden 256,256 unless --hidden-sizes, batch 256; otherwise the setup of
+experiments/seed_batching.py's ddpg()) it prints, for the batch of --seeds seeds and for one seed alone, a line of
   (a) full    ms per lockstep step of learn(), everything included (act, env steps, stores, update, bookkeeping);
   (b) host    ms per lockstep step of learn() with the gradient step replaced by a no-op (DDPG._gradient_step_seeds
               for the batch, DDPG.update for the lone agent): the act, the env steps and all host bookkeeping;
@@ -13,7 +13,10 @@ Every timed learn() follows an untimed one of --warmup steps past learning_start
 One torch thread. A figure is the mean over --steps lockstep steps (--updates updates for (c)).
 
   PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 300
+  PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 500 --host-only --hidden-sizes 16,16
   PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cuda --steps 3000
+(--vectorization sync: the batch's envs in this process, as before shared env workers; --vectorization auto is the
+default: a batch's envs in shared worker processes, rlkit.core.envs.EnvWorkers.)
 """
 from __future__ import annotations
 
@@ -71,7 +74,7 @@ def _lone_update_noop(self: DDPG) -> dict[str, torch.Tensor]:
 
 def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
     """(a), (b), (c) for k seeds (k=0: one seed alone, through DDPG.learn, not a batch of one)."""
-    cfg = dict(hidden_sizes=(256, 256), batch_size=256, buffer_size=max(args.warmup * 3 + 2 * args.steps, 1000),
+    cfg = dict(hidden_sizes=args.hidden_sizes, batch_size=256, buffer_size=max(args.warmup * 3 + 2 * args.steps, 1000),
                learning_starts=args.learning_starts, device=args.device, vectorization=args.vectorization)
     # The batched update is a local of DDPG.learn_seeds: to time that very step (a CUDA graph on CUDA), record the
     # GraphedSteps learn_seeds builds, through DDPG's own module (a profiler reaches inside; nothing else here does).
@@ -126,12 +129,15 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=50, help="untimed steps before each timed learn()")
     p.add_argument("--updates", type=int, default=200, help="updates timed for (c)")
     p.add_argument("--learning-starts", type=int, default=100)
+    p.add_argument("--hidden-sizes", default="256,256", type=lambda s: tuple(int(w) for w in s.split(",")),
+                   help="layer widths (on a CPU the act of 256x256 networks costs more than a GPU's graphed act: "
+                   "small ones show the host side as a GPU leaves it)")
     p.add_argument("--vectorization", default="auto", help="the agents' vectorization (DDPGConfig; auto: a batch's "
                    "envs in shared worker processes, a lone seed's in this process)")
     p.add_argument("--host-only", action="store_true", help="measure (b) only ((a) and (c) print nan)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    print(f"DDPG {args.env} on {args.device}, hidden (256, 256), batch 256, {args.vectorization} envs, "
+    print(f"DDPG {args.env} on {args.device}, hidden {args.hidden_sizes}, batch 256, {args.vectorization} envs, "
           f"{args.steps} timed steps")
     batch = profile(args, args.seeds)
     one = profile(args, 0)

@@ -385,9 +385,10 @@ def fork_available() -> bool:
 
 
 def env_worker_count(n_envs: int) -> int:
-    """How many worker processes EnvWorkers starts for n_envs sub-envs by default: one per core but one (the main
-    process keeps a core to act, store and launch the update), at most one per sub-env."""
-    return max(1, min(n_envs, usable_cores() - 1))
+    """How many worker processes EnvWorkers starts for n_envs sub-envs by default: one per core, at most one per
+    sub-env. (The main process needs no core of its own: it waits while the workers step, and they wait while it
+    acts and stores.)"""
+    return max(1, min(n_envs, usable_cores()))
 
 
 class _Shared(NamedTuple):
@@ -599,6 +600,14 @@ class EnvWorkers:
     def set_attr(self, lo: int, hi: int, name: str, values: Sequence[Any]) -> None:
         self._command(lo, hi, "setattr", (name, list(values)))
 
+    def pickle_envs(self, lo: int, hi: int) -> list[tuple[bytes | None, str]]:
+        """The sub-envs of slots lo..hi-1 pickled in their workers (vec_env_state), or (None, why not) each."""
+        return [answer for _, answer in self._command(lo, hi, "pickle", None)]
+
+    def replace_envs(self, lo: int, hi: int, pickled: Sequence[bytes]) -> None:
+        """Put the pickled sub-envs in slots lo..hi-1 (load_vec_env_state); the ones they replace are closed."""
+        self._command(lo, hi, "replace", list(pickled))
+
     def release(self, view: "WorkerVecEnv") -> None:
         """A view was closed: the workers end (closing their sub-envs) when every view is."""
         self._open_views -= 1
@@ -700,7 +709,7 @@ def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, paren
                 _answer(status, index, done, pipe, [])
                 break
             answer = []
-            for slot, env in mine:
+            for i, (slot, env) in enumerate(mine):
                 if not lo <= slot < hi:
                     continue
                 if command == "reset":
@@ -711,6 +720,12 @@ def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, paren
                     answer.append((slot, _call_env(env, *data)))
                 elif command == "setattr":
                     env.set_wrapper_attr(data[0], data[1][slot - lo])
+                    answer.append((slot, None))
+                elif command == "pickle":
+                    answer.append((slot, _pickled_env(env)))
+                elif command == "replace":
+                    env.close()
+                    mine[i] = (slot, pickle.loads(data[slot - lo]))
                     answer.append((slot, None))
                 else:
                     raise RuntimeError(f"Received unknown command `{command}`.")
@@ -747,7 +762,8 @@ class WorkerVecEnv(gym.vector.VectorEnv):
     replaces (`origin`, a SameStepSyncVectorEnv) returned, step for step: the same observations, rewards, flags and
     infos (tests/core/test_async_envs.py steps it beside Gymnasium's AsyncVectorEnv). Its spaces are the origin's
     objects (their RNGs continue). Stepped alone it steps only its own slots; rollout.step_lockstep steps all the
-    views of one EnvWorkers as one batch. Closing every view ends the workers.
+    views of one EnvWorkers as one batch. vec_env_state / load_vec_env_state save and restore its sub-envs as the
+    origin's (pickled in the workers). Closing every view ends the workers.
 
     Like SameStepSyncVectorEnv it subclasses Gymnasium's interface class (here VectorEnv itself), the deliberate
     exception to rlkit's inheritance rule that keeps it a VectorEnv to every caller."""
@@ -922,37 +938,75 @@ def is_known_env_id(env_id: str) -> bool:
 def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
     """(the pickled sub-envs and the vector env's action-space RNGs, "") or (None, why not).
 
-    Only rlkit's own SameStepSyncVectorEnv is saved: its sub-envs live in this process, and Gymnasium's
-    classic-control and toy-text envs pickle with their simulator state, RNG and wrapper counters (TimeLimit's
-    elapsed steps), so a restored run continues the same episodes. Atari envs are not: an ale-py env pickles
+    Only rlkit's own SameStepSyncVectorEnv is saved (and the WorkerVecEnv that one became in EnvWorkers: its sub-envs
+    are pickled in their worker processes): Gymnasium's classic-control and toy-text envs pickle with their
+    simulator state, RNG and wrapper counters (TimeLimit's elapsed steps), so a restored run continues the same
+    episodes. Atari envs are not: an ale-py env pickles
     without its emulator state (it would restart the game under wrappers that count on the old one).
     Unpickling runs code: only load_vec_env_state (reached through an explicit restore_env=True / --resume) ever
     reads these bytes."""
     if isinstance(venv, gym.vector.AsyncVectorEnv):
         return None, "the sub-envs of an AsyncVectorEnv live in worker processes and are not saved"
-    if isinstance(venv, WorkerVecEnv):
-        return None, "the sub-envs live in shared env worker processes (EnvWorkers) and are not saved"
+    if isinstance(venv, WorkerVecEnv):  # the sub-envs moved from a SameStepSyncVectorEnv: pickled where they are
+        pickled = venv.pool.pickle_envs(venv.lo, venv.hi)
+        why = next((why for data, why in pickled if data is None), "")
+        if why:
+            return None, why
+        return pickle.dumps({"envs": [_Pickled(data) for data, _ in pickled], "action_space": venv.action_space,
+                             "single_action_space": venv.single_action_space}), ""
     if not isinstance(venv, SameStepSyncVectorEnv):
         return None, f"{type(venv).__name__} is not rlkit's SameStepSyncVectorEnv"
     if any(hasattr(env.unwrapped, "ale") for env in venv.envs):  # it pickles, but restarts the emulator
-        return None, "the Atari emulator's state (ale-py) does not survive pickling"
+        return None, _ALE_STATE
     try:
         data = pickle.dumps({"envs": venv.envs, "action_space": venv.action_space,
                              "single_action_space": venv.single_action_space})
     except Exception as e:  # noqa: BLE001 - whatever an env holds (a lock, a simulator handle) that cannot pickle
-        return None, f"its sub-envs cannot be pickled ({type(e).__name__}: {str(e)[:80]})"
+        return None, _unpicklable(e)
     return data, ""
 
 
+_ALE_STATE = "the Atari emulator's state (ale-py) does not survive pickling"
+
+
+def _unpicklable(e: Exception) -> str:
+    return f"its sub-envs cannot be pickled ({type(e).__name__}: {str(e)[:80]})"
+
+
+def _pickled_env(env: gym.Env) -> tuple[bytes | None, str]:
+    """One sub-env pickled as vec_env_state saves it (in an EnvWorkers process), or (None, why not)."""
+    if hasattr(env.unwrapped, "ale"):
+        return None, _ALE_STATE
+    try:
+        return pickle.dumps(env, pickle.HIGHEST_PROTOCOL), ""
+    except Exception as e:  # noqa: BLE001 - whatever an env holds that cannot pickle
+        return None, _unpicklable(e)
+
+
+class _Pickled:
+    """The bytes of a pickled object, which pickle as that object: unpickling them gives the object itself (so the
+    sub-envs a worker pickled join vec_env_state's pickle without being unpickled here)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return pickle.loads, (self.data,)
+
+
 def load_vec_env_state(venv: VectorEnv, data: bytes) -> None:
-    """Put the sub-envs (and action-space RNGs) pickled by vec_env_state into `venv` (same count, same spaces)."""
+    """Put the sub-envs (and action-space RNGs) pickled by vec_env_state into `venv` (same count, same spaces); the
+    sub-envs of a WorkerVecEnv go to its worker processes."""
     state = pickle.loads(data)  # noqa: S301 - opted in by the caller: the same trust as loading a pickle
     envs = state["envs"]
-    if not isinstance(venv, SameStepSyncVectorEnv) or len(envs) != venv.num_envs:
+    if not isinstance(venv, (SameStepSyncVectorEnv, WorkerVecEnv)) or len(envs) != venv.num_envs:
         raise ValueError(f"saved env state holds {len(envs)} sub-envs, this vector env has {venv.num_envs}")
-    for env in venv.envs:
-        env.close()
-    venv.envs = envs
+    if isinstance(venv, WorkerVecEnv):
+        venv.pool.replace_envs(venv.lo, venv.hi, [pickle.dumps(env, pickle.HIGHEST_PROTOCOL) for env in envs])
+    else:
+        for env in venv.envs:
+            env.close()
+        venv.envs = envs
     venv.action_space, venv.single_action_space = state["action_space"], state["single_action_space"]
 
 

@@ -629,12 +629,12 @@ class SeedBatch:
     def share_env_workers(self, n_workers: int | None = None) -> bool:
         """Move the seeds' in-process Gymnasium envs (each agent's SameStepSyncVectorEnv) into ONE set of worker
         processes shared by all seeds (rlkit.core.envs.EnvWorkers: several sub-envs per process; by default one
-        process per core but one), so that rollout.step_lockstep steps every seed's envs in one step of the workers.
+        process per core), so that rollout.step_lockstep steps every seed's envs in one step of the workers.
 
         Each sub-env moves as it is (the workers are forked from this process: its simulator state and RNGs go on;
         nothing is rebuilt or reseeded), so every seed still steps exactly as alone. Each agent's env (and its
-        collector's) becomes its WorkerVecEnv view and stays so: act(), evaluate(), save() and a later lone
-        learn() work as before; its sub-envs are not saved beside checkpoints (as with vectorization="async").
+        collector's) becomes its WorkerVecEnv view and stays so: act(), evaluate(), save() (the env state beside
+        checkpoints too, pickled in the workers) and a later lone learn() work as before.
         Envs already in one shared set of workers stay there; other envs (async, torch envs), a platform without
         fork, one core, or one sub-env in all are left as they are. Returns whether the envs are in shared workers."""
         envs = [a.env for a in self.agents]

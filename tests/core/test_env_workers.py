@@ -14,7 +14,7 @@ import pytest
 import torch
 from gymnasium.error import ClosedEnvironmentError
 
-from rlkit.core.envs import EnvWorkers, SameStepSyncVectorEnv, make_vec_env, vec_env_state
+from rlkit.core.envs import EnvWorkers, SameStepSyncVectorEnv, load_vec_env_state, make_vec_env, vec_env_state
 from rlkit.core.rollout import RolloutCollector, step_lockstep
 from tests.core.test_async_envs import _assert_same_infos, _Fails, _gym_async, _step_both
 
@@ -141,7 +141,32 @@ def test_closing_every_view_ends_the_workers_which_close_their_envs_and_ignore_c
     pool.views[1].close()
     assert pool.closed and [p.exitcode for p in pool._processes] == [0, 0]
     assert sorted(int(d.name) for d in tmp_path.iterdir()) == sorted(p.pid for p in pool._processes)
-    assert vec_env_state(pool.views[0])[0] is None
+
+
+def test_the_moved_envs_are_saved_and_restored_as_in_process_ones():
+    """vec_env_state of a view pickles its sub-envs in their workers (state, RNG, TimeLimit counters), in the format
+    of an in-process vector env's: either restores into the other (load_vec_env_state), and they step alike."""
+    here = make_vec_env("Pendulum-v1", 2, seed=3)
+    pool = EnvWorkers([make_vec_env("Pendulum-v1", 2, seed=3), make_vec_env("Pendulum-v1", 1, seed=4)], n_workers=2)
+    view, rng = pool.views[0], np.random.default_rng(4)
+
+    def step_alike(a, b, n):
+        for _ in range(n):
+            _step_both(a, b, rng.uniform(-2, 2, (2, 1)).astype(np.float32))
+    try:
+        step_alike(view, here, 120)
+        data, why = vec_env_state(view)
+        assert why == "" and data is not None
+        fresh = make_vec_env("Pendulum-v1", 2, seed=99)
+        load_vec_env_state(fresh, data)  # the view's state, in this process
+        here_data = vec_env_state(here)[0]
+        step_alike(fresh, here, 90)  # past the time limit: TimeLimit's counters came along
+        load_vec_env_state(view, here_data)  # an in-process state, into the workers
+        load_vec_env_state(fresh, here_data)
+        step_alike(view, fresh, 90)
+        assert pool.views[1].step(np.zeros((1, 1), np.float32))[0].shape == (1, 3)  # the other slots untouched
+    finally:
+        pool.close()
 
 
 def test_step_lockstep_steps_the_collectors_of_one_env_workers_as_one():
