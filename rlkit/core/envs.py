@@ -413,8 +413,8 @@ class EnvWorkers:
     reseeded, and each sub-env steps exactly as it would have here. This process keeps its copies untouched and
     never steps them again; use the views (`views`, one WorkerVecEnv per vector env, in their order) instead.
 
-    A step of all M sub-envs costs this process one copy of the actions into shared memory (`actions` [M, ...])
-    and one semaphore per worker each way: every worker steps its slots in order with SAME_STEP autoreset (the true
+    A step of all M sub-envs costs this process one copy of the actions into shared memory (in the dtype they come
+    in) and one semaphore per worker each way: every worker steps its slots in order with SAME_STEP autoreset (the true
     final observation of an ended episode goes to `final_obs`) and writes the observations (Gymnasium's shared
     memory), rewards and flags into shared arrays. Infos come back (pickled, only the non-empty ones) when asked
     for: WorkerVecEnv.step returns Gymnasium's; rollout.step_lockstep asks for none (the collectors read nothing
