@@ -634,6 +634,12 @@ class EnvWorkers:
             pipe.close()
         self._held = []
 
+    def __del__(self) -> None:
+        """Dropped without close() (its views unreachable too): the workers are ended, as Gymnasium's AsyncVectorEnv
+        ends its own."""
+        if not getattr(self, "closed", True) and hasattr(self, "_processes"):
+            self.close(terminate=True)
+
 
 def _action_rows(views: dict[str, np.ndarray], raw: Any, char: str, m: int, shape: tuple[int, ...]) -> np.ndarray:
     """EnvWorkers' shared actions [M, *shape] in the dtype of character `char` (a view kept in `views`)."""

@@ -3,6 +3,7 @@ in each, stepped as one. Their views return what Gymnasium's AsyncVectorEnv retu
 (state, RNGs); a failing or dying worker surfaces as one line; closing ends the workers."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -141,6 +142,11 @@ def test_closing_every_view_ends_the_workers_which_close_their_envs_and_ignore_c
     pool.views[1].close()
     assert pool.closed and [p.exitcode for p in pool._processes] == [0, 0]
     assert sorted(int(d.name) for d in tmp_path.iterdir()) == sorted(p.pid for p in pool._processes)
+    dropped = EnvWorkers([make_vec_env("CartPole-v1", 2, seed=0)], n_workers=2)
+    processes = dropped._processes
+    del dropped, pool
+    gc.collect()  # workers and views that nothing holds any more: the workers end (killed, as Gymnasium's own)
+    assert not any(p.is_alive() for p in processes)
 
 
 def test_the_moved_envs_are_saved_and_restored_as_in_process_ones():
