@@ -88,8 +88,9 @@ def main() -> None:
     p.add_argument("--ddpg-learning-starts", type=int, default=100)
     p.add_argument("--ddpg-hidden-sizes", default="400,300", help="comma-separated layer widths (small ones: the "
                    "host side dominates, as on a GPU)")
-    p.add_argument("--ddpg-vectorization", default="sync", choices=("sync", "async"),
-                   help="async: every seed's envs in worker processes, all seeds stepped at the same time")
+    p.add_argument("--ddpg-vectorization", default="auto", choices=("auto", "sync", "async"),
+                   help="auto: a lone seed's envs in this process, a batch's in shared worker processes (several "
+                   "envs each, all seeds stepped as one); sync: in this process; async: one worker process per env")
     p.add_argument("--a2c-seeds", type=int, default=256)
     p.add_argument("--a2c-envs", type=int, default=8)
     p.add_argument("--a2c-steps", type=int, default=20000)

@@ -71,8 +71,9 @@ def test_inheritance_stops_at_nn_module_or_protocol(path):
     allowed = {"nn.Module", "Module", "Protocol", "Exception", "ValueError", "TypeError", "FloatingPointError",
                "argparse.ArgumentParser", "Enum", "NamedTuple", "RuntimeError", "KeyboardInterrupt",
                # the deliberate exceptions (rlkit.core.envs.SameStepSyncVectorEnv: it replaces only step();
-               # SameStepAsyncVectorEnv: only step_async/step_wait, with its worker)
-               "gym.vector.SyncVectorEnv", "gym.vector.AsyncVectorEnv",
+               # SameStepAsyncVectorEnv: only step_async/step_wait, with its worker; WorkerVecEnv: Gymnasium's
+               # VectorEnv interface over the slots of an EnvWorkers)
+               "gym.vector.SyncVectorEnv", "gym.vector.AsyncVectorEnv", "gym.vector.VectorEnv",
                # environment wrappers (rlkit.core.atari): Gymnasium's own extension point for envs
                "gym.Wrapper"}
     tree = ast.parse(path.read_text())

@@ -17,6 +17,7 @@ from torch import nn
 import rlkit
 from rlkit import A2C, DDPG, QAC, REINFORCE, TRPO, SeedBatch
 from rlkit.cli import main
+from rlkit.core.envs import SameStepSyncVectorEnv, WorkerVecEnv
 
 SEEDS = [1, 2]
 CASES = {  # (class, env, config, environment steps for 50 updates)
@@ -102,6 +103,44 @@ def test_ddpg_seeds_in_worker_processes_step_together_and_equal_their_lone_runs(
         for a in [*batch.agents, alone]:
             if a is not None:
                 a.env.close()
+
+
+def test_ddpg_seeds_share_env_workers_and_equal_their_lone_runs(float64):
+    """vectorization="auto" (the default): the seeds' envs move into ONE set of shared worker processes (EnvWorkers,
+    several sub-envs each) stepped as one batch; past Pendulum's time limit (true final observations in the stored
+    transitions), with OU noise, seed k trains exactly as alone, keeps its view afterwards (a lone learn() steps
+    it), and a second learn() of the batch reuses the same workers. vectorization="sync" keeps them in process."""
+    cfg = dict(n_envs=2, hidden_sizes=(16,), batch_size=8, learning_starts=6, buffer_size=300,
+               noise_type="ornstein_uhlenbeck")
+    batch = SeedBatch(DDPG, "Pendulum-v1", [3, *SEEDS], device="cpu", **cfg)
+    alone = in_process = None
+    try:
+        batch.learn(2 * 205, progress=False)
+        views = [a.env for a in batch.agents]
+        assert all(isinstance(v, WorkerVecEnv) and v.pool is views[0].pool for v in views)
+        assert [a.collector.env for a in batch.agents] == views and views[0].pool.num_envs == 6
+        alone = DDPG("Pendulum-v1", seed=SEEDS[1], device="cpu", **cfg).learn(2 * 205, progress=False)
+        mine = batch.agents[2]
+        x, y = tensors(alone), tensors(mine)
+        assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-6
+        assert torch.equal(alone.buffer.data, mine.buffer.data) and mine.collector.episodes_done == 2
+        assert mine.collector.state_dict() == alone.collector.state_dict()
+        pos = mine.buffer.pos
+        mine.learn(4, progress=False)  # alone, through its view: its sub-envs go on from where the batch left them
+        rows = mine.buffer.data[pos - 2:pos + 4]  # the batch's last vector step, then the 2 taken alone
+        assert mine.buffer.pos == pos + 4 and torch.equal(rows[:-2, 5:8], rows[2:, 0:3])  # next_obs -> next obs
+        batch.agents[0].learn(4, progress=False)
+        batch.agents[1].learn(4, progress=False)
+        batch.learn(6, progress=False)
+        assert all(a.env is v for a, v in zip(batch.agents, views))
+        in_process = SeedBatch(DDPG, "Pendulum-v1", SEEDS, device="cpu", **cfg, vectorization="sync")
+        in_process.learn(20, progress=False)
+        assert all(type(a.env) is SameStepSyncVectorEnv for a in in_process.agents)
+    finally:
+        for a in [*batch.agents, alone, *(in_process.agents if in_process else [])]:
+            if a is not None:
+                a.env.close()
+    assert views[0].pool.closed
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

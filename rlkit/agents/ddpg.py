@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from rlkit.core import agent_io
-from rlkit.core.buffers import ReplayBatch, ReplayBuffer, StackedReplayBuffers, obs_len, obs_stager
+from rlkit.core.buffers import ReplayBatch, ReplayBuffer, StackedReplayBuffers, obs_index, obs_len, obs_stager
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
                                check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields
@@ -55,7 +55,8 @@ class DDPGConfig:
     """Number of parallel environments (each vector step adds n_envs transitions)."""
     vectorization: str = "auto"
     """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
-    transitions); auto: async for an Atari id with n_envs > 1, else sync."""
+    transitions); auto: async for an Atari id with n_envs > 1, else sync, and in a SeedBatch the seeds' sync envs
+    move into shared worker processes, several envs in each (SeedBatch.share_env_workers; the same transitions)."""
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions (allocated up front on the training device)."""
     learning_starts: int = 100
@@ -409,6 +410,8 @@ class DDPG:
         for a in agents:  # parameters and buffers move into stacked storage: a graph a lone learn() captured is stale
             a._graphs.clear()
             a._act_graph = None
+        if cfg.vectorization == "auto":  # the seeds' envs step in shared worker processes, several sub-envs in each
+            batch.share_env_workers()
         # The host side of a vector step, once for all K seeds (each seed keeps its own envs, collector and buffer):
         # the K observation batches staged in one copy (`obs`, the act graph's input, refilled in place every step),
         # the K buffers written as one (StackedReplayBuffers: one host array, one copy), the actions scaled at once.
@@ -452,16 +455,16 @@ class DDPG:
             the same time), the K buffers written as one, statistics and OU restarts of all seeds in one call each,
             the next observations staged in one copy."""
             env_a = first._to_env(unit.reshape(K * N, -1)).reshape(K, N, *first.action_space.shape)
-            steps = step_lockstep([a.collector for a in agents], env_a)
+            step = step_lockstep([a.collector for a in agents], env_a)  # every array [K, N, ...]
             if replay is None:  # observations kept apart (images): each seed's own buffer
-                for a, s, un in zip(agents, steps, unit):
-                    a.buffer.add(s.obs, un, s.train_rewards, s.next_obs, s.terminated)
+                for k, a in enumerate(agents):
+                    a.buffer.add(obs_index(step.obs, k), unit[k], step.train_rewards[k], obs_index(step.next_obs, k),
+                                 step.terminated[k])
             else:
-                replay.add([s.obs for s in steps], unit, [s.train_rewards for s in steps],
-                           [s.next_obs for s in steps], [s.terminated for s in steps])
+                replay.add(step.obs, unit, step.train_rewards, step.next_obs, step.terminated)
             if cfg.normalize_obs:  # `obs` still holds every seed's step.obs
                 stats()
-            done = np.stack([s.terminated | s.truncated for s in steps])
+            done = step.terminated | step.truncated
             if done.any():
                 ou[torch.from_numpy(done).to(batch.device)] = 0.0  # OU state restarts with each episode
             stage(np.stack([a.collector.obs_np for a in agents]))  # refills `obs` in place

@@ -470,8 +470,8 @@ class StackedReplayBuffers:
     def add(self, obs: Sequence[Any], actions: Any, rewards: Sequence[Any], next_obs: Sequence[Any],
             terminated: Sequence[Any]) -> None:
         """Store N transitions in each of the K buffers: obs[k], rewards[k], next_obs[k], terminated[k] (NumPy
-        arrays, leading dim N) and actions [K, N, ...] (or a sequence of K arrays) go to buffer k, as
-        buffers[k].add() would store them."""
+        arrays, leading dim N; each argument a sequence of K of them or one [K, N, ...] array) and actions[k] go to
+        buffer k, as buffers[k].add() would store them."""
         pos = self.buffers[0].pos
         if any(b.pos != pos for b in self.buffers):  # a buffer was written alone since the stacking
             raise ValueError("the stacked ReplayBuffers are no longer at the same write position")
@@ -480,10 +480,10 @@ class StackedReplayBuffers:
             raise ValueError(f"cannot add {n} transitions at once to a ReplayBuffer of capacity {self.capacity}")
         rows = self._host_rows(n)
         rows[:, :, c["actions"]] = np.asarray(actions).reshape(k, n, -1)
-        rows[:, :, c["obs"]] = np.stack(obs).reshape(k, n, -1)  # one stack per field: fewer NumPy calls than K
-        rows[:, :, c["rewards"]] = np.stack(rewards).reshape(k, n)
-        rows[:, :, c["next_obs"]] = np.stack(next_obs).reshape(k, n, -1)
-        rows[:, :, c["terminated"]] = np.stack(terminated).reshape(k, n)
+        rows[:, :, c["obs"]] = np.asarray(obs).reshape(k, n, -1)  # one stack per field: fewer NumPy calls than K
+        rows[:, :, c["rewards"]] = np.asarray(rewards).reshape(k, n)
+        rows[:, :, c["next_obs"]] = np.asarray(next_obs).reshape(k, n, -1)
+        rows[:, :, c["terminated"]] = np.asarray(terminated).reshape(k, n)
         if self._pinned is None:
             src = torch.from_numpy(rows)
         else:  # one whole (contiguous) pinned transfer, then device copies: never a host-side slice of pinned memory

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import math
 import multiprocessing
 import os
 import pickle
@@ -23,10 +24,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
+from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
 from gymnasium.spaces.utils import is_space_dtype_shape_equiv
 from gymnasium.vector.async_vector_env import AsyncState
-from gymnasium.vector.utils import concatenate, iterate, write_to_shared_memory
+from gymnasium.vector.utils import (concatenate, create_shared_memory, iterate, read_from_shared_memory,
+                                    write_to_shared_memory)
 
 from rlkit.core.atari import (PREPROCESSING_KEY, RecordGameScore, atari_factory, atari_install_hint, is_atari_id,
                               register_atari)
@@ -192,6 +194,7 @@ class SameStepAsyncVectorEnv(gym.vector.AsyncVectorEnv):
         super().__init__(env_fns, shared_memory=True, copy=True, autoreset_mode=AutoresetMode.SAME_STEP,
                          worker=_lean_worker)
         self._int_actions = isinstance(self.single_action_space, gym.spaces.Discrete)
+        self._box_actions = isinstance(self.single_action_space, gym.spaces.Box)
         self._box_obs = isinstance(self.single_observation_space, gym.spaces.Box)
 
     def step_async(self, actions: Any) -> None:
@@ -207,6 +210,15 @@ class SameStepAsyncVectorEnv(gym.vector.AsyncVectorEnv):
                 raise ValueError(f"SameStepAsyncVectorEnv.step takes {self.num_envs} integer actions (one per sub-env, "
                                  f"Discrete), got an array of shape {a.shape} and dtype {a.dtype}")
             msgs = [_INT_ACTION.pack(_STEP_INT, action) for action in a.tolist()]
+        elif self._box_actions and isinstance(actions, np.ndarray) and actions.dtype.kind in "biuf" and (
+                actions.shape[1:] == self.single_action_space.shape and np.dtype(actions.dtype.char) == actions.dtype):
+            # each row's raw bytes behind its dtype's character: the worker gets an array equal to the row, as the
+            # pickled one (a NumPy array of another layout, or not an array, is pickled below)
+            if len(actions) != self.num_envs:
+                raise ValueError(f"SameStepAsyncVectorEnv.step takes {self.num_envs} actions (one per sub-env), got "
+                                 f"{len(actions)}")
+            head = _STEP_BOX + actions.dtype.char.encode()
+            msgs = [head + row.tobytes() for row in actions]
         else:
             msgs = [_STEP_PICKLED + pickle.dumps(action, pickle.HIGHEST_PROTOCOL)
                     for action in iterate(self.action_space, actions)]
@@ -243,9 +255,10 @@ class SameStepAsyncVectorEnv(gym.vector.AsyncVectorEnv):
         return (obs.copy() if self._box_obs else deepcopy(obs)), rewards, terminated, truncated, infos
 
 
-# _lean_worker's step messages: a Discrete action as one byte and an int64, or one byte and a pickled action; the
-# reply: reward (float64), terminated, truncated, then the pickled info dict when it is not empty; b"" on failure.
-_STEP_INT, _STEP_PICKLED = 1, b"\x02"
+# _lean_worker's step messages: a Discrete action as one byte and an int64, a Box action (a row of a NumPy array) as
+# one byte, its dtype's character and its raw bytes, or one byte and a pickled action; the reply: reward (float64),
+# terminated, truncated, then the pickled info dict when it is not empty; b"" on failure.
+_STEP_INT, _STEP_PICKLED, _STEP_BOX = 1, b"\x02", b"\x03"
 _INT_ACTION = struct.Struct("<Bq")
 _RESULT = struct.Struct("<d??")
 
@@ -263,17 +276,18 @@ def _lean_worker(index: int, env_fn: Callable[[], gym.Env], pipe: Any, parent_pi
         while True:
             msg = pipe.recv_bytes()
             head = msg[0]
-            stepping = head == _STEP_INT or msg[:1] == _STEP_PICKLED
+            stepping = head == _STEP_INT or msg[:1] in (_STEP_PICKLED, _STEP_BOX)
             if stepping:
-                action = _INT_ACTION.unpack(msg)[1] if head == _STEP_INT else pickle.loads(msg[1:])
+                if head == _STEP_INT:
+                    action = _INT_ACTION.unpack(msg)[1]
+                elif msg[:1] == _STEP_BOX:  # a writable copy, as unpickling gives
+                    action = np.frombuffer(msg, dtype=chr(msg[1]), offset=2).reshape(act_space.shape).copy()
+                else:
+                    action = pickle.loads(msg[1:])
                 if semaphore is not None:
                     semaphore.acquire()
                 try:
-                    obs, reward, terminated, truncated, info = env.step(action)
-                    if terminated or truncated:
-                        final_obs, final_info = obs, info
-                        obs, info = env.reset()
-                        info = {"final_info": final_info, "final_obs": final_obs, **info}
+                    obs, reward, terminated, truncated, info, _ = _same_step(env, action)
                     write_to_shared_memory(obs_space, index, obs, shared_memory)
                 finally:
                     if semaphore is not None:
@@ -298,11 +312,7 @@ def _lean_worker(index: int, env_fn: Callable[[], gym.Env], pipe: Any, parent_pi
                 pipe.send((None, True))
                 break
             elif command == "_call":
-                name, args, kwargs = data
-                if name in ("reset", "step", "close", "_setattr", "_check_spaces"):
-                    raise ValueError(f"Trying to call function `{name}` with `call`, use `{name}` directly instead.")
-                attr = env.get_wrapper_attr(name)
-                pipe.send((attr(*args, **kwargs) if callable(attr) else attr, True))
+                pipe.send((_call_env(env, *data), True))
             elif command == "_setattr":
                 env.set_wrapper_attr(*data)
                 pipe.send((None, True))
@@ -324,12 +334,501 @@ def _lean_worker(index: int, env_fn: Callable[[], gym.Env], pipe: Any, parent_pi
         env.close()
 
 
+def _same_step(env: gym.Env, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any], Any]:
+    """One SAME_STEP autoreset step of one sub-env, as Gymnasium's AsyncVectorEnv worker takes it: (obs, reward,
+    terminated, truncated, info, final_obs). Where the episode ended, obs and info are the reset's, info also holds
+    final_obs and final_info, and final_obs is the true final observation (else None)."""
+    obs, reward, terminated, truncated, info = env.step(action)
+    if not (terminated or truncated):
+        return obs, reward, terminated, truncated, info, None
+    final_obs, final_info = obs, info
+    obs, info = env.reset()
+    return obs, reward, terminated, truncated, {"final_info": final_info, "final_obs": final_obs, **info}, final_obs
+
+
+def _call_env(env: gym.Env, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """A worker's answer to VectorEnv.call(name, *args, **kwargs) (and get_attr) for one sub-env, as Gymnasium's."""
+    if name in ("reset", "step", "close", "_setattr", "_check_spaces"):
+        raise ValueError(f"Trying to call function `{name}` with `call`, use `{name}` directly instead.")
+    attr = env.get_wrapper_attr(name)
+    return attr(*args, **kwargs) if callable(attr) else attr
+
+
 def _one_intra_op_thread() -> None:
     """In a worker process: one thread for OpenCV (the Atari preprocessing's resize), whose default pool of one
     thread per core, in each of N workers already running in parallel, only oversubscribes the cores."""
     cv2 = sys.modules.get("cv2")
     if cv2 is not None:
         cv2.setNumThreads(1)
+
+
+# ---- several sub-envs per worker process: the vector envs of many agents (K seeds) stepped as one ----------------
+# EnvWorkers' protocol. Shared memory holds the command (`control`: what, lo, hi), each worker's reply status and the
+# step's data; a per-worker semaphore wakes a worker, one shared semaphore counts the workers done (an uncontended
+# semaphore is a userspace atomic: about a third of a pipe round trip's CPU time in the main process). Pickled
+# commands (reset, call, ...) and answers that carry data (infos, results, failures) go through the worker's pipe.
+_STEP, _STEP_INFOS, _COMMAND = 1, 2, 3  # control[0]
+_DONE, _ANSWER, _FAILED, _BUSY = 0, 1, 2, 3  # a worker's status: nothing to read, an answer or a failure in its pipe
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def fork_available() -> bool:
+    """Whether worker processes can be forked (EnvWorkers moves live sub-envs into workers by forking)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def env_worker_count(n_envs: int) -> int:
+    """How many worker processes EnvWorkers starts for n_envs sub-envs by default: one per core, at most one per
+    sub-env. (The main process needs no core of its own: it waits while the workers step, and they wait while it
+    acts and stores.)"""
+    return max(1, min(n_envs, usable_cores()))
+
+
+class _Shared(NamedTuple):
+    """What EnvWorkers and its workers share (created before the fork)."""
+    obs: Any  # Gymnasium's shared memory for M observations
+    final_obs: Any  # ... for the true final observations of the episodes that ended in the last step
+    actions: Any  # room for M actions of up to 8 bytes an element, in the dtype the step's caller gave (control[3])
+    results: Any  # rewards (float64 [M]), terminated, truncated (bool [M] each)
+    control: Any  # int64 [4]: what (_STEP, _STEP_INFOS, _COMMAND), lo, hi, the actions' dtype (its character)
+    status: Any  # uint8 [W]: each worker's reply status
+    wake: list[Any]  # a semaphore per worker
+    done: Any  # released by each worker when it has finished
+
+
+class EnvWorkers:
+    """The sub-envs of several SameStepSyncVectorEnvs (the K seeds' of a SeedBatch, rlkit.core.seeds) moved into
+    `n_workers` worker processes, several sub-envs per process, and stepped as ONE batch of M = sum of their
+    num_envs slots.
+
+    How they move: the workers are forked from this process after the vector envs were built, so each holds the very
+    sub-env objects of its slots (simulator state, RNGs, wrappers' counters, as they were): nothing is rebuilt or
+    reseeded, and each sub-env steps exactly as it would have here. This process keeps its copies untouched and
+    never steps them again; use the views (`views`, one WorkerVecEnv per vector env, in their order) instead.
+
+    A step of all M sub-envs costs this process one copy of the actions into shared memory (in the dtype they come
+    in) and one semaphore per worker each way: every worker steps its slots in order with SAME_STEP autoreset (the true
+    final observation of an ended episode goes to `final_obs`) and writes the observations (Gymnasium's shared
+    memory), rewards and flags into shared arrays. Infos come back (pickled, only the non-empty ones) when asked
+    for: WorkerVecEnv.step returns Gymnasium's; rollout.step_lockstep asks for none (the collectors read nothing
+    from them but the final observations).
+
+    A failing sub-env raises its exception in this process, one line naming the sub-env (the worker's traceback
+    attached as a note where Python supports notes), and the workers are shut down; so are they when one dies.
+    Needs the "fork" start method (Linux, macOS)."""
+
+    def __init__(self, venvs: Sequence["SameStepSyncVectorEnv"], n_workers: int | None = None) -> None:
+        if not venvs:
+            raise ValueError("EnvWorkers needs at least one vector env")
+        first = venvs[0]
+        for v in venvs:
+            if not isinstance(v, SameStepSyncVectorEnv) or v.closed:
+                raise TypeError(f"EnvWorkers moves the sub-envs of open SameStepSyncVectorEnvs, got a "
+                                f"{'closed ' if getattr(v, 'closed', False) else ''}{type(v).__name__}")
+            if (v.single_observation_space, v.single_action_space) != (first.single_observation_space,
+                                                                        first.single_action_space):
+                raise ValueError("EnvWorkers needs vector envs of the same observation and action spaces")
+        if not fork_available():
+            raise RuntimeError("EnvWorkers needs the 'fork' start method, which this platform does not have")
+        envs = [e for v in venvs for e in v.envs]
+        m = len(envs)
+        w = env_worker_count(m) if n_workers is None else n_workers
+        if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= m:
+            raise ValueError(f"n_workers must be an integer from 1 to the number of sub-envs ({m}), got {w!r}")
+        self.num_envs, self.n_workers = m, w
+        self.single_observation_space = obs_space = first.single_observation_space
+        self.single_action_space = act_space = first.single_action_space
+        ctx = multiprocessing.get_context("fork")
+        if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete,
+                                      gym.spaces.MultiBinary)):
+            raise SpaceError(f"EnvWorkers steps actions of one array (Box, Discrete, MultiDiscrete, MultiBinary), not "
+                             f"{act_space}")
+        self._action_shape = tuple(act_space.shape)
+        self._shm = sh = _Shared(create_shared_memory(obs_space, n=m, ctx=ctx),
+                                 create_shared_memory(obs_space, n=m, ctx=ctx),
+                                 ctx.RawArray("B", 8 * m * max(1, math.prod(self._action_shape))),
+                                 ctx.RawArray("B", 10 * m), ctx.RawArray("q", 4), ctx.RawArray("B", w),
+                                 [ctx.Semaphore(0) for _ in range(w)], ctx.Semaphore(0))
+        self._actions: dict[str, np.ndarray] = {}  # views of sh.actions, by dtype character
+        self.obs = read_from_shared_memory(obs_space, sh.obs, n=m)
+        self.final_obs = read_from_shared_memory(obs_space, sh.final_obs, n=m)
+        self.rewards, self.terminated, self.truncated = _results(sh.results, m)
+        self._control = np.frombuffer(sh.control, dtype=np.int64)
+        self._status = np.frombuffer(sh.status, dtype=np.uint8)
+        # worker i holds the slots bounds[i]..bounds[i + 1] - 1 (contiguous: a vector env's sub-envs stay together)
+        self.bounds = [m * i // w for i in range(w + 1)]
+        self.closed, self._failed = False, ""
+        self._pending: list[int] | None = None
+        self._unfinished = 0  # pending workers not yet done
+        self._pipes: list[Any] = []
+        self._processes: list[Any] = []
+        self._held = list(venvs)  # this process's copies: kept (never stepped, never closed) while the workers live
+        # Ctrl-C and SIGTERM are blocked while forking (delivered here afterwards): a worker is born with them
+        # blocked, ignores SIGINT (it reaches the whole process group; training checkpoints and stops) before it
+        # unblocks them, so none can end a worker still starting up
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            with gym.vector.utils.clear_mpi_env_vars():
+                for i in range(w):
+                    parent, child = ctx.Pipe()
+                    lo, hi = self.bounds[i], self.bounds[i + 1]
+                    process = ctx.Process(target=_pool_worker, name=f"rlkit-env-worker-{i}", daemon=True,
+                                          args=(i, range(lo, hi), envs[lo:hi], child, [*self._pipes, parent], sh,
+                                                obs_space, act_space, os.getpid()))
+                    process.start()
+                    child.close()
+                    self._pipes.append(parent)
+                    self._processes.append(process)
+        except BaseException:
+            self.close(terminate=True)
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        self.views = []
+        lo = 0
+        for v in venvs:
+            self.views.append(WorkerVecEnv(self, lo, lo + v.num_envs, v))
+            lo += v.num_envs
+        self._open_views = len(self.views)
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # ---- stepping ----------------------------------------------------------------------------------------------
+    def _start(self, what: int, lo: int, hi: int, command: bytes = b"") -> None:
+        """Start `what` on the workers of slots lo..hi-1 (a pickled command first goes down their pipes)."""
+        if self.closed:
+            raise ClosedEnvironmentError(f"the env workers are closed{self._failed}")
+        if self._pending is not None:
+            raise AlreadyPendingCallError("a call of the env workers is still pending (step_wait first)", "step")
+        workers = [i for i in range(self.n_workers) if self.bounds[i] < hi and self.bounds[i + 1] > lo]
+        self._control[:3] = (what, lo, hi)
+        self._status[workers] = _BUSY
+        self._pending, self._unfinished = workers, len(workers)
+        for i in workers:
+            if command:
+                try:
+                    self._pipes[i].send_bytes(command)
+                except OSError:  # a worker that died: the others are killed, this one named
+                    self._raise(None, None, f"env worker process {i} ended unexpectedly (exit code "
+                                            f"{self._processes[i].exitcode})", "")
+            self._shm.wake[i].release()
+
+    def step_async(self, actions: Any, lo: int = 0, hi: int | None = None, infos: bool = False) -> None:
+        """Send the slots lo..hi-1 their actions ([hi - lo, ...], any numeric dtype: each sub-env gets its row in that
+        dtype, as from Gymnasium's vector envs) and start their step; step_wait() waits for it."""
+        hi = self.num_envs if hi is None else hi
+        a = np.asarray(actions)
+        if a.shape != (hi - lo, *self._action_shape) or a.dtype.kind not in "biuf" or a.dtype.itemsize > 8 \
+                or np.dtype(a.dtype.char) != a.dtype:
+            raise ValueError(f"the env workers' step takes actions of shape {(hi - lo, *self._action_shape)} for "
+                             f"{hi - lo} sub-env(s) of {self.single_action_space}, got an array of shape {a.shape} "
+                             f"and dtype {a.dtype}")
+        if self._pending is None and not self.closed:
+            _action_rows(self._actions, self._shm.actions, a.dtype.char, self.num_envs, self._action_shape)[lo:hi] = a
+            self._control[3] = ord(a.dtype.char)
+        self._start(_STEP_INFOS if infos else _STEP, lo, hi)
+
+    def step_wait(self) -> list[tuple[int, dict[str, Any]]]:
+        """Wait for the pending step: its observations, rewards, flags and the final observations of the episodes
+        that ended are in the shared arrays (obs, rewards, terminated, truncated, final_obs); returns the
+        (slot, info) pairs of the non-empty infos when step_async asked for them (SAME_STEP: final_obs, final_info
+        in the info of an ended episode), else []."""
+        return [pair for answer in self._wait() if answer for pair in answer]
+
+    def _command(self, lo: int, hi: int, command: str, data: Any) -> list[tuple[int, Any]]:
+        """A pickled command to the workers of slots lo..hi-1; their (slot, answer) pairs, in slot order."""
+        self._start(_COMMAND, lo, hi, pickle.dumps((command, data), pickle.HIGHEST_PROTOCOL))
+        return [pair for answer in self._wait() for pair in answer]
+
+    def _wait(self) -> list[Any]:
+        """Wait until every pending worker is done; the answers in their pipes (None where there is none), or the first
+        failure raised in one line (after the workers were shut down). A worker that died is found by polling."""
+        if self._pending is None:
+            raise NoAsyncCallError("step_wait without a pending step_async of the env workers", "step")
+        pending, done, status = self._pending, self._shm.done, self._status
+        while self._unfinished:  # counted down as they finish: an interrupted wait resumes where it stopped
+            while not done.acquire(timeout=1.0):
+                dead = [i for i in pending if status[i] == _BUSY and not self._processes[i].is_alive()]
+                if dead:
+                    self._raise(None, None, f"env worker process {dead[0]} ended unexpectedly (exit code "
+                                            f"{self._processes[dead[0]].exitcode})", "")
+            self._unfinished -= 1
+        self._pending = None
+        if not status[pending].any():  # all _DONE: nothing to read
+            return [None] * len(pending)
+        out, failure = [], None
+        for i in pending:
+            answer = pickle.loads(self._pipes[i].recv_bytes()) if status[i] != _DONE else None
+            if status[i] == _FAILED:
+                failure = failure or answer
+            out.append(answer)
+        if failure is not None:
+            self._raise(*failure)
+        return out
+
+    def _raise(self, slot: int | None, exc_type: Any, message: str, trace: str) -> None:
+        where = "" if slot is None else f" (sub-env {slot} of the env workers)"
+        self._failed = f": {(message.splitlines() or [''])[0]}{where}"
+        self.close(terminate=True)
+        err: BaseException
+        try:
+            err = exc_type(f"{message}{where}") if isinstance(exc_type, type) else RuntimeError(f"{message}{where}")
+        except Exception:  # noqa: BLE001 - an exception type that cannot be built from one message
+            err = RuntimeError(f"{getattr(exc_type, '__name__', 'error')}: {message}{where}")
+        if trace and hasattr(err, "add_note"):
+            err.add_note(f"in the env worker process:\n{trace}")
+        raise err
+
+    def final_observation(self, slot: int) -> Any:
+        """A copy of the true final observation of the episode that slot `slot` ended in the last step."""
+        return _obs_rows(self.final_obs, slot, None)
+
+    # ---- the rest of the VectorEnv interface, for the views -------------------------------------------------
+    def reset(self, lo: int, hi: int, seeds: Sequence[int | None], options: dict[str, Any] | None
+              ) -> list[tuple[int, dict[str, Any]]]:
+        return self._command(lo, hi, "reset", (list(seeds), options))
+
+    def call(self, lo: int, hi: int, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
+        return [value for _, value in self._command(lo, hi, "call", (name, tuple(args), kwargs))]
+
+    def set_attr(self, lo: int, hi: int, name: str, values: Sequence[Any]) -> None:
+        self._command(lo, hi, "setattr", (name, list(values)))
+
+    def pickle_envs(self, lo: int, hi: int) -> list[tuple[bytes | None, str]]:
+        """The sub-envs of slots lo..hi-1 pickled in their workers (vec_env_state), or (None, why not) each."""
+        return [answer for _, answer in self._command(lo, hi, "pickle", None)]
+
+    def replace_envs(self, lo: int, hi: int, pickled: Sequence[bytes]) -> None:
+        """Put the pickled sub-envs in slots lo..hi-1 (load_vec_env_state); the ones they replace are closed."""
+        self._command(lo, hi, "replace", list(pickled))
+
+    def release(self, view: "WorkerVecEnv") -> None:
+        """A view was closed: the workers end (closing their sub-envs) when every view is."""
+        self._open_views -= 1
+        if self._open_views <= 0:
+            self.close()
+
+    def close(self, terminate: bool = False) -> None:
+        """End the workers: each closes its sub-envs (terminate: killed instead, e.g. after a failure)."""
+        if self.closed:
+            return
+        if not terminate:
+            try:
+                if self._pending is not None:
+                    self._wait()
+                self._command(0, self.num_envs, "close", None)
+            except Exception:  # noqa: BLE001 - a failure or a dead worker: the others are killed below
+                terminate = True
+        self.closed = True
+        for process in self._processes:
+            if terminate and process.is_alive():
+                process.terminate()
+            process.join()
+        for pipe in self._pipes:
+            pipe.close()
+        self._held = []
+
+    def __del__(self) -> None:
+        """Dropped without close() (its views unreachable too): the workers are ended, as Gymnasium's AsyncVectorEnv
+        ends its own."""
+        if not getattr(self, "closed", True) and hasattr(self, "_processes"):
+            self.close(terminate=True)
+
+
+def _action_rows(views: dict[str, np.ndarray], raw: Any, char: str, m: int, shape: tuple[int, ...]) -> np.ndarray:
+    """EnvWorkers' shared actions [M, *shape] in the dtype of character `char` (a view kept in `views`)."""
+    rows = views.get(char)
+    if rows is None:
+        rows = views[char] = np.frombuffer(raw, dtype=char, count=m * math.prod(shape)).reshape(m, *shape)
+    return rows
+
+
+def _results(raw: Any, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rewards [M] and the terminated and truncated flags [M] in EnvWorkers' shared results array."""
+    flags = np.frombuffer(raw, dtype=np.bool_, offset=8 * m).reshape(2, m)
+    return np.frombuffer(raw, dtype=np.float64, count=m), flags[0], flags[1]
+
+
+def _obs_rows(obs: Any, lo: int, hi: int | None) -> Any:
+    """Copies of rows lo..hi-1 (or of the one row lo, hi None) of observations read from Gymnasium's shared memory
+    (an array, or a dict / tuple of them)."""
+    if isinstance(obs, dict):
+        return type(obs)((k, _obs_rows(v, lo, hi)) for k, v in obs.items())
+    if isinstance(obs, tuple):
+        return tuple(_obs_rows(v, lo, hi) for v in obs)
+    return obs[lo].copy() if hi is None else obs[lo:hi].copy()
+
+
+def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, parent_pipes: list[Any], sh: _Shared,
+                 obs_space: gym.Space, act_space: gym.Space, main_pid: int) -> None:
+    """An EnvWorkers process (forked: `envs` are the sub-envs of `slots` as they were in the main process). It ends
+    when told to, on a failure, or when the main process is gone (killed: nothing closed the workers)."""
+    for p in parent_pipes:  # the main process's ends, inherited through fork
+        p.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the main process handles it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked while EnvWorkers forked
+    _one_intra_op_thread()
+    m = len(sh.results) // 10
+    actions: dict[str, np.ndarray] = {}
+    shape = tuple(act_space.shape)
+    obs = read_from_shared_memory(obs_space, sh.obs, n=m) if isinstance(obs_space, gym.spaces.Box) else None
+    rewards, terminated, truncated = _results(sh.results, m)
+    control, status = np.frombuffer(sh.control, dtype=np.int64), np.frombuffer(sh.status, dtype=np.uint8)
+    wake, done = sh.wake[index], sh.done
+    int_actions = isinstance(act_space, gym.spaces.Discrete)
+    mine = list(zip(slots, envs))
+    slot: int | None = None
+    try:
+        while True:
+            while not wake.acquire(timeout=1.0):
+                if os.getppid() != main_pid:
+                    return
+            what, lo, hi, char = control.tolist()
+            if what != _COMMAND:
+                infos = []
+                for slot, env in mine:
+                    if lo <= slot < hi:
+                        # a copy: an env may keep its action, and the shared row is overwritten by the next step
+                        row = _action_rows(actions, sh.actions, chr(char), m, shape)[slot]
+                        action = row.item() if int_actions else row.copy()
+                        o, rewards[slot], terminated[slot], truncated[slot], info, final = _same_step(env, action)
+                        if final is not None:
+                            write_to_shared_memory(obs_space, slot, final, sh.final_obs)
+                        if obs is not None:
+                            obs[slot] = o
+                        else:
+                            write_to_shared_memory(obs_space, slot, o, sh.obs)
+                        if info and what == _STEP_INFOS:
+                            infos.append((slot, info))
+                slot = None
+                _answer(status, index, done, pipe, infos if infos else None)
+                continue
+            command, data = pickle.loads(pipe.recv_bytes())
+            if command == "close":
+                _answer(status, index, done, pipe, [])
+                break
+            answer = []
+            for i, (slot, env) in enumerate(mine):
+                if not lo <= slot < hi:
+                    continue
+                if command == "reset":
+                    o, info = env.reset(seed=data[0][slot - lo], options=data[1])
+                    write_to_shared_memory(obs_space, slot, o, sh.obs)
+                    answer.append((slot, info))
+                elif command == "call":
+                    answer.append((slot, _call_env(env, *data)))
+                elif command == "setattr":
+                    env.set_wrapper_attr(data[0], data[1][slot - lo])
+                    answer.append((slot, None))
+                elif command == "pickle":
+                    answer.append((slot, _pickled_env(env)))
+                elif command == "replace":
+                    env.close()
+                    mine[i] = (slot, pickle.loads(data[slot - lo]))
+                    answer.append((slot, None))
+                else:
+                    raise RuntimeError(f"Received unknown command `{command}`.")
+            slot = None
+            _answer(status, index, done, pipe, answer)
+    except (KeyboardInterrupt, Exception) as e:
+        trace = traceback.format_exc()
+        try:
+            payload = pickle.dumps((slot, type(e), str(e), trace))
+        except Exception:  # noqa: BLE001 - an exception type that does not pickle (e.g. defined in a function)
+            payload = pickle.dumps((slot, None, f"{type(e).__name__}: {e}", trace))
+        status[index] = _FAILED
+        done.release()
+        try:
+            pipe.send_bytes(payload)
+        except OSError:
+            pass
+    finally:
+        for _, env in mine:
+            env.close()
+
+
+def _answer(status: np.ndarray, index: int, done: Any, pipe: Any, answer: Any) -> None:
+    """A worker's reply: its status, the done semaphore, then (when there is one) the answer down its pipe, which the
+    main process reads after every worker is done (so a large answer never blocks a worker before it is)."""
+    status[index] = _DONE if answer is None else _ANSWER
+    done.release()
+    if answer is not None:
+        pipe.send_bytes(pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
+
+
+class WorkerVecEnv(gym.vector.VectorEnv):
+    """The sub-envs lo..hi-1 of an EnvWorkers as a Gymnasium VectorEnv (SAME_STEP autoreset): what the vector env it
+    replaces (`origin`, a SameStepSyncVectorEnv) returned, step for step: the same observations, rewards, flags and
+    infos (tests/core/test_async_envs.py steps it beside Gymnasium's AsyncVectorEnv). Its spaces are the origin's
+    objects (their RNGs continue). Stepped alone it steps only its own slots; rollout.step_lockstep steps all the
+    views of one EnvWorkers as one batch. vec_env_state / load_vec_env_state save and restore its sub-envs as the
+    origin's (pickled in the workers). Closing every view ends the workers.
+
+    Like SameStepSyncVectorEnv it subclasses Gymnasium's interface class (here VectorEnv itself), the deliberate
+    exception to rlkit's inheritance rule that keeps it a VectorEnv to every caller."""
+
+    def __init__(self, pool: EnvWorkers, lo: int, hi: int, origin: "SameStepSyncVectorEnv") -> None:
+        self.pool, self.lo, self.hi = pool, lo, hi
+        self.num_envs = hi - lo
+        self.metadata = origin.metadata
+        self.render_mode = origin.render_mode
+        self.spec = origin.spec
+        self.single_observation_space = origin.single_observation_space
+        self.observation_space = origin.observation_space
+        self.single_action_space, self.action_space = origin.single_action_space, origin.action_space
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[Any, dict[str, Any]]:
+        if seed is None:
+            seed = [None] * self.num_envs
+        elif isinstance(seed, int):
+            seed = [seed + i for i in range(self.num_envs)]
+        if len(seed) != self.num_envs:
+            raise ValueError(f"If seeds are passed as a list the length must match num_envs={self.num_envs} but got "
+                             f"length={len(seed)}.")
+        infos: dict[str, Any] = {}
+        for slot, info in self.pool.reset(self.lo, self.hi, seed, options):
+            infos = self._add_info(infos, info, slot - self.lo)
+        return _obs_rows(self.pool.obs, self.lo, self.hi), infos
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: Any) -> None:
+        self.pool.step_async(actions, self.lo, self.hi, infos=True)
+
+    def step_wait(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        infos: dict[str, Any] = {}
+        for slot, info in self.pool.step_wait():
+            infos = self._add_info(infos, info, slot - self.lo)
+        p, lo, hi = self.pool, self.lo, self.hi
+        return (_obs_rows(p.obs, lo, hi), p.rewards[lo:hi].copy(), p.terminated[lo:hi].copy(),
+                p.truncated[lo:hi].copy(), infos)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        return tuple(self.pool.call(self.lo, self.hi, name, args, kwargs))
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        return self.call(name)
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | object) -> None:
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"Values must be a list or tuple with length equal to the number of environments. Got "
+                             f"`{len(values)}` values for {self.num_envs} environments.")
+        self.pool.set_attr(self.lo, self.hi, name, values)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.pool.release(self)
 
 
 def env_factory(env: EnvLike, env_kwargs: dict[str, Any] | None = None, training: bool = False
@@ -445,35 +944,75 @@ def is_known_env_id(env_id: str) -> bool:
 def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
     """(the pickled sub-envs and the vector env's action-space RNGs, "") or (None, why not).
 
-    Only rlkit's own SameStepSyncVectorEnv is saved: its sub-envs live in this process, and Gymnasium's
-    classic-control and toy-text envs pickle with their simulator state, RNG and wrapper counters (TimeLimit's
-    elapsed steps), so a restored run continues the same episodes. Atari envs are not: an ale-py env pickles
+    Only rlkit's own SameStepSyncVectorEnv is saved (and the WorkerVecEnv that one became in EnvWorkers: its sub-envs
+    are pickled in their worker processes): Gymnasium's classic-control and toy-text envs pickle with their
+    simulator state, RNG and wrapper counters (TimeLimit's elapsed steps), so a restored run continues the same
+    episodes. Atari envs are not: an ale-py env pickles
     without its emulator state (it would restart the game under wrappers that count on the old one).
     Unpickling runs code: only load_vec_env_state (reached through an explicit restore_env=True / --resume) ever
     reads these bytes."""
     if isinstance(venv, gym.vector.AsyncVectorEnv):
         return None, "the sub-envs of an AsyncVectorEnv live in worker processes and are not saved"
+    if isinstance(venv, WorkerVecEnv):  # the sub-envs moved from a SameStepSyncVectorEnv: pickled where they are
+        pickled = venv.pool.pickle_envs(venv.lo, venv.hi)
+        why = next((why for data, why in pickled if data is None), "")
+        if why:
+            return None, why
+        return pickle.dumps({"envs": [_Pickled(data) for data, _ in pickled], "action_space": venv.action_space,
+                             "single_action_space": venv.single_action_space}), ""
     if not isinstance(venv, SameStepSyncVectorEnv):
         return None, f"{type(venv).__name__} is not rlkit's SameStepSyncVectorEnv"
     if any(hasattr(env.unwrapped, "ale") for env in venv.envs):  # it pickles, but restarts the emulator
-        return None, "the Atari emulator's state (ale-py) does not survive pickling"
+        return None, _ALE_STATE
     try:
         data = pickle.dumps({"envs": venv.envs, "action_space": venv.action_space,
                              "single_action_space": venv.single_action_space})
     except Exception as e:  # noqa: BLE001 - whatever an env holds (a lock, a simulator handle) that cannot pickle
-        return None, f"its sub-envs cannot be pickled ({type(e).__name__}: {str(e)[:80]})"
+        return None, _unpicklable(e)
     return data, ""
 
 
+_ALE_STATE = "the Atari emulator's state (ale-py) does not survive pickling"
+
+
+def _unpicklable(e: Exception) -> str:
+    return f"its sub-envs cannot be pickled ({type(e).__name__}: {str(e)[:80]})"
+
+
+def _pickled_env(env: gym.Env) -> tuple[bytes | None, str]:
+    """One sub-env pickled as vec_env_state saves it (in an EnvWorkers process), or (None, why not)."""
+    if hasattr(env.unwrapped, "ale"):
+        return None, _ALE_STATE
+    try:
+        return pickle.dumps(env, pickle.HIGHEST_PROTOCOL), ""
+    except Exception as e:  # noqa: BLE001 - whatever an env holds that cannot pickle
+        return None, _unpicklable(e)
+
+
+class _Pickled:
+    """The bytes of a pickled object, which pickle as that object: unpickling them gives the object itself (so the
+    sub-envs a worker pickled join vec_env_state's pickle without being unpickled here)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return pickle.loads, (self.data,)
+
+
 def load_vec_env_state(venv: VectorEnv, data: bytes) -> None:
-    """Put the sub-envs (and action-space RNGs) pickled by vec_env_state into `venv` (same count, same spaces)."""
+    """Put the sub-envs (and action-space RNGs) pickled by vec_env_state into `venv` (same count, same spaces); the
+    sub-envs of a WorkerVecEnv go to its worker processes."""
     state = pickle.loads(data)  # noqa: S301 - opted in by the caller: the same trust as loading a pickle
     envs = state["envs"]
-    if not isinstance(venv, SameStepSyncVectorEnv) or len(envs) != venv.num_envs:
+    if not isinstance(venv, (SameStepSyncVectorEnv, WorkerVecEnv)) or len(envs) != venv.num_envs:
         raise ValueError(f"saved env state holds {len(envs)} sub-envs, this vector env has {venv.num_envs}")
-    for env in venv.envs:
-        env.close()
-    venv.envs = envs
+    if isinstance(venv, WorkerVecEnv):
+        venv.pool.replace_envs(venv.lo, venv.hi, [pickle.dumps(env, pickle.HIGHEST_PROTOCOL) for env in envs])
+    else:
+        for env in venv.envs:
+            env.close()
+        venv.envs = envs
     venv.action_space, venv.single_action_space = state["action_space"], state["single_action_space"]
 
 

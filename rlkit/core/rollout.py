@@ -29,10 +29,10 @@ import torch
 
 from rlkit.core.buffers import RolloutBuffer, obs_map
 from rlkit.core.device import to_host
-from rlkit.core.envs import to_env_actions
+from rlkit.core.envs import EnvWorkers, WorkerVecEnv, to_env_actions
 from rlkit.core.networks import action_dim, obs_storage
 from rlkit.core.normalize import ReturnNormalizer
-from rlkit.core.errors import NonFiniteError  # noqa: F401  (defined in layer 0 for checkpoint.py; public here)
+from rlkit.core.errors import NonFiniteError  # defined in layer 0 for checkpoint.py; public here
 from rlkit.core.streams import ACTION_NOISE, CounterStream
 from rlkit.core.torch_envs import TorchVecEnv
 
@@ -216,11 +216,19 @@ class RolloutCollector:
         final_obs = info.get("final_obs")
         if self.check_finite:
             check_finite_env(next_obs, rewards, self.steps_done, final_obs, done)
-        true_next = next_obs
         self.steps_done += self.n_envs
         self._ep_return += rewards
         self._ep_length += 1
-        if done.any():
+        return self._advance(next_obs, rewards, terminated, truncated, done, bool(done.any()), final_obs, info)
+
+    def _advance(self, next_obs: Any, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                 done: np.ndarray, ended: bool, final_obs: Any, info: dict[str, Any]) -> StepResult:
+        """The rest of a checked step's bookkeeping, once the step and its rewards are counted (next_obs in the storage
+        dtype; `ended`: whether any episode ended): the records of ended episodes, the true next observation, the
+        current observation, the rewards to train on. step_lockstep calls it for the steps of shared env workers,
+        which it checks and counts for all collectors at once."""
+        true_next = next_obs
+        if ended:
             if final_obs is None:
                 raise RuntimeError("vector env ended an episode without info['final_obs']; "
                                    "it must use AutoresetMode.SAME_STEP")
@@ -547,17 +555,112 @@ def collect_lockstep(collectors: Sequence[RolloutCollector], buffers: Sequence[R
         c._end_collect(b, stage)
 
 
-def step_lockstep(collectors: Sequence[RolloutCollector], env_actions: Sequence[Any]) -> list[StepResult]:
+def step_lockstep(collectors: Sequence[RolloutCollector], env_actions: Sequence[Any]) -> StepResult:
     """step() of K collectors of Gymnasium vector envs in lockstep (K seeds, rlkit.core.seeds), env_actions[k] for
-    collector k. Vector envs whose sub-envs live in worker processes (AsyncVectorEnv: vectorization="async") are
+    collector k; returns ONE StepResult whose arrays have a leading seed dimension [K, N, ...] (row k: what collector
+    k's step() returns). When the collectors' envs are the views of one EnvWorkers (rlkit.core.envs: the seeds'
+    sub-envs in shared worker processes, SeedBatch.share_env_workers), all their sub-envs take ONE step of the
+    workers, the results are checked for non-finite values in one go and the K seeds' arrays come stacked as they
+    are. Otherwise vector envs whose sub-envs live in worker processes (AsyncVectorEnv: vectorization="async") are
     all sent their actions before any is waited for, so the K seeds' envs step at the same time, each in its own
-    processes; every collector then records its step exactly as its step() would (each env steps once, in order,
-    with its own RNG: seed k steps as alone)."""
+    processes. Either way every collector records its step exactly as its step() would (each env steps once, in
+    order, with its own RNG: seed k steps as alone)."""
+    pool = _shared_workers(collectors)
+    if pool is not None:
+        return _step_shared_workers(collectors, pool, env_actions)
     sent = [isinstance(c.env, gym.vector.AsyncVectorEnv) for c in collectors]
     for c, a, s in zip(collectors, env_actions, sent):
         if s:
             c.env.step_async(a)
-    return [c._record_step(*c.env.step_wait()) if s else c.step(a) for c, a, s in zip(collectors, env_actions, sent)]
+    return _stack_steps([c._record_step(*c.env.step_wait()) if s else c.step(a)
+                         for c, a, s in zip(collectors, env_actions, sent)])
+
+
+def _stack_steps(steps: Sequence[StepResult]) -> StepResult:
+    """K collectors' StepResults as one, every array stacked [K, ...] (a Dict observation key by key)."""
+    return StepResult(*(obs_map(lambda *xs: np.stack(xs), *field) for field in zip(*steps)))
+
+
+def _shared_workers(collectors: Sequence[RolloutCollector]) -> EnvWorkers | None:
+    """The EnvWorkers whose views are the collectors' envs (of one size), in slot order and covering all its slots;
+    None when they are not, or when a collector reads game scores from the infos (which a step of all the workers
+    leaves there)."""
+    pool, n = getattr(collectors[0].env, "pool", None), collectors[0].n_envs
+    if not isinstance(pool, EnvWorkers) or pool.num_envs != n * len(collectors):
+        return None
+    for k, c in enumerate(collectors):
+        if not isinstance(c.env, WorkerVecEnv) or c.env.pool is not pool or c.env.lo != k * n or c.n_envs != n \
+                or c.game_scores:
+            return None
+    return pool
+
+
+def _step_shared_workers(collectors: Sequence[RolloutCollector], pool: EnvWorkers, env_actions: Sequence[Any]
+                         ) -> list[StepResult]:
+    """step_lockstep for the K collectors of one EnvWorkers: one step of every slot (the infos left in the workers),
+    the observations copied out of shared memory once, every reward and observation checked for non-finite values in
+    one call (collector by collector only to name the first bad one), the running episodes of all seeds counted in
+    one add, then each collector's bookkeeping (_advance) on its rows; final observations are read (and checked)
+    only where an episode ended."""
+    actions = env_actions.reshape(pool.num_envs, *env_actions.shape[2:]) if isinstance(env_actions, np.ndarray) \
+        else np.concatenate([np.asarray(a) for a in env_actions])
+    pool.step_async(actions)
+    pool.step_wait()
+    first, K = collectors[0], len(collectors)
+    n = first.n_envs
+    if first._dict_obs:
+        next_all: Any = {k: np.array(pool.obs[k], dtype=d) for k, d in first._obs_dtype.items()}
+        rows: list[Any] = [{key: v[k * n:(k + 1) * n] for key, v in next_all.items()} for k in range(K)]
+    else:
+        next_all = np.array(pool.obs, dtype=first._obs_dtype)
+        rows = list(next_all.reshape(K, n, *next_all.shape[1:]))
+    rewards, terminated, truncated = pool.rewards.copy(), pool.terminated.copy(), pool.truncated.copy()
+    done = terminated | truncated
+    r, t, u, d = (x.reshape(K, n) for x in (rewards, terminated, truncated, done))
+    if any(c.check_finite for c in collectors):
+        try:
+            check_finite_env(next_all, rewards, 0)
+        except NonFiniteError:  # name the first bad seed's sub-env and step, as its own step() would
+            for c, o, rk in zip(collectors, rows, r):
+                if c.check_finite:
+                    check_finite_env(o, rk, c.steps_done)
+    ended = d.any(axis=1).tolist()
+    finals: list[Any] = [None] * K
+    for k, c in enumerate(collectors):
+        if ended[k]:
+            finals[k] = [pool.final_observation(k * n + i) if d[k, i] else None for i in range(n)]
+            if c.check_finite:
+                check_finite_env(rows[k], r[k], c.steps_done, finals[k], d[k])
+    returns, lengths = _episode_rows(collectors)  # every seed's running episodes: one add for all
+    returns += r
+    lengths += 1
+    prev = first.obs_np.base  # the seeds' current observations: rows of the last step's next_all, when they still are
+    if first._dict_obs or prev is None or prev.shape[0] != K * n or any(c.obs_np.base is not prev for c in collectors):
+        prev = np.stack([c.obs_np for c in collectors]) if not first._dict_obs else None
+    out = []
+    for k, c in enumerate(collectors):
+        c.steps_done += n
+        out.append(c._advance(rows[k], r[k], t[k], u[k], d[k], ended[k], finals[k], {}))
+    if prev is None or any(ended) or any(c.reward_normalizer is not None for c in collectors):
+        return _stack_steps(out)
+    shape = (K, n, *next_all.shape[1:])
+    return StepResult(prev.reshape(shape), next_all.reshape(shape), r, t, u, r)
+
+
+def _episode_rows(collectors: Sequence[RolloutCollector]) -> tuple[np.ndarray, np.ndarray]:
+    """The collectors' running episode returns and lengths as ONE [K, N] array each, whose row k collector k's
+    arrays are views of (made so on first use, kept while no collector's array is replaced)."""
+    first = collectors[0]
+    stack = getattr(first, "_episode_stack", None)
+    if stack is not None and len(stack[0]) == len(collectors) and all(
+            getattr(c, "_episode_stack", None) is stack and c._ep_return.base is stack[0]
+            and c._ep_length.base is stack[1] and c._episode_row == k for k, c in enumerate(collectors)):
+        return stack
+    stack = (np.stack([c._ep_return for c in collectors]), np.stack([c._ep_length for c in collectors]))
+    for k, c in enumerate(collectors):
+        c._ep_return, c._ep_length = stack[0][k], stack[1][k]
+        c._episode_stack, c._episode_row = stack, k
+    return stack
 
 
 def evaluate_policy(

@@ -52,6 +52,7 @@ from rlkit.core.agent_io import LearnRun, begin_learn, rollout_noise
 from rlkit.core.buffers import Rollout, RolloutBuffer
 from rlkit.core.config import config_to_dict
 from rlkit.core.device import rng_state, set_rng_state
+from rlkit.core.envs import EnvWorkers, SameStepSyncVectorEnv, WorkerVecEnv, fork_available, usable_cores
 from rlkit.core.networks import action_dim
 from rlkit.core.optim import FlatAdam, FlatParameters, FlatRMSprop, set_lr
 from rlkit.core.rollout import collect_lockstep, record_episodes, record_first_bad
@@ -625,6 +626,27 @@ class SeedBatch:
         return self
 
     # ---- pieces for the agents' learn_seeds() -------------------------------------------------------------------
+    def share_env_workers(self, n_workers: int | None = None) -> bool:
+        """Move the seeds' in-process Gymnasium envs (each agent's SameStepSyncVectorEnv) into ONE set of worker
+        processes shared by all seeds (rlkit.core.envs.EnvWorkers: several sub-envs per process; by default one
+        process per core), so that rollout.step_lockstep steps every seed's envs in one step of the workers.
+
+        Each sub-env moves as it is (the workers are forked from this process: its simulator state and RNGs go on;
+        nothing is rebuilt or reseeded), so every seed still steps exactly as alone. Each agent's env (and its
+        collector's) becomes its WorkerVecEnv view and stays so: act(), evaluate(), save() (the env state beside
+        checkpoints too, pickled in the workers) and a later lone learn() work as before.
+        Envs already in one shared set of workers stay there; other envs (async, torch envs), a platform without
+        fork, one core, or one sub-env in all are left as they are. Returns whether the envs are in shared workers."""
+        envs = [a.env for a in self.agents]
+        if all(isinstance(e, WorkerVecEnv) and e.pool is envs[0].pool for e in envs):
+            return True
+        if not all(type(e) is SameStepSyncVectorEnv and not e.closed for e in envs) or not fork_available() \
+                or usable_cores() < 2 or sum(e.num_envs for e in envs) < 2:
+            return False
+        for a, view in zip(self.agents, EnvWorkers(envs, n_workers).views):
+            a.env = a.collector.env = view
+        return True
+
     def refuse(self, condition: bool, what: str) -> None:
         """ValueError naming an option that a batched run does not support."""
         if condition:

@@ -94,11 +94,21 @@ def _assert_same_infos(a, b):
             np.testing.assert_array_equal(a[k], b[k])
 
 
+def _step_both(venv, reference, actions) -> int:
+    """Step both vector envs with `actions`; assert they returned the same; the number of episodes that ended."""
+    s, r = venv.step(actions), reference.step(actions)
+    for x, y in zip(s[:4], r[:4]):  # observations (the reset ones where an episode ended), rewards, flags
+        np.testing.assert_array_equal(x, y)
+        assert x.dtype == y.dtype
+    _assert_same_infos(s[4], r[4])
+    return int((s[2] | s[3]).sum())
+
+
 @pytest.mark.parametrize("env_id,n_steps", [("CartPole-v1", 150), ("Pendulum-v1", 210)])
 def test_the_lean_async_step_returns_what_gymnasiums_returns(env_id, n_steps):
     """SameStepAsyncVectorEnv (raw-byte actions and replies, infos only when not empty) against Gymnasium's
     AsyncVectorEnv: the same observations, rewards, flags and infos (final_obs, final_info), with Discrete actions
-    (sent as integers) and Box ones (pickled)."""
+    (sent as integers) and Box ones (raw bytes)."""
     lean = make_vec_env(env_id, n_envs=3, vectorization="async")
     assert isinstance(lean, SameStepAsyncVectorEnv)
     plain = _gym_async([lambda: gym.make(env_id)] * 3)
@@ -107,18 +117,26 @@ def test_the_lean_async_step_returns_what_gymnasiums_returns(env_id, n_steps):
     np.testing.assert_array_equal(o1, o2)
     _assert_same_infos(i1, i2)
     lean.action_space.seed(0)
-    ends = 0
-    for _ in range(n_steps):
-        a = lean.action_space.sample()
-        s, r = lean.step(a), plain.step(a)
-        for x, y in zip(s[:4], r[:4]):
-            np.testing.assert_array_equal(x, y)
-            assert x.dtype == y.dtype
-        _assert_same_infos(s[4], r[4])
-        ends += int((s[2] | s[3]).sum())
+    ends = sum(_step_both(lean, plain, lean.action_space.sample()) for _ in range(n_steps))
     assert ends >= 3
     lean.close()
     plain.close()
+
+
+def test_box_actions_go_as_raw_bytes_of_their_own_dtype_and_other_batches_pickled():
+    """A Box action batch (a NumPy array) reaches each worker as its row's raw bytes in the batch's dtype (float64
+    rows stay float64, as Gymnasium's pickled rows do); anything else (a list) is pickled, as before."""
+    lean = make_vec_env("Pendulum-v1", n_envs=2, vectorization="async")
+    plain = _gym_async([lambda: gym.make("Pendulum-v1")] * 2)
+    try:
+        lean.reset(seed=[4, 5]), plain.reset(seed=[4, 5])
+        rng = np.random.default_rng(3)
+        for dtype in (np.float64, np.float32, np.float64):
+            _step_both(lean, plain, rng.uniform(-2, 2, (2, 1)).astype(dtype))
+        _step_both(lean, plain, [np.array([0.5]), np.array([-1.25])])
+    finally:
+        lean.close()
+        plain.close()
 
 
 class _Fails(gym.Wrapper):

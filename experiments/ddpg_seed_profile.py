@@ -1,0 +1,149 @@
+"""Where the time of a DDPG lockstep step goes: K seeds in one process (rlkit.core.seeds.SeedBatch) and one seed alone.
+
+For DDPG on --env (hidden 256,256 unless --hidden-sizes, batch 256; otherwise the setup of
+experiments/seed_batching.py's ddpg()) it prints, for the batch of --seeds seeds and for one seed alone, a line of
+  (a) full    ms per lockstep step of learn(), everything included (act, env steps, stores, update, bookkeeping);
+  (b) host    ms per lockstep step of learn() with the gradient step replaced by a no-op (DDPG._gradient_step_seeds
+              for the batch, DDPG.update for the lone agent): the act, the env steps and all host bookkeeping;
+              also the main process's CPU time per step (worker processes not counted: with envs in workers,
+              what the main process alone spends, which bounds the step where the workers have cores to spare);
+  (c) update  ms per batched update alone: the update learn() built (the same GraphedStep: a CUDA graph on CUDA),
+              called repeatedly on the filled replay buffers (cuda synchronised before and after).
+Every timed learn() follows an untimed one of --warmup steps past learning_starts (first kernels, graph capture).
+One torch thread. A figure is the mean over --steps lockstep steps (--updates updates for (c)).
+
+  PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 300
+  PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 500 --host-only --hidden-sizes 16,16
+  PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cuda --steps 3000
+(--vectorization sync: the batch's envs in this process, as before shared env workers; --vectorization auto is the
+default: a batch's envs in shared worker processes, rlkit.core.envs.EnvWorkers.)
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+
+from rlkit import DDPG, SeedBatch
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _ms_per_step(learner: Any, steps: int, device: str) -> tuple[float, float]:
+    """(wall, this process's CPU) ms per lockstep step of learner.learn(steps) (n_envs=1: a vector step per env
+    step). The CPU time is the main process's alone (its threads, not worker processes)."""
+    _sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    learner.learn(steps, progress=False, log_interval=10**9)
+    _sync(device)
+    return 1e3 * (time.perf_counter() - t0) / steps, 1e3 * (time.process_time() - c0) / steps
+
+
+def _ms_per_call(fn: Callable[[], Any], n: int, device: str) -> float:
+    fn()  # one untimed call
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    return 1e3 * (time.perf_counter() - t0) / n
+
+
+@contextmanager
+def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+def _lone_update_noop(self: DDPG) -> dict[str, torch.Tensor]:
+    self.n_updates += 1  # what update() counts; no gradient step
+    return {}
+
+
+def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
+    """(a), (b), (c) for k seeds (k=0: one seed alone, through DDPG.learn, not a batch of one)."""
+    cfg = dict(hidden_sizes=args.hidden_sizes, batch_size=256, buffer_size=max(args.warmup * 3 + 2 * args.steps, 1000),
+               learning_starts=args.learning_starts, device=args.device, vectorization=args.vectorization)
+    # The batched update is a local of DDPG.learn_seeds: to time that very step (a CUDA graph on CUDA), record the
+    # GraphedSteps learn_seeds builds, through DDPG's own module (a profiler reaches inside; nothing else here does).
+    ddpg_module = sys.modules[DDPG.__module__]
+    built: list[Any] = []
+    real = ddpg_module.GraphedStep
+
+    def recording(*a: Any, **kw: Any) -> Any:
+        g = real(*a, **kw)
+        built.append(g)
+        return g
+
+    if k:
+        learner: Any = SeedBatch(DDPG, args.env, list(range(k)), **cfg)
+        agents = learner.agents
+    else:
+        learner = DDPG(args.env, seed=0, **cfg)
+        agents = [learner]
+    try:
+        learner.learn(args.learning_starts + args.warmup, progress=False)  # random steps, first updates, captures
+        full = math.nan if args.host_only else _ms_per_step(learner, args.steps, args.device)[0]
+        stub = (_patched(DDPG, "_gradient_step_seeds", staticmethod(lambda *a, **kw: {})) if k
+                else _patched(DDPG, "update", _lone_update_noop))
+        with stub:
+            learner.learn(args.warmup, progress=False)  # the stub's own graph captures, outside the clock
+            host, host_cpu = _ms_per_step(learner, args.steps, args.device)
+        if args.host_only:
+            update = math.nan
+        elif k:
+            with _patched(ddpg_module, "GraphedStep", recording):
+                learner.learn(args.warmup, progress=False)  # builds (and warms) the batch's steps again
+            update_step = next(g for g in built if g.name == "DDPG update of the seeds" and g.calls)
+            update = _ms_per_call(update_step, args.updates, args.device)
+        else:
+            update = _ms_per_call(learner.update, args.updates, args.device)
+    finally:
+        for a in agents:
+            a.env.close()
+    who = f"{k} seeds" if k else "1 seed alone"
+    print(f"{who}: (a) full {full:.3f} ms per lockstep step", flush=True)
+    print(f"{who}: (b) host {host:.3f} ms per lockstep step (update a no-op; main process CPU {host_cpu:.3f} ms)")
+    print(f"{who}: (c) update {update:.3f} ms per {'batched ' if k else ''}update", flush=True)
+    return {"full": full, "host": host, "host_cpu": host_cpu, "update": update}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="HalfCheetah-v5")
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=2000, help="lockstep steps per timed learn()")
+    p.add_argument("--warmup", type=int, default=50, help="untimed steps before each timed learn()")
+    p.add_argument("--updates", type=int, default=200, help="updates timed for (c)")
+    p.add_argument("--learning-starts", type=int, default=100)
+    p.add_argument("--hidden-sizes", default="256,256", type=lambda s: tuple(int(w) for w in s.split(",")),
+                   help="layer widths (on a CPU the act of 256x256 networks costs more than a GPU's graphed act: "
+                   "small ones show the host side as a GPU leaves it)")
+    p.add_argument("--vectorization", default="auto", help="the agents' vectorization (DDPGConfig; auto: a batch's "
+                   "envs in shared worker processes, a lone seed's in this process)")
+    p.add_argument("--host-only", action="store_true", help="measure (b) only ((a) and (c) print nan)")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    print(f"DDPG {args.env} on {args.device}, hidden {args.hidden_sizes}, batch 256, {args.vectorization} envs, "
+          f"{args.steps} timed steps")
+    batch = profile(args, args.seeds)
+    one = profile(args, 0)
+    print(f"aggregate speed-up of {args.seeds} seeds over one: {args.seeds * one['full'] / batch['full']:.2f}x "
+          f"(host side alone: {args.seeds * one['host'] / batch['host']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

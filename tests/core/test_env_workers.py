@@ -1,0 +1,238 @@
+"""EnvWorkers: the sub-envs of several SameStepSyncVectorEnvs moved (forked) into shared worker processes, several
+in each, stepped as one. Their views return what Gymnasium's AsyncVectorEnv returns; the envs go on as they were
+(state, RNGs); a failing or dying worker surfaces as one line; closing ends the workers."""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.error import ClosedEnvironmentError
+
+from rlkit.core.envs import EnvWorkers, SameStepSyncVectorEnv, load_vec_env_state, make_vec_env, vec_env_state
+from rlkit.core.rollout import RolloutCollector, step_lockstep
+from tests.core.test_async_envs import _assert_same_infos, _Fails, _gym_async, _step_both
+
+
+@pytest.mark.parametrize("env_id,n_steps", [("CartPole-v1", 120), ("Pendulum-v1", 205)])
+def test_views_step_as_gymnasiums_async_vector_env(env_id, n_steps):
+    """Two vector envs (2 and 3 sub-envs) in 2 workers, the middle one holding sub-envs of both: each view returns
+    what Gymnasium's AsyncVectorEnv (SAME_STEP) returns: observations, rewards, flags (their dtypes) and infos with
+    the true final observations, for Discrete actions and Box ones (float32 and float64)."""
+    pool = EnvWorkers([make_vec_env(env_id, 2, seed=0), make_vec_env(env_id, 3, seed=1)], n_workers=2)
+    plain = [_gym_async([lambda: gym.make(env_id)] * n) for n in (2, 3)]
+    try:
+        assert pool.bounds == [0, 2, 5] and [(v.lo, v.hi) for v in pool.views] == [(0, 2), (2, 5)]
+        for view, ref, seeds in zip(pool.views, plain, ([1, 2], [3, 4, 5])):
+            assert isinstance(view, gym.vector.VectorEnv) and view.metadata["autoreset_mode"].name == "SAME_STEP"
+            (o1, i1), (o2, i2) = view.reset(seed=seeds), ref.reset(seed=seeds)
+            np.testing.assert_array_equal(o1, o2)
+            _assert_same_infos(i1, i2)
+        rng, ends = np.random.default_rng(0), 0
+        for t in range(n_steps):
+            for view, ref in zip(pool.views, plain):
+                a = rng.integers(0, 2, view.num_envs) if env_id == "CartPole-v1" else \
+                    rng.uniform(-2, 2, (view.num_envs, 1)).astype(np.float64 if t % 2 else np.float32)
+                ends += _step_both(view, ref, a)
+        assert ends >= 5
+        assert pool.views[1].get_attr("spec")[0].id == env_id and len(pool.views[1].call("render")) == 3
+    finally:
+        pool.close()
+        for p in plain:
+            p.close()
+
+
+def test_the_envs_go_on_as_they_were_and_one_step_of_all_equals_their_own_steps():
+    """Envs stepped in this process before the move continue where they were (mid-episode, their RNGs); a step of
+    every slot at once (what step_lockstep takes: no infos) leaves the same observations, rewards, flags and final
+    observations as the vector envs stepped here; the views keep the origins' space objects."""
+    build = [lambda: make_vec_env("Pendulum-v1", 2, seed=7), lambda: make_vec_env("Pendulum-v1", 2, seed=8)]
+    moved, here = [f() for f in build], [f() for f in build]
+    rng = np.random.default_rng(1)
+    for _ in range(150):  # Pendulum truncates at 200: the move happens mid-episode
+        for a, b in zip(moved, here):
+            act = rng.uniform(-2, 2, (2, 1)).astype(np.float32)
+            a.step(act), b.step(act)
+    spaces = [v.action_space for v in moved]
+    pool = EnvWorkers(moved, n_workers=3)
+    try:
+        assert [v.action_space for v in pool.views] == spaces and pool.views[0].action_space is spaces[0]
+        ended = 0
+        for _ in range(60):
+            act = rng.uniform(-2, 2, (4, 1)).astype(np.float32)
+            pool.step_async(act)
+            assert pool.step_wait() == []  # no infos asked for
+            refs = [v.step(act[2 * k:2 * k + 2]) for k, v in enumerate(here)]
+            np.testing.assert_array_equal(pool.obs, np.concatenate([r[0] for r in refs]))
+            np.testing.assert_array_equal(pool.rewards, np.concatenate([r[1] for r in refs]))
+            np.testing.assert_array_equal(pool.terminated, np.concatenate([r[2] for r in refs]))
+            np.testing.assert_array_equal(pool.truncated, np.concatenate([r[3] for r in refs]))
+            for k, r in enumerate(refs):
+                for i in np.flatnonzero(r[2] | r[3]):
+                    np.testing.assert_array_equal(pool.final_observation(2 * k + i), r[4]["final_obs"][i])
+                    ended += 1
+        assert ended == 4  # every sub-env truncated once, at step 200
+    finally:
+        pool.close()
+        for v in here:
+            v.close()
+
+
+def _vec(factory, n):
+    venv = SameStepSyncVectorEnv([factory] * n)
+    venv.reset(seed=0)
+    return venv
+
+
+def test_a_failing_sub_env_raises_its_error_in_one_line_and_shuts_the_workers_down():
+    failing, fine = _vec(lambda: _Fails(gym.make("CartPole-v1")), 2), _vec(lambda: gym.make("CartPole-v1"), 2)
+    pool = EnvWorkers([failing, fine], n_workers=2)
+    view = pool.views[0]
+    view.step(np.array([0, 0]))
+    with pytest.raises(ArithmeticError) as e:
+        view.step(np.array([0, 1]))
+    assert str(e.value) == "sub-env failed on purpose (sub-env 1 of the env workers)"  # one line
+    notes = getattr(e.value, "__notes__", None)  # Python >= 3.11: the worker's traceback, as a note
+    assert notes is None or "ArithmeticError" in notes[0]
+    assert pool.closed and not any(p.is_alive() for p in pool._processes)
+    with pytest.raises(ClosedEnvironmentError, match="sub-env failed on purpose"):
+        pool.views[1].step(np.array([0, 0]))
+    pool.views[1].close()
+
+
+def test_a_dead_worker_is_named_and_a_bad_action_batch_is_refused_before_anything_is_sent():
+    pool = EnvWorkers([make_vec_env("Pendulum-v1", 2, seed=0)], n_workers=2)
+    view = pool.views[0]
+    with pytest.raises(ValueError, match=r"actions of shape \(2, 1\) for 2 sub-env\(s\) of Box.*shape \(3, 1\)"):
+        view.step(np.zeros((3, 1), np.float32))
+    view.step(np.zeros((2, 1), np.float32))  # nothing was sent: the workers are in step
+    os.kill(pool._processes[1].pid, signal.SIGKILL)
+    pool._processes[1].join()
+    with pytest.raises(RuntimeError, match=r"^env worker process 1 ended unexpectedly \(exit code -9\)$"):
+        view.step(np.zeros((2, 1), np.float32))
+    assert pool.closed
+    view.close()
+
+
+class _MarksClose(gym.Wrapper):
+    def __init__(self, env, path):
+        super().__init__(env)
+        self.path = path
+
+    def close(self):
+        Path(self.path, str(os.getpid())).mkdir(exist_ok=True)
+        super().close()
+
+
+def test_closing_every_view_ends_the_workers_which_close_their_envs_and_ignore_ctrl_c(tmp_path):
+    pool = EnvWorkers([_vec(lambda: _MarksClose(gym.make("CartPole-v1"), tmp_path), 2) for _ in range(2)], n_workers=2)
+    for p in pool._processes:
+        os.kill(p.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group: training checkpoints, then stops
+    time.sleep(0.3)
+    assert all(p.is_alive() for p in pool._processes)
+    pool.views[0].close()
+    assert not pool.closed
+    pool.views[1].step_async(np.array([0, 1]))  # closing with a step pending waits for it first
+    pool.views[1].close()
+    assert pool.closed and [p.exitcode for p in pool._processes] == [0, 0]
+    assert sorted(int(d.name) for d in tmp_path.iterdir()) == sorted(p.pid for p in pool._processes)
+    dropped = EnvWorkers([make_vec_env("CartPole-v1", 2, seed=0)], n_workers=2)
+    processes = dropped._processes
+    del dropped, pool
+    gc.collect()  # workers and views that nothing holds any more: the workers end (killed, as Gymnasium's own)
+    assert not any(p.is_alive() for p in processes)
+
+
+def test_the_moved_envs_are_saved_and_restored_as_in_process_ones():
+    """vec_env_state of a view pickles its sub-envs in their workers (state, RNG, TimeLimit counters), in the format
+    of an in-process vector env's: either restores into the other (load_vec_env_state), and they step alike."""
+    here = make_vec_env("Pendulum-v1", 2, seed=3)
+    pool = EnvWorkers([make_vec_env("Pendulum-v1", 2, seed=3), make_vec_env("Pendulum-v1", 1, seed=4)], n_workers=2)
+    view, rng = pool.views[0], np.random.default_rng(4)
+
+    def step_alike(a, b, n):
+        for _ in range(n):
+            _step_both(a, b, rng.uniform(-2, 2, (2, 1)).astype(np.float32))
+    try:
+        step_alike(view, here, 120)
+        data, why = vec_env_state(view)
+        assert why == "" and data is not None
+        fresh = make_vec_env("Pendulum-v1", 2, seed=99)
+        load_vec_env_state(fresh, data)  # the view's state, in this process
+        here_data = vec_env_state(here)[0]
+        step_alike(fresh, here, 90)  # past the time limit: TimeLimit's counters came along
+        load_vec_env_state(view, here_data)  # an in-process state, into the workers
+        load_vec_env_state(fresh, here_data)
+        step_alike(view, fresh, 90)
+        assert pool.views[1].step(np.zeros((1, 1), np.float32))[0].shape == (1, 3)  # the other slots untouched
+    finally:
+        pool.close()
+
+
+def test_step_lockstep_steps_the_collectors_of_one_env_workers_as_one():
+    """K collectors whose envs are the views of one EnvWorkers: one step of all, stacked results [K, N, ...], every
+    collector's records as its own step() keeps them (against collectors of identical in-process envs), the true
+    final observations where episodes end, and a non-finite observation named with its seed's step and sub-env."""
+    make = [lambda k=k: make_vec_env("Pendulum-v1", 2, seed=k) for k in range(3)]
+    moved, here = [f() for f in make], [f() for f in make]
+    cpu = torch.device("cpu")
+    cols = [RolloutCollector(v, cpu, v.reset(seed=[2 * k, 2 * k + 1])[0]) for k, v in enumerate(moved)]
+    refs = [RolloutCollector(v, cpu, v.reset(seed=[2 * k, 2 * k + 1])[0]) for k, v in enumerate(here)]
+    pool = EnvWorkers(moved, n_workers=2)
+    for c, view in zip(cols, pool.views):
+        c.env = view
+    rng = np.random.default_rng(2)
+    try:
+        for t in range(205):
+            act = rng.uniform(-2, 2, (3, 2, 1)).astype(np.float32)
+            step = step_lockstep(cols, act)
+            alone = [c.step(a) for c, a in zip(refs, act)]
+            assert step.obs.shape == (3, 2, 3) and step.rewards.shape == (3, 2)
+            for field, x in zip(step._fields, step):
+                np.testing.assert_array_equal(x, np.stack([getattr(s, field) for s in alone]), err_msg=field)
+        for c, r in zip(cols, refs):
+            assert c.episode_stats() == r.episode_stats() and c.steps_done == r.steps_done == 410
+            np.testing.assert_array_equal(c.obs_np, r.obs_np)
+        # a sub-env of seed 1 goes bad: the error names seed 1's own sub-env and step, as its own step() would
+        pool.views[1].set_attr("state", [np.array([np.nan, 0.0]), np.array([0.0, 0.0])])
+        with pytest.raises(Exception, match=r"non-finite .*sub-env 0\) at environment step 410"):
+            step_lockstep(cols, np.zeros((3, 2, 1), np.float32))
+    finally:
+        pool.close()
+
+
+def _build_and_die(pipe):
+    pool = EnvWorkers([make_vec_env("CartPole-v1", 2, seed=0)], n_workers=2)
+    pipe.send([p.pid for p in pool._processes])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_the_workers_end_when_the_main_process_is_killed():
+    """Nothing closes the workers of a killed training process: they notice that it is gone and end (their
+    semaphore waits time out every second to look)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    main = ctx.Process(target=_build_and_die, args=(there,))
+    main.start()
+    assert here.poll(60)
+    pids = here.recv()
+    main.join()
+    assert main.exitcode == -signal.SIGKILL and len(pids) == 2
+
+    def running(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    deadline = time.time() + 10
+    while any(running(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(running(p) for p in pids)
