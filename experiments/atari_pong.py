@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from rlkit.cli import main as rlkit_main
 
@@ -60,21 +61,29 @@ def train_piece(args: argparse.Namespace, run_dir: Path) -> int:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    argv = ["train", "a2c", args.env, "--steps", str(max(args.budget, args.steps)), "--run-dir", str(run_dir),
+    argv = ["train", "a2c", args.env, "--steps", str(args.budget), "--run-dir", str(run_dir),
             "--device", args.device,
             "--no-progress", "--eval-episodes", str(args.eval_episodes), "--log-interval", str(args.log_interval)]
     if any((run_dir / "checkpoints").glob("*.pt")):
         argv += ["--resume", str(run_dir)]
     else:
         argv += ["--seed", str(args.seed), "--set", f"checkpoint_interval={args.checkpoint_interval}"]
+    sent = threading.Lock()  # the time limit and the --steps watcher: whichever comes first sends ONE SIGINT (a
+    # second one while the first still writes its checkpoint would stop the run without one)
+
+    def interrupt() -> None:
+        if sent.acquire(blocking=False):
+            os.kill(os.getpid(), signal.SIGINT)
+
     timer = None
     if args.time_limit > 0:
-        timer = threading.Timer(args.time_limit, os.kill, (os.getpid(), signal.SIGINT))
+        timer = threading.Timer(args.time_limit, interrupt)
         timer.daemon = True
         timer.start()
     stop = threading.Event()
     if args.steps < args.budget:  # stop at --steps: SIGINT once progress.csv has logged a step there
-        threading.Thread(target=_stop_at, args=(run_dir / "progress.csv", args.steps, stop), daemon=True).start()
+        threading.Thread(target=_stop_at, args=(run_dir / "progress.csv", args.steps, stop, interrupt),
+                         daemon=True).start()
     try:
         return rlkit_main(argv)
     finally:
@@ -83,11 +92,16 @@ def train_piece(args: argparse.Namespace, run_dir: Path) -> int:
             timer.cancel()
 
 
-def _stop_at(progress: Path, steps: int, stop: threading.Event) -> None:
-    """SIGINT this process once progress.csv's last logged step is >= steps (polled every 2 s)."""
+def _stop_at(progress: Path, steps: int, stop: threading.Event, interrupt: Callable[[], None]) -> None:
+    """interrupt() once progress.csv's last logged step is >= steps (polled every 2 s; a read that fails, e.g. of
+    a row being written, is tried again at the next poll)."""
     while not stop.wait(2.0):
-        if _last_step(progress) >= steps:
-            os.kill(os.getpid(), signal.SIGINT)
+        try:
+            reached = _last_step(progress) >= steps
+        except (OSError, ValueError, UnicodeDecodeError, csv.Error):
+            continue
+        if reached:
+            interrupt()
             return
 
 
@@ -129,6 +143,10 @@ def report(run_dir: Path, t_start_step: int) -> None:
 
 def main() -> int:
     args = parse()
+    if args.budget < args.steps:
+        print(f"atari_pong.py: --budget {args.budget:,} is below --steps {args.steps:,}: the run's budget must cover "
+              "the steps it trains", file=sys.stderr)
+        return 2
     run_dir = Path(args.run_dir)
     start = _last_step(run_dir / "progress.csv")
     if start >= args.steps:

@@ -554,7 +554,11 @@ class EnvWorkers:
         pending, done, status = self._pending, self._shm.done, self._status
         while self._unfinished:  # counted down as they finish: an interrupted wait resumes where it stopped
             while not done.acquire(timeout=1.0):
-                dead = [i for i in pending if status[i] == _BUSY and not self._processes[i].is_alive()]
+                busy = [i for i in pending if status[i] == _BUSY]
+                if not busy:  # all finished a second ago: a wait interrupted between acquire and count took one
+                    self._unfinished = 1
+                    break
+                dead = [i for i in busy if not self._processes[i].is_alive()]
                 if dead:
                     self._raise(None, None, f"env worker process {dead[0]} ended unexpectedly (exit code "
                                             f"{self._processes[dead[0]].exitcode})", "")
@@ -564,7 +568,11 @@ class EnvWorkers:
             return [None] * len(pending)
         out, failure = [], None
         for i in pending:
-            answer = pickle.loads(self._pipes[i].recv_bytes()) if status[i] != _DONE else None
+            try:
+                answer = pickle.loads(self._pipes[i].recv_bytes()) if status[i] != _DONE else None
+            except (EOFError, OSError):  # it died after saying it would answer
+                self._raise(None, None, f"env worker process {i} ended unexpectedly (exit code "
+                                        f"{self._processes[i].exitcode})", "")
             if status[i] == _FAILED:
                 failure = failure or answer
             out.append(answer)
@@ -629,7 +637,10 @@ class EnvWorkers:
         for process in self._processes:
             if terminate and process.is_alive():
                 process.terminate()
-            process.join()
+            process.join(timeout=None if terminate else 10.0)
+            if process.is_alive():  # a sub-env's close() that hangs: killed after 10 s, as a failed worker is
+                process.terminate()
+                process.join()
         for pipe in self._pipes:
             pipe.close()
         self._held = []
@@ -1008,7 +1019,10 @@ def load_vec_env_state(venv: VectorEnv, data: bytes) -> None:
     if not isinstance(venv, (SameStepSyncVectorEnv, WorkerVecEnv)) or len(envs) != venv.num_envs:
         raise ValueError(f"saved env state holds {len(envs)} sub-envs, this vector env has {venv.num_envs}")
     if isinstance(venv, WorkerVecEnv):
-        venv.pool.replace_envs(venv.lo, venv.hi, [pickle.dumps(env, pickle.HIGHEST_PROTOCOL) for env in envs])
+        pickled = [pickle.dumps(env, pickle.HIGHEST_PROTOCOL) for env in envs]
+        for env in envs:  # the copies unpickled here are not the ones that will run: free their handles
+            env.close()
+        venv.pool.replace_envs(venv.lo, venv.hi, pickled)
     else:
         for env in venv.envs:
             env.close()

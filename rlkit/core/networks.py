@@ -573,6 +573,8 @@ class MultiCategoricalLogits(nn.Module):
         return D.multicategorical_logits(out, len(self.nvec), self.pad_index)
 
     def sample(self, logits: torch.Tensor, noise: None = None) -> torch.Tensor:
+        if noise is not None:
+            raise ValueError(f"{type(self).__name__} takes no sampling noise from outside (noise_kind None)")
         return D.multicategorical_sample(logits)
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
@@ -603,6 +605,8 @@ class BernoulliLogits(nn.Module):
         return out
 
     def sample(self, logits: torch.Tensor, noise: None = None) -> torch.Tensor:
+        if noise is not None:
+            raise ValueError(f"{type(self).__name__} takes no sampling noise from outside (noise_kind None)")
         return D.bernoulli_sample(logits)
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:

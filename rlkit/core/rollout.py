@@ -596,7 +596,7 @@ def _shared_workers(collectors: Sequence[RolloutCollector]) -> EnvWorkers | None
 
 
 def _step_shared_workers(collectors: Sequence[RolloutCollector], pool: EnvWorkers, env_actions: Sequence[Any]
-                         ) -> list[StepResult]:
+                         ) -> StepResult:
     """step_lockstep for the K collectors of one EnvWorkers: one step of every slot (the infos left in the workers),
     the observations copied out of shared memory once, every reward and observation checked for non-finite values in
     one call (collector by collector only to name the first bad one), the running episodes of all seeds counted in

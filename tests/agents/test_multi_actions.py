@@ -198,3 +198,16 @@ def test_custom_networks_are_checked_against_the_multi_action_widths():
     assert qac_mb.critic.net[-1].out_features == 8  # two outputs per bit
     with pytest.raises(ValueError, match=r"the policy network must map \[B, 9\] to \[B, 9\]; for B=2 it returned"):
         A2C(ENVS["MultiDiscrete"], device="cpu", policy=torch.nn.Linear(9, 3), **TINY[A2C])
+
+
+def test_multidiscrete_and_multibinary_actors_refuse_outside_sampling_noise():
+    """Only the categorical actor takes its sampling noise from outside (noise_kind "uniform"); the other two
+    logit distributions refuse noise in one line instead of silently ignoring it."""
+    obs_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    obs = torch.zeros(4, 3)
+    for space in (gym.spaces.MultiDiscrete([3, 2]), gym.spaces.MultiBinary(3)):
+        actor = make_actor(obs_space, space, (8,), "tanh")
+        assert actor.noise_kind is None
+        with pytest.raises(ValueError, match="takes no sampling noise from outside"):
+            actor.sample_actions(obs, torch.rand(4, 5))
+    assert make_actor(obs_space, gym.spaces.Discrete(4), (8,), "tanh").noise_kind == "uniform"
