@@ -12,30 +12,51 @@
 #   trpo_mujoco  TRPO presets, HalfCheetah/Hopper/Walker2d-v5, 5 seeds      (CPU, one run per core, nice 10)
 #   a2c_mujoco   A2C presets, HalfCheetah/Hopper/Walker2d-v5, 5 seeds       (CPU, nice 10)
 #   box2d        TRPO and A2C presets, LunarLander-v3, 5 seeds              (CPU, nice 10)
-#   ddpg_box2d   DDPG LunarLanderContinuous-v3, 3 seeds                     (GPU, one run at a time)
-# CPU grids share the cores given by CORES (default 0-15) and run at most JOBS (default 12) runs at once.
+#   ddpg_box2d   DDPG LunarLanderContinuous-v3, 5 seeds in one process     (GPU)
+#   ddpg_mcc     DDPG MountainCarContinuous-v0, 5 seeds in one process      (GPU)
+#   ddpg_mujoco  DDPG HalfCheetah/Hopper/Walker2d-v5, 5 seeds a process     (GPU)
+# CPU grids share the cores given by CORES (default 0-15) and run at most JOBS (default 12) runs at once. The GPU
+# grids (pong, ddpg_*) run one after another (processes sharing one GPU time-slice it), each until BUDGET is spent.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; BUDGET=${1:-480}; shift || true; G=/tmp/grids
 GRIDS=("$@"); ((${#GRIDS[@]})) || GRIDS=(trpo_mujoco a2c_mujoco box2d ddpg_box2d)
 mkdir -p "$OUT" "$G"
-ls .grids/grids.tgz.part* >/dev/null 2>&1 && cat .grids/grids.tgz.part* | tar -xz -C "$G"
+IN=${IN:-.grids}  # the parts of earlier sittings to continue from
+ls "$IN"/grids.tgz.part* >/dev/null 2>&1 && cat "$IN"/grids.tgz.part* | tar -xz -C "$G"
 export OMP_NUM_THREADS=1  # (no MUJOCO_GL: nothing renders; MUJOCO_GL=egl breaks gymnasium's import there)
 MUJOCO=HalfCheetah-v5,Hopper-v5,Walker2d-v5
 CORES=${CORES:-0-15}; JOBS=${JOBS:-12}
 bench() { timeout -s INT --kill-after=60 "$BUDGET" python3 -m rlkit.cli bench "$@"; }
+START=$SECONDS
+gpu_bench() { local name=$1 left=$((BUDGET - (SECONDS - START))); shift
+  ((left > 30)) || { echo "no time left for $name" > "$OUT/$name.log"; return; }
+  timeout -s INT --kill-after=60 "$left" python3 -m rlkit.cli bench "$@" --seeds 5 --seeds-per-process 5 \
+    --device cuda --out "$G/$name" > "$OUT/$name.log" 2>&1; }
+GPU_GRIDS=()
 cpu_bench() { local name=$1; shift
   taskset -c "$CORES" nice -n 10 bash -c "$(declare -f bench); BUDGET=$BUDGET; bench $* --jobs $JOBS --out $G/$name" \
     > "$OUT/$name.log" 2>&1 & }
 for grid in "${GRIDS[@]}"; do
   case $grid in
+    pong|ddpg_box2d|ddpg_mcc|ddpg_mujoco) GPU_GRIDS+=("$grid") ;;
+    trpo_mujoco|a2c_mujoco|box2d) ;;
+    *) echo "device_suites.sh: unknown grid '$grid'" >&2; exit 2 ;;
+  esac
+done
+for grid in "${GPU_GRIDS[@]}"; do  # in the background, one after another, while the CPU grids run
+  case $grid in
     pong) python3 experiments/atari_pong.py --steps 4000000 --budget 10000000 --run-dir "$G/pong10m" --time-limit $((BUDGET - 20)) \
-            > "$OUT/pong.log" 2>&1 & ;;
+            > "$OUT/pong.log" 2>&1 ;;
+    ddpg_box2d) gpu_bench ddpg_box2d --algos ddpg --envs LunarLanderContinuous-v3 ;;
+    ddpg_mcc) gpu_bench ddpg_mcc --algos ddpg --envs MountainCarContinuous-v0 ;;
+    ddpg_mujoco) gpu_bench ddpg_mujoco --algos ddpg --envs "$MUJOCO" ;;
+  esac
+done &
+for grid in "${GRIDS[@]}"; do
+  case $grid in
     trpo_mujoco) cpu_bench trpo_mujoco --algos trpo --envs "$MUJOCO" --seeds 5 ;;
     a2c_mujoco) cpu_bench a2c_mujoco --algos a2c --envs "$MUJOCO" --seeds 5 ;;
     box2d) cpu_bench box2d --algos trpo,a2c --envs LunarLander-v3 --seeds 5 ;;
-    ddpg_box2d) bash -c "$(declare -f bench); BUDGET=$BUDGET; bench --algos ddpg --envs LunarLanderContinuous-v3 \
-                  --seeds 3 --device cuda --out $G/ddpg_box2d" > "$OUT/ddpg_box2d.log" 2>&1 & ;;
-    *) echo "device_suites.sh: unknown grid '$grid'" >&2; exit 2 ;;
   esac
 done
 wait

@@ -45,7 +45,7 @@ from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, EncoderSp
                                  make_obs_encoder, make_q_critic, network_source, obs_storage, tie_statistics)
 from rlkit.core.optim import polyak_update
 from rlkit.core.rollout import step_lockstep
-from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, stack_tensors_
+from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, StackedAdam, stack_tensors_
 
 
 @dataclass
@@ -419,6 +419,8 @@ class DDPG:
         stage = HostStager((K, N, *obs_shape), batch.device, obs_dtype)
         obs = stage(np.stack([a.collector.obs_np for a in agents]))
         replay = None if first.buffer.split_obs else StackedReplayBuffers([a.buffer for a in agents])
+        optimizers = {name: StackedAdam([getattr(a, f"{name}_optimizer") for a in agents], nets.groups[name])
+                      for name in ("actor", "critic")}
         eps, u = torch.zeros_like(ou), torch.zeros(K, cfg.batch_size, dtype=torch.float64, device=batch.device)
 
         @torch.no_grad()
@@ -431,7 +433,7 @@ class DDPG:
 
         def gradient_step(actor_step: bool) -> dict[str, torch.Tensor]:
             batch.streams.fill_uniform_(u)  # each seed's ReplayBuffer.sample_indices draw
-            return DDPG._gradient_step_seeds(batch, nets, u, actor_step)
+            return DDPG._gradient_step_seeds(batch, nets, replay, optimizers, u, actor_step)
 
         # On CUDA (use_cuda_graph) the act and the two kinds of update are CUDA graphs, the seeds' generators in them.
         graphs, gens = first._use_graph, batch.generators()
@@ -507,22 +509,25 @@ class DDPG:
             runs.close()
 
     @staticmethod
-    def _gradient_step_seeds(batch: SeedBatch, nets: SeedNets, u: torch.Tensor, actor_step: bool
+    def _gradient_step_seeds(batch: SeedBatch, nets: SeedNets, replay: StackedReplayBuffers | None,
+                             optimizers: dict[str, StackedAdam], u: torch.Tensor, actor_step: bool
                              ) -> dict[str, torch.Tensor]:
-        """_gradient_step() for every seed at once, minibatch k from the draws u[k]; only device ops."""
+        """_gradient_step() for every seed at once, minibatch k from the draws u[k] (one gather from the stacked
+        buffers), each group's Adam step one step of all seeds; only device ops."""
         agents, cfg = batch.agents, batch.agents[0].config
-        samples = [a.buffer.gather(a.buffer.sample_indices(cfg.batch_size, u[k])) for k, a in enumerate(agents)]
-        b = ReplayBatch(*(torch.stack(field) for field in zip(*samples)))  # [K, B, ...]
+        if replay is not None:
+            b = replay.sample(u)  # [K, B, ...]
+        else:  # observations kept apart (images): each seed's own buffer
+            samples = [a.buffer.gather(a.buffer.sample_indices(cfg.batch_size, u[k])) for k, a in enumerate(agents)]
+            b = ReplayBatch(*(torch.stack(field) for field in zip(*samples)))  # [K, B, ...]
         loss_q, info = nets.call(lambda m, b: critic_loss(m.critic, m.critic_target, m.actor_target, b, cfg.gamma), b,
                                  uses=("critic", "critic_target", "actor_target"))
         nets.backward(loss_q, "critic")
-        for a in agents:
-            a.critic_optimizer.step()
+        optimizers["critic"].step()
         if actor_step:
             loss_pi, info_pi = nets.call(lambda m, o: actor_loss(m.actor, m.critic, o), b.obs, uses=("actor", "critic"))
             nets.backward(loss_pi, "actor")  # the actor's gradient only, through the critic just stepped
-            for a in agents:
-                a.actor_optimizer.step()
+            optimizers["actor"].step()
             g = nets.groups
             polyak_update([g["actor_target"].param, g["critic_target"].param],
                           [g["actor"].param, g["critic"].param], cfg.tau)

@@ -370,16 +370,22 @@ class ReplayBuffer:
 
     def gather(self, idx: torch.Tensor) -> ReplayBatch:
         rows = self.data.index_select(0, idx)
-        c, b = self._cols, idx.shape[0]
         if self.split_obs:
+            c, b = self._cols, idx.shape[0]
+
             def take(store: torch.Tensor) -> torch.Tensor:
                 return store.index_select(0, idx)
             return ReplayBatch(obs_map(take, self.obs_data), rows[:, c["actions"]].reshape(b, *self.action_shape),
                                rows[:, c["rewards"]], obs_map(take, self.next_obs_data), rows[:, c["terminated"]])
-        return ReplayBatch(rows[:, c["obs"]].reshape(b, *self.obs_shape),
-                           rows[:, c["actions"]].reshape(b, *self.action_shape),
-                           rows[:, c["rewards"]], rows[:, c["next_obs"]].reshape(b, *self.obs_shape),
-                           rows[:, c["terminated"]])
+        return self.split_rows(rows)
+
+    def split_rows(self, rows: torch.Tensor) -> ReplayBatch:
+        """The fields of stored rows [..., width] of the one-row layout, each with the rows' leading shape."""
+        c, lead = self._cols, rows.shape[:-1]
+        return ReplayBatch(rows[..., c["obs"]].reshape(*lead, *self.obs_shape),
+                           rows[..., c["actions"]].reshape(*lead, *self.action_shape),
+                           rows[..., c["rewards"]], rows[..., c["next_obs"]].reshape(*lead, *self.obs_shape),
+                           rows[..., c["terminated"]])
 
     def state_dict(self) -> dict[str, Any]:
         # copies, also on the CPU: torch.save writes a view's whole storage, i.e. the full capacity (and, for a
@@ -499,3 +505,12 @@ class StackedReplayBuffers:
             b.pos = (b.pos + n) % b.capacity
             b.size = min(b.size + n, b.capacity)
         self.size_t.fill_(self.buffers[0].size)
+
+    def sample(self, uniform: torch.Tensor) -> ReplayBatch:
+        """Every buffer's gather(sample_indices(B, uniform[k])) at once, from the float64 U[0, 1) draws `uniform`
+        [K, B]: the same indices (floor(u * size)) and rows, as one gather; every field [K, B, ...]."""
+        if self.buffers[0].size == 0:
+            raise ValueError("cannot sample from an empty ReplayBuffer")
+        idx = (uniform * self.size_t[:, None]).long()
+        rows = torch.gather(self.data, 1, idx[..., None].expand(*idx.shape, self.width))
+        return self.buffers[0].split_rows(rows)

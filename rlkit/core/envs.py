@@ -15,6 +15,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 import traceback
 import weakref
 from copy import deepcopy
@@ -391,6 +392,22 @@ def env_worker_count(n_envs: int) -> int:
     return max(1, min(n_envs, usable_cores()))
 
 
+SPIN_SECONDS = 0.002
+"""How long EnvWorkers' processes poll a semaphore before they sleep on it, when cores are spare (spin=None):
+a process woken from sleep takes tens of microseconds (more from a deep idle state) to run again, one that polls
+sees the post at once. A DDPG lockstep step is about a millisecond, so polling workers stay awake while training."""
+
+
+def _poll(sem: Any, seconds: float) -> bool:
+    """Take the semaphore if it is posted within `seconds`, polling without sleeping (a non-blocking acquire is an
+    atomic in user space); False when the time ran out untaken."""
+    end = time.perf_counter() + seconds
+    while not sem.acquire(False):
+        if time.perf_counter() > end:
+            return False
+    return True
+
+
 class _Shared(NamedTuple):
     """What EnvWorkers and its workers share (created before the fork)."""
     obs: Any  # Gymnasium's shared memory for M observations
@@ -420,11 +437,16 @@ class EnvWorkers:
     for: WorkerVecEnv.step returns Gymnasium's; rollout.step_lockstep asks for none (the collectors read nothing
     from them but the final observations).
 
+    Waiting: with `spin` (default: when the workers and this process fit on the usable cores, one each) the workers
+    and this process poll their semaphore for up to SPIN_SECONDS before they sleep on it, which saves the wake-up
+    latency of a sleeping process on every step (each polling process keeps a core busy while it waits).
+
     A failing sub-env raises its exception in this process, one line naming the sub-env (the worker's traceback
     attached as a note where Python supports notes), and the workers are shut down; so are they when one dies.
     Needs the "fork" start method (Linux, macOS)."""
 
-    def __init__(self, venvs: Sequence["SameStepSyncVectorEnv"], n_workers: int | None = None) -> None:
+    def __init__(self, venvs: Sequence["SameStepSyncVectorEnv"], n_workers: int | None = None,
+                 spin: bool | None = None) -> None:
         if not venvs:
             raise ValueError("EnvWorkers needs at least one vector env")
         first = venvs[0]
@@ -443,6 +465,9 @@ class EnvWorkers:
         if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= m:
             raise ValueError(f"n_workers must be an integer from 1 to the number of sub-envs ({m}), got {w!r}")
         self.num_envs, self.n_workers = m, w
+        if spin is None:
+            spin = w + 1 <= usable_cores()
+        self.spin_s = SPIN_SECONDS if spin else 0.0
         self.single_observation_space = obs_space = first.single_observation_space
         self.single_action_space = act_space = first.single_action_space
         ctx = multiprocessing.get_context("fork")
@@ -481,7 +506,7 @@ class EnvWorkers:
                     lo, hi = self.bounds[i], self.bounds[i + 1]
                     process = ctx.Process(target=_pool_worker, name=f"rlkit-env-worker-{i}", daemon=True,
                                           args=(i, range(lo, hi), envs[lo:hi], child, [*self._pipes, parent], sh,
-                                                obs_space, act_space, os.getpid()))
+                                                obs_space, act_space, os.getpid(), self.spin_s))
                     process.start()
                     child.close()
                     self._pipes.append(parent)
@@ -553,7 +578,7 @@ class EnvWorkers:
             raise NoAsyncCallError("step_wait without a pending step_async of the env workers", "step")
         pending, done, status = self._pending, self._shm.done, self._status
         while self._unfinished:  # counted down as they finish: an interrupted wait resumes where it stopped
-            while not done.acquire(timeout=1.0):
+            while not (self.spin_s and _poll(done, self.spin_s)) and not done.acquire(timeout=1.0):
                 busy = [i for i in pending if status[i] == _BUSY]
                 if not busy:  # all finished a second ago: a wait interrupted between acquire and count took one
                     self._unfinished = 1
@@ -677,7 +702,7 @@ def _obs_rows(obs: Any, lo: int, hi: int | None) -> Any:
 
 
 def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, parent_pipes: list[Any], sh: _Shared,
-                 obs_space: gym.Space, act_space: gym.Space, main_pid: int) -> None:
+                 obs_space: gym.Space, act_space: gym.Space, main_pid: int, spin_s: float = 0.0) -> None:
     """An EnvWorkers process (forked: `envs` are the sub-envs of `slots` as they were in the main process). It ends
     when told to, on a failure, or when the main process is gone (killed: nothing closed the workers)."""
     for p in parent_pipes:  # the main process's ends, inherited through fork
@@ -698,7 +723,7 @@ def _pool_worker(index: int, slots: range, envs: list[gym.Env], pipe: Any, paren
     slot: int | None = None
     try:
         while True:
-            while not wake.acquire(timeout=1.0):
+            while not (spin_s and _poll(wake, spin_s)) and not wake.acquire(timeout=1.0):
                 if os.getppid() != main_pid:
                     return
             what, lo, hi, char = control.tolist()

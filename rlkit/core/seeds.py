@@ -360,6 +360,50 @@ class StackedFlatOptimizer:
                 o.steps = self.opt.steps
 
 
+class StackedAdam:
+    """The K agents' torch.optim.Adam (one parameter group each: one agent's parameters of a ParamStack, in its
+    order) as ONE torch.optim.Adam with the same options on the stack's [K, P] tensor: one (fused) step for all
+    seeds instead of K. Adam is elementwise, so that step is exactly each seed's own. Each agent's optimiser keeps
+    its moments as views of its row of the stacked moments (its checkpoints hold its own) and its own step counts,
+    advanced with every step; the seeds step together, so they share one learning rate and one step count."""
+
+    def __init__(self, optimizers: Sequence[torch.optim.Adam], stack: ParamStack) -> None:
+        first = optimizers[0]
+        group = {k: v for k, v in first.param_groups[0].items() if k != "params"}
+        if any(len(o.param_groups) != 1 or type(o) is not torch.optim.Adam for o in optimizers) or group["amsgrad"]:
+            raise TypeError("StackedAdam takes torch.optim.Adam optimisers of one parameter group, without amsgrad")
+        self.optimizers = list(optimizers)
+        param = stack.param
+        exp_avg, exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
+        counts, self.steps = set(), []
+        for k, o in enumerate(optimizers):
+            params = o.param_groups[0]["params"]
+            if [tuple(p.shape) for p in params] != [shape for _, _, shape in stack.slots]:
+                raise ValueError(f"seed {k}'s optimiser does not hold its parameters in the stack's order")
+            for p, (off, n, shape) in zip(params, stack.slots):
+                old = o.state.get(p) or {}
+                step = old.get("step")
+                if step is None:  # a fresh optimiser: the state Adam's first step would create
+                    step = torch.zeros((), dtype=torch.float32, device=p.device) if group["capturable"] or \
+                        group["fused"] else torch.tensor(0.0)
+                else:
+                    exp_avg[k, off:off + n].copy_(old["exp_avg"].reshape(-1))
+                    exp_avg_sq[k, off:off + n].copy_(old["exp_avg_sq"].reshape(-1))
+                counts.add(float(step))
+                o.state[p] = {"step": step, "exp_avg": exp_avg[k, off:off + n].view(shape),
+                              "exp_avg_sq": exp_avg_sq[k, off:off + n].view(shape)}
+                self.steps.append(step)
+        if len(counts) != 1:
+            raise ValueError("the seeds' optimisers have taken different numbers of steps")
+        self.opt = torch.optim.Adam([param], **group)
+        self.opt.state[param] = {"step": self.steps[0].clone(), "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+
+    def step(self) -> None:
+        self.opt.step()
+        with torch.no_grad():  # every agent's own step counts, as its own step() advances them
+            torch._foreach_add_(self.steps, 1.0)
+
+
 class SeedTorchEnvs:
     """The K seeds' TorchVecEnvs (rlkit.core.torch_envs) and their collectors' tensor paths stepped as one: the
     physics once for all K x N envs (step_physics), the episode records and non-finite records of all seeds in one

@@ -15,7 +15,8 @@ import pytest
 import torch
 from gymnasium.error import ClosedEnvironmentError
 
-from rlkit.core.envs import EnvWorkers, SameStepSyncVectorEnv, load_vec_env_state, make_vec_env, vec_env_state
+from rlkit.core.envs import (SPIN_SECONDS, EnvWorkers, SameStepSyncVectorEnv, load_vec_env_state, make_vec_env,
+                             vec_env_state)
 from rlkit.core.rollout import RolloutCollector, step_lockstep
 from tests.core.test_async_envs import _assert_same_infos, _Fails, _gym_async, _step_both
 
@@ -48,10 +49,12 @@ def test_views_step_as_gymnasiums_async_vector_env(env_id, n_steps):
             p.close()
 
 
-def test_the_envs_go_on_as_they_were_and_one_step_of_all_equals_their_own_steps():
+@pytest.mark.parametrize("spin", [False, True])
+def test_the_envs_go_on_as_they_were_and_one_step_of_all_equals_their_own_steps(spin):
     """Envs stepped in this process before the move continue where they were (mid-episode, their RNGs); a step of
     every slot at once (what step_lockstep takes: no infos) leaves the same observations, rewards, flags and final
-    observations as the vector envs stepped here; the views keep the origins' space objects."""
+    observations as the vector envs stepped here, whether the processes sleep on their semaphores or poll them
+    first (spin); the views keep the origins' space objects."""
     build = [lambda: make_vec_env("Pendulum-v1", 2, seed=7), lambda: make_vec_env("Pendulum-v1", 2, seed=8)]
     moved, here = [f() for f in build], [f() for f in build]
     rng = np.random.default_rng(1)
@@ -60,8 +63,9 @@ def test_the_envs_go_on_as_they_were_and_one_step_of_all_equals_their_own_steps(
             act = rng.uniform(-2, 2, (2, 1)).astype(np.float32)
             a.step(act), b.step(act)
     spaces = [v.action_space for v in moved]
-    pool = EnvWorkers(moved, n_workers=3)
+    pool = EnvWorkers(moved, n_workers=3, spin=spin)
     try:
+        assert pool.spin_s == (SPIN_SECONDS if spin else 0.0)
         assert [v.action_space for v in pool.views] == spaces and pool.views[0].action_space is spaces[0]
         ended = 0
         for _ in range(60):
