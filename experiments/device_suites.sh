@@ -47,9 +47,11 @@ for grid in "${GPU_GRIDS[@]}"; do  # in the background, one after another, while
   case $grid in
     pong) python3 experiments/atari_pong.py --steps 4000000 --budget 10000000 --run-dir "$G/pong10m" --time-limit $((BUDGET - 20)) \
             > "$OUT/pong.log" 2>&1 ;;
-    ddpg_box2d) gpu_bench ddpg_box2d --algos ddpg --envs LunarLanderContinuous-v3 ;;
-    ddpg_mcc) gpu_bench ddpg_mcc --algos ddpg --envs MountainCarContinuous-v0 ;;
-    ddpg_mujoco) gpu_bench ddpg_mujoco --algos ddpg --envs "$MUJOCO" ;;
+    # (DDPG resumes exactly only with its replay buffer in the checkpoints; a MuJoCo one is 168 MB a seed, so a
+    # resumed ddpg_mujoco sitting needs the previous one's /tmp/grids on the same machine, not carried parts)
+    ddpg_box2d) gpu_bench ddpg_box2d --algos ddpg --envs LunarLanderContinuous-v3 --set save_replay_buffer=true ;;
+    ddpg_mcc) gpu_bench ddpg_mcc --algos ddpg --envs MountainCarContinuous-v0 --set save_replay_buffer=true ;;
+    ddpg_mujoco) gpu_bench ddpg_mujoco --algos ddpg --envs "$MUJOCO" --set save_replay_buffer=true ;;
   esac
 done &
 for grid in "${GRIDS[@]}"; do

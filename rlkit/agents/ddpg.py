@@ -565,8 +565,14 @@ class DDPG:
         self._graphs.clear()  # loading replaced Adam's state tensors: recapture on the next update
 
     def envs_restored(self, restored: bool) -> None:
-        """Called after loading: act from the collector's (restored or fresh) observations."""
+        """Called after loading: act from the collector's (restored or fresh) observations. A checkpoint of a run
+        under way without its replay buffer resumes from an empty one, which resume_note (the resume line of the
+        run's log) says."""
         self._obs_t = self._obs_stage(self.collector.obs_np)
+        if self.num_timesteps > 0 and len(self.buffer) == 0:
+            note = (f"the replay buffer was not saved (save_replay_buffer=False): training goes on from step "
+                    f"{self.num_timesteps} with an empty one, which refills")
+            self.resume_note = f"{self.resume_note}; {note}" if getattr(self, "resume_note", None) else note
 
     def save(self, path: str | Path) -> Path:
         return agent_io.save_agent(self, path)

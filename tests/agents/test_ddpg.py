@@ -253,7 +253,9 @@ def test_checkpoint_round_trip_with_replay_buffer(tmp_path):
     a2 = DDPG("Pendulum-v1", seed=2, device="cpu", **SMALL)
     a2.learn(30, progress=False)
     a2.save(tmp_path / "nobuf.pt")
-    assert len(DDPG.load(tmp_path / "nobuf.pt", env="Pendulum-v1", device="cpu").buffer) == 0
+    nobuf = DDPG.load(tmp_path / "nobuf.pt", env="Pendulum-v1", device="cpu")
+    assert len(nobuf.buffer) == 0 and "replay buffer was not saved" in nobuf.resume_note  # said where it resumes
+    assert "replay buffer" not in DDPG.load(tmp_path / "a.pt", env="Pendulum-v1", device="cpu").resume_note
 
 
 def test_value_returns_q_and_evaluate_is_reproducible():
