@@ -52,16 +52,23 @@ def ddpg(args: argparse.Namespace) -> dict[str, float]:
     alone = DDPG(args.ddpg_env, seed=0, **cfg)
     alone.learn(warm, progress=False)
     t1 = _timed_learn(alone, args.ddpg_steps, args.device)
-    batch = SeedBatch(DDPG, args.ddpg_env, list(range(args.ddpg_seeds)), **cfg)
-    batch.learn(warm, progress=False)
-    tk = _timed_learn(batch, args.ddpg_steps, args.device)
-    one, agg = args.ddpg_steps / t1, args.ddpg_seeds * args.ddpg_steps / tk
-    print(f"ddpg {args.ddpg_env} on {args.device} (hidden {hidden}, {args.ddpg_vectorization} envs): 1 seed "
-          f"{one:,.0f} steps/s ({1e3 * t1 / args.ddpg_steps:.3f} ms per step); {args.ddpg_seeds} seeds in one process "
-          f"{agg:,.0f} steps/s in all ({1e3 * tk / args.ddpg_steps:.3f} ms per lockstep step; {agg / one:.2f}x)")
-    for a in [alone, *batch.agents]:
-        a.env.close()
-    return {"ddpg_one_sps": one, "ddpg_batch_sps": agg, "ddpg_speedup": agg / one}
+    one, out = args.ddpg_steps / t1, {}
+    spins = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}[args.ddpg_spin]
+    for spin in spins:  # each batch timed after the lone seed, in this process
+        batch = SeedBatch(DDPG, args.ddpg_env, list(range(args.ddpg_seeds)), **cfg, worker_spin=spin)
+        batch.learn(warm, progress=False)
+        tk = _timed_learn(batch, args.ddpg_steps, args.device)
+        agg = args.ddpg_seeds * args.ddpg_steps / tk
+        label = {None: "auto", True: "on", False: "off"}[spin]
+        print(f"ddpg {args.ddpg_env} on {args.device} (hidden {hidden}, {args.ddpg_vectorization} envs, worker spin "
+              f"{label}): 1 seed {one:,.0f} steps/s ({1e3 * t1 / args.ddpg_steps:.3f} ms per step); {args.ddpg_seeds} "
+              f"seeds in one process {agg:,.0f} steps/s in all ({1e3 * tk / args.ddpg_steps:.3f} ms per lockstep "
+              f"step; {agg / one:.2f}x)")
+        for a in batch.agents:
+            a.env.close()
+        out.update({f"ddpg_batch_sps_spin_{label}": agg, f"ddpg_speedup_spin_{label}": agg / one})
+    alone.env.close()
+    return {"ddpg_one_sps": one, **out}
 
 
 def a2c(args: argparse.Namespace) -> dict[str, float]:
@@ -91,6 +98,8 @@ def main() -> None:
     p.add_argument("--ddpg-vectorization", default="auto", choices=("auto", "sync", "async"),
                    help="auto: a lone seed's envs in this process, a batch's in shared worker processes (several "
                    "envs each, all seeds stepped as one); sync: in this process; async: one worker process per env")
+    p.add_argument("--ddpg-spin", default="auto", choices=("auto", "on", "off", "both"),
+                   help="the shared env workers' polling (DDPGConfig.worker_spin); both: a batch with, one without")
     p.add_argument("--a2c-seeds", type=int, default=256)
     p.add_argument("--a2c-envs", type=int, default=8)
     p.add_argument("--a2c-steps", type=int, default=20000)

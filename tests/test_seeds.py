@@ -496,3 +496,64 @@ def test_a_non_finite_loss_of_one_seed_is_named_with_its_first_step():
     with pytest.raises(NonFiniteError, match=r"a2c: non-finite .*first in the update at environment step 20 "
                                              r"\(found at the log of step 100\)"):
         batch.learn(100, progress=False, log_interval=10**9)
+
+
+def test_stacked_adam_steps_each_seed_as_its_own_adam_and_refuses_what_it_cannot_stack():
+    """One Adam on the [K, P] stack (DDPG's batched update) == each agent's own torch.optim.Adam, bitwise: with state
+    carried in from steps taken alone, weight decay, a scheduler's extra group key, and alone again afterwards. A
+    group with a frozen parameter falls back to each agent's own step (the frozen one stays put); optimisers that
+    differ in a setting or in their step counts are refused in one line."""
+    import copy
+
+    from rlkit.core.seeds import ParamStack, StackedAdam
+
+    torch.manual_seed(0)
+    mods = [nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)) for _ in range(3)]
+    refs = [copy.deepcopy(m) for m in mods]
+    opts, ref_opts = ([torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=1e-3) for m in ms] for ms in (mods, refs))
+    for o in opts:
+        o.param_groups[0]["initial_lr"] = 1e-2  # what an lr scheduler adds
+    x = torch.randn(5, 3)
+
+    def step(ms, os_, stacked=None):
+        for m in ms:
+            ps = [p for p in m.parameters() if p.requires_grad]
+            for p, g in zip(ps, torch.autograd.grad(m(x).pow(2).sum() + m[0].weight.sum(), ps)):
+                p.grad.copy_(g) if p.grad is not None else setattr(p, "grad", g)
+        if stacked is not None:
+            stacked.step()
+        else:
+            for o in os_:
+                o.step()
+
+    for _ in range(2):  # alone first: the stack takes over their moments and step counts
+        step(mods, opts), step(refs, ref_opts)
+    stacked = StackedAdam(opts, ParamStack.of_modules(mods))
+    assert stacked.stacked
+    for _ in range(4):
+        step(mods, opts, stacked), step(refs, ref_opts)
+    for _ in range(2):  # alone again, from the moments the stack left in each agent's optimiser
+        step(mods, opts), step(refs, ref_opts)
+    for o, r in zip(opts, ref_opts):
+        for (_, a), (_, b) in zip(o.state_dict()["state"].items(), r.state_dict()["state"].items()):
+            assert all(torch.equal(a[k], b[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    for m, r in zip(mods, refs):
+        assert all(torch.equal(p, q) for p, q in zip(m.parameters(), r.parameters()))
+
+    frozen = [nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)) for _ in range(2)]
+    for m in frozen:
+        m[0].weight.requires_grad_(False)
+    f_opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in frozen]
+    fallback = StackedAdam(f_opts, ParamStack.of_modules(frozen))
+    before = [m[0].weight.clone() for m in frozen]
+    step(frozen, f_opts, fallback)
+    assert not fallback.stacked and all(torch.equal(b, m[0].weight) for b, m in zip(before, frozen))
+
+    two = [nn.Sequential(nn.Linear(3, 2)) for _ in range(2)]
+    with pytest.raises(ValueError, match="differ in lr: seed 0 has 0.1, seed 1 0.2"):
+        StackedAdam([torch.optim.Adam(m.parameters(), lr=lr) for m, lr in zip(two, (0.1, 0.2))],
+                    ParamStack.of_modules(two))
+    uneven = [torch.optim.Adam(m.parameters()) for m in two]
+    step(two[:1], uneven[:1])
+    with pytest.raises(ValueError, match="different numbers of steps: seed 0 1, seed 1 0"):
+        StackedAdam(uneven, ParamStack.of_modules(two))

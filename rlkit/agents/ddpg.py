@@ -38,12 +38,12 @@ from rlkit.core import agent_io
 from rlkit.core.buffers import ReplayBatch, ReplayBuffer, StackedReplayBuffers, obs_index, obs_len, obs_stager
 from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
                                check_unit_interval, preset_config)
-from rlkit.core.config import check_encoder_fields
+from rlkit.core.config import check_encoder_fields, check_optional_bool
 from rlkit.core.device import GraphedStep, HostStager, capture_cuda_graph, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
 from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, EncoderSpec, NetworkSpec, QCritic, build_network,
                                  make_obs_encoder, make_q_critic, network_source, obs_storage, tie_statistics)
-from rlkit.core.optim import polyak_update
+from rlkit.core.optim import load_optimizer_state, polyak_update
 from rlkit.core.rollout import step_lockstep
 from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, StackedAdam, stack_tensors_
 
@@ -57,6 +57,10 @@ class DDPGConfig:
     """sync steps the envs in this process, async in one worker process each (Gymnasium's AsyncVectorEnv, the same
     transitions); auto: async for an Atari id with n_envs > 1, else sync, and in a SeedBatch the seeds' sync envs
     move into shared worker processes, several envs in each (SeedBatch.share_env_workers; the same transitions)."""
+    worker_spin: bool | None = None
+    """Whether the shared env workers of a SeedBatch (and the main process waiting for them) poll their semaphores
+    for a moment before sleeping (rlkit.core.envs.EnvWorkers): faster steps, a busy core per process while it
+    waits. None: when the workers fit on the cores that the machine's load leaves idle."""
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions (allocated up front on the training device)."""
     learning_starts: int = 100
@@ -135,6 +139,7 @@ class DDPGConfig:
         check_encoder_fields(self)
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "vectorization", ("auto", "sync", "async"))
+        check_optional_bool(self, "worker_spin", none="when cores are idle")
         check_choice(self, "noise_type", ("normal", "ornstein_uhlenbeck", "none"))
 
 
@@ -411,7 +416,7 @@ class DDPG:
             a._graphs.clear()
             a._act_graph = None
         if cfg.vectorization == "auto":  # the seeds' envs step in shared worker processes, several sub-envs in each
-            batch.share_env_workers()
+            batch.share_env_workers(spin=cfg.worker_spin)
         # The host side of a vector step, once for all K seeds (each seed keeps its own envs, collector and buffer):
         # the K observation batches staged in one copy (`obs`, the act graph's input, refilled in place every step),
         # the K buffers written as one (StackedReplayBuffers: one host array, one copy), the actions scaled at once.
@@ -554,8 +559,9 @@ class DDPG:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("actor", "critic", "actor_target", "critic_target"):
             getattr(self, name).load_state_dict(state[name])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        # this agent's own capturable/fused settings (a CPU checkpoint resumed on CUDA gets its CUDA-graph Adam)
+        load_optimizer_state(self.actor_optimizer, state["actor_optimizer"])
+        load_optimizer_state(self.critic_optimizer, state["critic_optimizer"])
         self._ou.copy_(state["noise"]["ou"])
         if self.env is not None:
             self.collector.load_state_dict(state["collector"])

@@ -381,6 +381,8 @@ class ReplayBuffer:
 
     def split_rows(self, rows: torch.Tensor) -> ReplayBatch:
         """The fields of stored rows [..., width] of the one-row layout, each with the rows' leading shape."""
+        if self.split_obs:
+            raise ValueError("split_rows reads the one-row layout; this buffer keeps its observations apart")
         c, lead = self._cols, rows.shape[:-1]
         return ReplayBatch(rows[..., c["obs"]].reshape(*lead, *self.obs_shape),
                            rows[..., c["actions"]].reshape(*lead, *self.action_shape),
@@ -509,8 +511,13 @@ class StackedReplayBuffers:
     def sample(self, uniform: torch.Tensor) -> ReplayBatch:
         """Every buffer's gather(sample_indices(B, uniform[k])) at once, from the float64 U[0, 1) draws `uniform`
         [K, B]: the same indices (floor(u * size)) and rows, as one gather; every field [K, B, ...]."""
-        if self.buffers[0].size == 0:
+        size = self.buffers[0].size
+        if size == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer")
+        if any(b.size != size for b in self.buffers):  # a buffer was written alone since the stacking
+            raise ValueError("the stacked ReplayBuffers are no longer at the same fill level")
+        if uniform.dtype != torch.float64:
+            raise TypeError(f"StackedReplayBuffers.sample takes float64 draws (as sample_indices), got {uniform.dtype}")
         idx = (uniform * self.size_t[:, None]).long()
         rows = torch.gather(self.data, 1, idx[..., None].expand(*idx.shape, self.width))
         return self.buffers[0].split_rows(rows)

@@ -160,14 +160,19 @@ def check_hidden_sizes(cfg: Any, name: str = "hidden_sizes", allow_empty: bool =
                           f"{MAX_LAYER_WIDTH:,} units, got {list(v)}")
 
 
+def check_optional_bool(cfg: Any, *names: str, none: str = "detect") -> None:
+    """Fields that are true, false or None (`none` says what None means)."""
+    for name in names:
+        v = getattr(cfg, name)
+        if v is not None and not isinstance(v, bool):
+            raise ConfigError(f"{type(cfg).__name__}.{name} must be true, false or null ({none}), got {v!r}")
+
+
 def check_encoder_fields(cfg: Any) -> None:
     """The observation-encoding fields every agent config has: image_obs and image_channels_first (true, false or
     None) and cnn_features_dim (a positive layer width)."""
     owner = type(cfg).__name__
-    for name in ("image_obs", "image_channels_first"):
-        v = getattr(cfg, name)
-        if v is not None and not isinstance(v, bool):
-            raise ConfigError(f"{owner}.{name} must be true, false or null (detect), got {v!r}")
+    check_optional_bool(cfg, "image_obs", "image_channels_first")
     v = cfg.cnn_features_dim
     if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_LAYER_WIDTH:
         raise ConfigError(f"{owner}.cnn_features_dim must be an integer in [1, {MAX_LAYER_WIDTH:,}], got {v!r}")

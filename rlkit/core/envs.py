@@ -373,11 +373,29 @@ _DONE, _ANSWER, _FAILED, _BUSY = 0, 1, 2, 3  # a worker's status: nothing to rea
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on."""
+    """The CPU cores this process may run on: its CPU affinity, or fewer where a cgroup (v2) CPU quota allows less
+    (a container given 2 CPUs of a 64-core host)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = max(1, min(cores, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def idle_cores() -> float:
+    """The usable cores that the machine's load (the 1-minute load average, this process included) leaves idle."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on a Unix
+        return 0.0
+    return usable_cores() + 1 - load  # this process is counted in the load and is one of the processes asked about
 
 
 def fork_available() -> bool:
@@ -437,9 +455,10 @@ class EnvWorkers:
     for: WorkerVecEnv.step returns Gymnasium's; rollout.step_lockstep asks for none (the collectors read nothing
     from them but the final observations).
 
-    Waiting: with `spin` (default: when the workers and this process fit on the usable cores, one each) the workers
-    and this process poll their semaphore for up to SPIN_SECONDS before they sleep on it, which saves the wake-up
-    latency of a sleeping process on every step (each polling process keeps a core busy while it waits).
+    Waiting: with `spin` (default: when the workers and this process fit on the cores the machine's load leaves idle,
+    idle_cores(), one each) the workers and this process poll their semaphore for up to SPIN_SECONDS before they
+    sleep on it, which saves the wake-up latency of a sleeping process on every step (each polling process keeps a
+    core busy while it waits, so polling beside other busy processes would take their time).
 
     A failing sub-env raises its exception in this process, one line naming the sub-env (the worker's traceback
     attached as a note where Python supports notes), and the workers are shut down; so are they when one dies.
@@ -466,7 +485,9 @@ class EnvWorkers:
             raise ValueError(f"n_workers must be an integer from 1 to the number of sub-envs ({m}), got {w!r}")
         self.num_envs, self.n_workers = m, w
         if spin is None:
-            spin = w + 1 <= usable_cores()
+            spin = w + 1 <= idle_cores()
+        elif not isinstance(spin, bool):
+            raise ValueError(f"spin must be True, False or None, got {spin!r}")
         self.spin_s = SPIN_SECONDS if spin else 0.0
         self.single_observation_space = obs_space = first.single_observation_space
         self.single_action_space = act_space = first.single_action_space

@@ -362,43 +362,67 @@ class StackedFlatOptimizer:
 
 class StackedAdam:
     """The K agents' torch.optim.Adam (one parameter group each: one agent's parameters of a ParamStack, in its
-    order) as ONE torch.optim.Adam with the same options on the stack's [K, P] tensor: one (fused) step for all
+    order, with the same settings) as ONE torch.optim.Adam on the stack's [K, P] tensor: one (fused) step for all
     seeds instead of K. Adam is elementwise, so that step is exactly each seed's own. Each agent's optimiser keeps
     its moments as views of its row of the stacked moments (its checkpoints hold its own) and its own step counts,
-    advanced with every step; the seeds step together, so they share one learning rate and one step count."""
+    advanced with every step; the seeds step together, so they share one learning rate and one step count.
+
+    A group with frozen parameters (requires_grad False) cannot be one tensor's step (the stack has one gradient
+    for all its slots): then each agent's own optimiser steps, as in its lone run (`stacked` is False)."""
 
     def __init__(self, optimizers: Sequence[torch.optim.Adam], stack: ParamStack) -> None:
-        first = optimizers[0]
-        group = {k: v for k, v in first.param_groups[0].items() if k != "params"}
-        if any(len(o.param_groups) != 1 or type(o) is not torch.optim.Adam for o in optimizers) or group["amsgrad"]:
-            raise TypeError("StackedAdam takes torch.optim.Adam optimisers of one parameter group, without amsgrad")
         self.optimizers = list(optimizers)
-        param = stack.param
-        exp_avg, exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
-        counts, self.steps = set(), []
+        first = optimizers[0]
+        if any(type(o) is not torch.optim.Adam or len(o.param_groups) != 1 for o in optimizers):
+            raise TypeError("StackedAdam takes torch.optim.Adam optimisers of one parameter group")
+        group = {k: v for k, v in first.param_groups[0].items() if k != "params"}
         for k, o in enumerate(optimizers):
             params = o.param_groups[0]["params"]
-            if [tuple(p.shape) for p in params] != [shape for _, _, shape in stack.slots]:
+            if len(params) != len(stack.slots) or any(
+                    p.data_ptr() != stack.param.data[k, off:off + n].data_ptr() or tuple(p.shape) != shape
+                    for p, (off, n, shape) in zip(params, stack.slots)):
                 raise ValueError(f"seed {k}'s optimiser does not hold its parameters in the stack's order")
-            for p, (off, n, shape) in zip(params, stack.slots):
+            other = {key: v for key, v in o.param_groups[0].items() if key != "params"}
+            for key in group.keys() | other.keys():
+                if group.get(key) != other.get(key):
+                    raise ValueError(f"the seeds' optimisers differ in {key}: seed 0 has {group.get(key)!r}, seed "
+                                     f"{k} {other.get(key)!r}")
+        self.stacked = not group["amsgrad"] and all(p.requires_grad for p in first.param_groups[0]["params"])
+        if not self.stacked:
+            return
+        param = stack.param
+        exp_avg, exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
+        capturable, fused = bool(group["capturable"]), bool(group["fused"])
+        counts: dict[float, int] = {}
+        self.steps: list[torch.Tensor] = []
+        for k, o in enumerate(optimizers):
+            for p, (off, n, shape) in zip(o.param_groups[0]["params"], stack.slots):
                 old = o.state.get(p) or {}
                 step = old.get("step")
-                if step is None:  # a fresh optimiser: the state Adam's first step would create
-                    step = torch.zeros((), dtype=torch.float32, device=p.device) if group["capturable"] or \
-                        group["fused"] else torch.tensor(0.0)
+                if step is None:  # a fresh optimiser: the state Adam's first step would create (its dtype, device)
+                    dtype = torch.float32 if fused else \
+                        (torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
+                    step = torch.zeros((), dtype=dtype, device=p.device if capturable or fused else "cpu")
                 else:
                     exp_avg[k, off:off + n].copy_(old["exp_avg"].reshape(-1))
                     exp_avg_sq[k, off:off + n].copy_(old["exp_avg_sq"].reshape(-1))
-                counts.add(float(step))
+                counts.setdefault(float(step), k)
                 o.state[p] = {"step": step, "exp_avg": exp_avg[k, off:off + n].view(shape),
                               "exp_avg_sq": exp_avg_sq[k, off:off + n].view(shape)}
                 self.steps.append(step)
         if len(counts) != 1:
-            raise ValueError("the seeds' optimisers have taken different numbers of steps")
-        self.opt = torch.optim.Adam([param], **group)
+            (a, ka), (b, kb) = list(counts.items())[:2]
+            raise ValueError(f"the seeds' optimisers have taken different numbers of steps: seed {ka} {a:g}, seed "
+                             f"{kb} {b:g}")
+        self.opt = torch.optim.Adam([param])
+        self.opt.param_groups[0].update(group)  # every setting as the agents have it (keys of any torch version)
         self.opt.state[param] = {"step": self.steps[0].clone(), "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
     def step(self) -> None:
+        if not self.stacked:
+            for o in self.optimizers:
+                o.step()
+            return
         self.opt.step()
         with torch.no_grad():  # every agent's own step counts, as its own step() advances them
             torch._foreach_add_(self.steps, 1.0)
@@ -670,7 +694,7 @@ class SeedBatch:
         return self
 
     # ---- pieces for the agents' learn_seeds() -------------------------------------------------------------------
-    def share_env_workers(self, n_workers: int | None = None) -> bool:
+    def share_env_workers(self, n_workers: int | None = None, spin: bool | None = None) -> bool:
         """Move the seeds' in-process Gymnasium envs (each agent's SameStepSyncVectorEnv) into ONE set of worker
         processes shared by all seeds (rlkit.core.envs.EnvWorkers: several sub-envs per process; by default one
         process per core), so that rollout.step_lockstep steps every seed's envs in one step of the workers.
@@ -680,14 +704,15 @@ class SeedBatch:
         collector's) becomes its WorkerVecEnv view and stays so: act(), evaluate(), save() (the env state beside
         checkpoints too, pickled in the workers) and a later lone learn() work as before.
         Envs already in one shared set of workers stay there; other envs (async, torch envs), a platform without
-        fork, one core, or one sub-env in all are left as they are. Returns whether the envs are in shared workers."""
+        fork, one core, or one sub-env in all are left as they are. `spin`: EnvWorkers' polling (None: its default).
+        Returns whether the envs are in shared workers."""
         envs = [a.env for a in self.agents]
         if all(isinstance(e, WorkerVecEnv) and e.pool is envs[0].pool for e in envs):
             return True
         if not all(type(e) is SameStepSyncVectorEnv and not e.closed for e in envs) or not fork_available() \
                 or usable_cores() < 2 or sum(e.num_envs for e in envs) < 2:
             return False
-        for a, view in zip(self.agents, EnvWorkers(envs, n_workers).views):
+        for a, view in zip(self.agents, EnvWorkers(envs, n_workers, spin=spin).views):
             a.env = a.collector.env = view
         return True
 

@@ -313,6 +313,22 @@ def test_same_seed_twice_on_cuda_equal():
         assert torch.equal(x, y)
 
 
+@pytest.mark.cuda
+def test_a_cpu_checkpoint_resumes_on_cuda_with_its_cuda_graph_adam(tmp_path):
+    """The optimisers keep this agent's settings (capturable, fused), not the CPU run's, so the graphed update
+    captures, and their step counts move to the GPU."""
+    a = DDPG("Pendulum-v1", seed=1, device="cpu", learning_starts=50, buffer_size=5000, save_replay_buffer=True)
+    a.learn(80, progress=False)
+    a.save(tmp_path / "cpu.pt")
+    b = DDPG.load(tmp_path / "cpu.pt", env="Pendulum-v1", device="cuda")
+    group = b.critic_optimizer.param_groups[0]
+    assert group["capturable"] and group["fused"] and b._use_graph
+    b.learn(40, progress=False)
+    assert b._graphs and b.num_timesteps == 120
+    assert all(s["step"].device.type == "cuda" and float(s["step"]) == b.n_updates
+               for s in b.critic_optimizer.state.values())
+
+
 @pytest.mark.slow
 def test_pendulum_preset_learns():
     """One seed of the shipped preset (the 5-seed benchmark is experiments/bench_learning.py)."""

@@ -106,6 +106,11 @@ def test_stacked_buffers_store_what_each_buffer_stores_alone_and_stay_whole():
     for a, b in zip(alone, mine):
         assert (a.pos, a.size) == (b.pos, b.size) and torch.equal(a.data, b.data) and float(b.size_t) == b.size
         assert b.data.data_ptr() == stacked.data[mine.index(b)].data_ptr()  # a view of its row
+    u = torch.rand(K, 7, dtype=torch.float64)  # sampling all K at once: each buffer's own indices and rows
+    for field, *own in zip(stacked.sample(u), *(b.gather(b.sample_indices(7, u[k])) for k, b in enumerate(mine))):
+        assert field.shape[:2] == (K, 7) and all(torch.equal(field[k], o) for k, o in enumerate(own))
+    with pytest.raises(TypeError, match="float64"):
+        stacked.sample(u.float())
     add_item(mine[2], 99.0)  # a buffer written alone afterwards writes its own row only
     assert stacked.data[2, mine[2].pos - 1, 0] == 99.0 and not (stacked.data[:2] == 99.0).any()
     with pytest.raises(ValueError, match="no longer at the same write position"):
