@@ -79,7 +79,7 @@ def test_seed_k_of_a_batch_equals_seed_k_trained_alone(algo, float64):
 
 def test_ddpg_seeds_in_worker_processes_step_together_and_equal_their_lone_runs(float64):
     """vectorization="async": every seed's envs live in worker processes, sent their actions before any is waited
-    for (rollout.step_lockstep); with reward normalisation, Gaussian noise and buffers that wrap around, seed k
+    for (rollout.Lockstep); with reward normalisation, Gaussian noise and buffers that wrap around, seed k
     still trains as alone (stacked buffers: each agent's buffer holds what its lone run's holds)."""
     cfg = dict(n_envs=1, vectorization="async", hidden_sizes=(16,), batch_size=8, learning_starts=6, buffer_size=37,
                normalize_reward=True, normalize_obs=True, save_replay_buffer=True)

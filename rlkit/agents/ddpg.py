@@ -44,7 +44,7 @@ from rlkit.core.envs import EnvLike, to_env_actions
 from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, EncoderSpec, NetworkSpec, QCritic, build_network,
                                  make_obs_encoder, make_q_critic, network_source, obs_storage, tie_statistics)
 from rlkit.core.optim import load_optimizer_state, polyak_update
-from rlkit.core.rollout import step_lockstep
+from rlkit.core.rollout import Lockstep
 from rlkit.core.seeds import ParamStack, SeedBatch, SeedNets, StackedAdam, stack_tensors_
 
 
@@ -417,6 +417,7 @@ class DDPG:
             a._act_graph = None
         if cfg.vectorization == "auto":  # the seeds' envs step in shared worker processes, several sub-envs in each
             batch.share_env_workers(spin=cfg.worker_spin)
+        lockstep = Lockstep([a.collector for a in agents])  # steps the seeds' envs (in shared workers: as one)
         # The host side of a vector step, once for all K seeds (each seed keeps its own envs, collector and buffer):
         # the K observation batches staged in one copy (`obs`, the act graph's input, refilled in place every step),
         # the K buffers written as one (StackedReplayBuffers: one host array, one copy), the actions scaled at once.
@@ -458,11 +459,11 @@ class DDPG:
 
         def env_step(unit: np.ndarray) -> None:
             """_env_step() for every seed (unit actions [K, N, A]), the host work done once for all K where it can
-            be: actions scaled at once, the envs stepped by rollout.step_lockstep (worker processes of all seeds at
-            the same time), the K buffers written as one, statistics and OU restarts of all seeds in one call each,
-            the next observations staged in one copy."""
+            be: actions scaled at once, the envs stepped by `lockstep` (rollout.Lockstep: worker processes of all seeds
+            at the same time), the K buffers written as one, statistics and OU restarts of all seeds in one call
+            each, the next observations staged in one copy."""
             env_a = first._to_env(unit.reshape(K * N, -1)).reshape(K, N, *first.action_space.shape)
-            step = step_lockstep([a.collector for a in agents], env_a)  # every array [K, N, ...]
+            step = lockstep.step(env_a)  # every array [K, N, ...]
             if replay is None:  # observations kept apart (images): each seed's own buffer
                 for k, a in enumerate(agents):
                     a.buffer.add(obs_index(step.obs, k), unit[k], step.train_rewards[k], obs_index(step.next_obs, k),

@@ -452,7 +452,7 @@ class EnvWorkers:
     in) and one semaphore per worker each way: every worker steps its slots in order with SAME_STEP autoreset (the true
     final observation of an ended episode goes to `final_obs`) and writes the observations (Gymnasium's shared
     memory), rewards and flags into shared arrays. Infos come back (pickled, only the non-empty ones) when asked
-    for: WorkerVecEnv.step returns Gymnasium's; rollout.step_lockstep asks for none (the collectors read nothing
+    for: WorkerVecEnv.step returns Gymnasium's; rollout.Lockstep asks for none (the collectors read nothing
     from them but the final observations).
 
     Waiting: with `spin` (default: when the workers and this process fit on the cores the machine's load leaves idle,
@@ -824,7 +824,7 @@ class WorkerVecEnv(gym.vector.VectorEnv):
     """The sub-envs lo..hi-1 of an EnvWorkers as a Gymnasium VectorEnv (SAME_STEP autoreset): what the vector env it
     replaces (`origin`, a SameStepSyncVectorEnv) returned, step for step: the same observations, rewards, flags and
     infos (tests/core/test_async_envs.py steps it beside Gymnasium's AsyncVectorEnv). Its spaces are the origin's
-    objects (their RNGs continue). Stepped alone it steps only its own slots; rollout.step_lockstep steps all the
+    objects (their RNGs continue). Stepped alone it steps only its own slots; rollout.Lockstep steps all the
     views of one EnvWorkers as one batch. vec_env_state / load_vec_env_state save and restore its sub-envs as the
     origin's (pickled in the workers). Closing every view ends the workers.
 

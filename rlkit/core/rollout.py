@@ -210,7 +210,7 @@ class RolloutCollector:
 
     def _record_step(self, next_obs: Any, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
                      info: dict[str, Any]) -> StepResult:
-        """step()'s bookkeeping of what the vector env returned (step_lockstep calls it after its own env.step)."""
+        """step()'s bookkeeping of what the vector env returned (Lockstep.step calls it after its own env.step)."""
         next_obs = self._as_obs(next_obs) if self._dict_obs else np.asarray(next_obs, dtype=self._obs_dtype)
         done = terminated | truncated
         final_obs = info.get("final_obs")
@@ -225,7 +225,7 @@ class RolloutCollector:
                  done: np.ndarray, ended: bool, final_obs: Any, info: dict[str, Any]) -> StepResult:
         """The rest of a checked step's bookkeeping, once the step and its rewards are counted (next_obs in the storage
         dtype; `ended`: whether any episode ended): the records of ended episodes, the true next observation, the
-        current observation, the rewards to train on. step_lockstep calls it for the steps of shared env workers,
+        current observation, the rewards to train on. Lockstep.step calls it for the steps of shared env workers,
         which it checks and counts for all collectors at once."""
         true_next = next_obs
         if ended:
@@ -506,6 +506,18 @@ class RolloutCollector:
         self._ep_return[:] = state["ep_return"]
         self._ep_length[:] = state["ep_length"]
 
+    def share_episode_sums(self, returns: np.ndarray, lengths: np.ndarray) -> None:
+        """Keep the running return and length of each sub-env's episode in `returns` and `lengths` ([N] float64 and
+        int64, e.g. rows of a Lockstep's [K, N] arrays, which add to all K collectors' at once), their current values
+        copied in. Only this replaces the two arrays (both together); every other write to them is in place."""
+        if returns.shape != self._ep_return.shape or returns.dtype != np.float64 \
+                or lengths.shape != self._ep_length.shape or lengths.dtype != np.int64:
+            raise ValueError(f"episode sums must be float64 and int64 arrays of shape {self._ep_return.shape}, got "
+                             f"{returns.dtype} {returns.shape} and {lengths.dtype} {lengths.shape}")
+        returns[:] = self._ep_return
+        lengths[:] = self._ep_length
+        self._ep_return, self._ep_length = returns, lengths
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.episode_returns.clear()
         self.episode_returns.extend(state["episode_returns"])
@@ -556,24 +568,122 @@ def collect_lockstep(collectors: Sequence[RolloutCollector], buffers: Sequence[R
 
 
 def step_lockstep(collectors: Sequence[RolloutCollector], env_actions: Sequence[Any]) -> StepResult:
-    """step() of K collectors of Gymnasium vector envs in lockstep (K seeds, rlkit.core.seeds), env_actions[k] for
-    collector k; returns ONE StepResult whose arrays have a leading seed dimension [K, N, ...] (row k: what collector
-    k's step() returns). When the collectors' envs are the views of one EnvWorkers (rlkit.core.envs: the seeds'
-    sub-envs in shared worker processes, SeedBatch.share_env_workers), all their sub-envs take ONE step of the
-    workers, the results are checked for non-finite values in one go and the K seeds' arrays come stacked as they
-    are. Otherwise vector envs whose sub-envs live in worker processes (AsyncVectorEnv: vectorization="async") are
-    all sent their actions before any is waited for, so the K seeds' envs step at the same time, each in its own
-    processes. Either way every collector records its step exactly as its step() would (each env steps once, in
-    order, with its own RNG: seed k steps as alone)."""
-    pool = _shared_workers(collectors)
-    if pool is not None:
-        return _step_shared_workers(collectors, pool, env_actions)
-    sent = [isinstance(c.env, gym.vector.AsyncVectorEnv) for c in collectors]
-    for c, a, s in zip(collectors, env_actions, sent):
-        if s:
-            c.env.step_async(a)
-    return _stack_steps([c._record_step(*c.env.step_wait()) if s else c.step(a)
-                         for c, a, s in zip(collectors, env_actions, sent)])
+    """One Lockstep(collectors).step(env_actions): a single lockstep step of K collectors (a loop of steps builds its
+    Lockstep once and calls its step())."""
+    return Lockstep(collectors).step(env_actions)
+
+
+class Lockstep:
+    """K collectors of Gymnasium vector envs stepped in lockstep (K seeds, rlkit.core.seeds), built ONCE for them
+    (after their envs are final: SeedBatch.share_env_workers first). step(env_actions) steps them, env_actions[k]
+    for collector k, and returns ONE StepResult whose arrays have a leading seed dimension [K, N, ...] (row k: what
+    collector k's step() returns); every collector records its step exactly as its step() would (each env steps
+    once, in order, with its own RNG: seed k steps as alone).
+
+    When the collectors' envs are the views of one EnvWorkers laid out seed by seed (rlkit.core.envs: the seeds'
+    sub-envs in shared worker processes, SeedBatch.share_env_workers; decided here, once), all their sub-envs take
+    ONE step of the workers, the results are checked for non-finite values in one go, and the running episode
+    returns and lengths of all K collectors are added to in one go: they live in this object's [K, N] arrays
+    `returns` and `lengths`, whose rows the collectors keep theirs in (RolloutCollector.share_episode_sums; a
+    collector's own writes, load_episode_state() included, are in place, so they land in these rows). Otherwise
+    vector envs whose sub-envs live in worker processes (AsyncVectorEnv: vectorization="async") are all sent their
+    actions before any is waited for, so the K seeds' envs step at the same time, each in its own processes.
+
+    Between two steps a collector may be stepped alone, load an episode state, or be taken over by another Lockstep:
+    step() then finds that a collector's current observations or episode sums are no longer the rows it handed out
+    (one identity test per collector) and takes them over again, their values as they are."""
+
+    def __init__(self, collectors: Sequence[RolloutCollector]) -> None:
+        self.collectors = list(collectors)
+        if not self.collectors or any(c.tensor_env for c in self.collectors):
+            raise ValueError("Lockstep needs one or more collectors of Gymnasium vector envs")
+        c0, K = self.collectors[0], len(self.collectors)
+        self.pool = _shared_workers(self.collectors)
+        self._async = [isinstance(c.env, gym.vector.AsyncVectorEnv) for c in self.collectors]
+        self._check_finite = any(c.check_finite for c in self.collectors)
+        # a step of shared workers returns its arrays as the workers left them (no per-seed stacking) unless some
+        # collector's rows are its own copies: a Dict observation, normalised rewards, the true final observations
+        self._as_stacked = not c0._dict_obs and all(c.reward_normalizer is None for c in self.collectors)
+        self._obs: np.ndarray | None = None  # the last step's next observations [K * N, ...] (shared workers) ...
+        self._obs_rows: list[np.ndarray] = []  # ... whose rows are the collectors' current ones, until replaced
+        if self.pool is not None:
+            self.returns = np.zeros((K, c0.n_envs), dtype=np.float64)  # every seed's running episodes [K, N]
+            self.lengths = np.zeros((K, c0.n_envs), dtype=np.int64)
+            self._returns_rows: list[np.ndarray] = []  # the rows of `returns` the collectors keep theirs in
+            self._take_over_episode_sums()
+
+    def _take_over_episode_sums(self) -> None:
+        """Have each collector keep its running episode returns and lengths in its rows of `returns` and `lengths`
+        (their current values copied in)."""
+        self._returns_rows = list(self.returns)
+        for c, ret, length in zip(self.collectors, self._returns_rows, self.lengths):
+            c.share_episode_sums(ret, length)
+
+    def step(self, env_actions: Sequence[Any]) -> StepResult:
+        """Step every collector once (env_actions[k]: collector k's actions, or one array [K, N, ...]); the results
+        stacked [K, N, ...]."""
+        if self.pool is not None:
+            return self._step_shared_workers(env_actions)
+        for c, a, sent in zip(self.collectors, env_actions, self._async):
+            if sent:
+                c.env.step_async(a)
+        return _stack_steps([c._record_step(*c.env.step_wait()) if sent else c.step(a)
+                             for c, a, sent in zip(self.collectors, env_actions, self._async)])
+
+    def _step_shared_workers(self, env_actions: Sequence[Any]) -> StepResult:
+        """step() for the K collectors of one EnvWorkers: one step of every slot (the infos left in the workers), the
+        observations copied out of shared memory once, every reward and observation checked for non-finite values in
+        one call (collector by collector only to name the first bad one), the running episodes of all seeds counted
+        in one add, then each collector's bookkeeping (_advance) on its rows; final observations are read (and
+        checked) only where an episode ended."""
+        cols, pool = self.collectors, self.pool
+        first, K = cols[0], len(cols)
+        n = first.n_envs
+        if any(c._ep_return is not ret for c, ret in zip(cols, self._returns_rows)):  # another Lockstep's since
+            self._take_over_episode_sums()
+        prev = None  # the seeds' current observations: the rows of the last step's next ones, unless one was replaced
+        if self._as_stacked:
+            fresh = self._obs is not None and all(c.obs_np is o for c, o in zip(cols, self._obs_rows))
+            prev = self._obs if fresh else np.stack([c.obs_np for c in cols])
+        actions = env_actions.reshape(pool.num_envs, *env_actions.shape[2:]) if isinstance(env_actions, np.ndarray) \
+            else np.concatenate([np.asarray(a) for a in env_actions])
+        pool.step_async(actions)
+        pool.step_wait()
+        if first._dict_obs:
+            next_all: Any = {k: np.array(pool.obs[k], dtype=d) for k, d in first._obs_dtype.items()}
+            rows: list[Any] = [{key: v[k * n:(k + 1) * n] for key, v in next_all.items()} for k in range(K)]
+        else:
+            next_all = np.array(pool.obs, dtype=first._obs_dtype)
+            rows = list(next_all.reshape(K, n, *next_all.shape[1:]))
+        rewards, terminated, truncated = pool.rewards.copy(), pool.terminated.copy(), pool.truncated.copy()
+        done = terminated | truncated
+        r, t, u, d = (x.reshape(K, n) for x in (rewards, terminated, truncated, done))
+        if self._check_finite:
+            try:
+                check_finite_env(next_all, rewards, 0)
+            except NonFiniteError:  # name the first bad seed's sub-env and step, as its own step() would
+                for c, o, rk in zip(cols, rows, r):
+                    if c.check_finite:
+                        check_finite_env(o, rk, c.steps_done)
+        ended = d.any(axis=1).tolist()
+        finals: list[Any] = [None] * K
+        for k, c in enumerate(cols):
+            if ended[k]:
+                finals[k] = [pool.final_observation(k * n + i) if d[k, i] else None for i in range(n)]
+                if c.check_finite:
+                    check_finite_env(rows[k], r[k], c.steps_done, finals[k], d[k])
+        self.returns += r  # every seed's running episodes (the collectors' are views of its rows): one add for all
+        self.lengths += 1
+        out = []
+        for k, c in enumerate(cols):
+            c.steps_done += n
+            out.append(c._advance(rows[k], r[k], t[k], u[k], d[k], ended[k], finals[k], {}))
+        if self._as_stacked:
+            self._obs, self._obs_rows = next_all, rows
+        if prev is None or any(ended):
+            return _stack_steps(out)
+        shape = (K, n, *next_all.shape[1:])
+        return StepResult(prev.reshape(shape), next_all.reshape(shape), r, t, u, r)
 
 
 def _stack_steps(steps: Sequence[StepResult]) -> StepResult:
@@ -593,74 +703,6 @@ def _shared_workers(collectors: Sequence[RolloutCollector]) -> EnvWorkers | None
                 or c.game_scores:
             return None
     return pool
-
-
-def _step_shared_workers(collectors: Sequence[RolloutCollector], pool: EnvWorkers, env_actions: Sequence[Any]
-                         ) -> StepResult:
-    """step_lockstep for the K collectors of one EnvWorkers: one step of every slot (the infos left in the workers),
-    the observations copied out of shared memory once, every reward and observation checked for non-finite values in
-    one call (collector by collector only to name the first bad one), the running episodes of all seeds counted in
-    one add, then each collector's bookkeeping (_advance) on its rows; final observations are read (and checked)
-    only where an episode ended."""
-    actions = env_actions.reshape(pool.num_envs, *env_actions.shape[2:]) if isinstance(env_actions, np.ndarray) \
-        else np.concatenate([np.asarray(a) for a in env_actions])
-    pool.step_async(actions)
-    pool.step_wait()
-    first, K = collectors[0], len(collectors)
-    n = first.n_envs
-    if first._dict_obs:
-        next_all: Any = {k: np.array(pool.obs[k], dtype=d) for k, d in first._obs_dtype.items()}
-        rows: list[Any] = [{key: v[k * n:(k + 1) * n] for key, v in next_all.items()} for k in range(K)]
-    else:
-        next_all = np.array(pool.obs, dtype=first._obs_dtype)
-        rows = list(next_all.reshape(K, n, *next_all.shape[1:]))
-    rewards, terminated, truncated = pool.rewards.copy(), pool.terminated.copy(), pool.truncated.copy()
-    done = terminated | truncated
-    r, t, u, d = (x.reshape(K, n) for x in (rewards, terminated, truncated, done))
-    if any(c.check_finite for c in collectors):
-        try:
-            check_finite_env(next_all, rewards, 0)
-        except NonFiniteError:  # name the first bad seed's sub-env and step, as its own step() would
-            for c, o, rk in zip(collectors, rows, r):
-                if c.check_finite:
-                    check_finite_env(o, rk, c.steps_done)
-    ended = d.any(axis=1).tolist()
-    finals: list[Any] = [None] * K
-    for k, c in enumerate(collectors):
-        if ended[k]:
-            finals[k] = [pool.final_observation(k * n + i) if d[k, i] else None for i in range(n)]
-            if c.check_finite:
-                check_finite_env(rows[k], r[k], c.steps_done, finals[k], d[k])
-    returns, lengths = _episode_rows(collectors)  # every seed's running episodes: one add for all
-    returns += r
-    lengths += 1
-    prev = first.obs_np.base  # the seeds' current observations: rows of the last step's next_all, when they still are
-    if first._dict_obs or prev is None or prev.shape[0] != K * n or any(c.obs_np.base is not prev for c in collectors):
-        prev = np.stack([c.obs_np for c in collectors]) if not first._dict_obs else None
-    out = []
-    for k, c in enumerate(collectors):
-        c.steps_done += n
-        out.append(c._advance(rows[k], r[k], t[k], u[k], d[k], ended[k], finals[k], {}))
-    if prev is None or any(ended) or any(c.reward_normalizer is not None for c in collectors):
-        return _stack_steps(out)
-    shape = (K, n, *next_all.shape[1:])
-    return StepResult(prev.reshape(shape), next_all.reshape(shape), r, t, u, r)
-
-
-def _episode_rows(collectors: Sequence[RolloutCollector]) -> tuple[np.ndarray, np.ndarray]:
-    """The collectors' running episode returns and lengths as ONE [K, N] array each, whose row k collector k's
-    arrays are views of (made so on first use, kept while no collector's array is replaced)."""
-    first = collectors[0]
-    stack = getattr(first, "_episode_stack", None)
-    if stack is not None and len(stack[0]) == len(collectors) and all(
-            getattr(c, "_episode_stack", None) is stack and c._ep_return.base is stack[0]
-            and c._ep_length.base is stack[1] and c._episode_row == k for k, c in enumerate(collectors)):
-        return stack
-    stack = (np.stack([c._ep_return for c in collectors]), np.stack([c._ep_length for c in collectors]))
-    for k, c in enumerate(collectors):
-        c._ep_return, c._ep_length = stack[0][k], stack[1][k]
-        c._episode_stack, c._episode_row = stack, k
-    return stack
 
 
 def evaluate_policy(

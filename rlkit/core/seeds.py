@@ -697,7 +697,7 @@ class SeedBatch:
     def share_env_workers(self, n_workers: int | None = None, spin: bool | None = None) -> bool:
         """Move the seeds' in-process Gymnasium envs (each agent's SameStepSyncVectorEnv) into ONE set of worker
         processes shared by all seeds (rlkit.core.envs.EnvWorkers: several sub-envs per process; by default one
-        process per core), so that rollout.step_lockstep steps every seed's envs in one step of the workers.
+        process per core), so that rollout.Lockstep steps every seed's envs in one step of the workers.
 
         Each sub-env moves as it is (the workers are forked from this process: its simulator state and RNGs go on;
         nothing is rebuilt or reseeded), so every seed still steps exactly as alone. Each agent's env (and its

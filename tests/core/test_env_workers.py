@@ -17,7 +17,7 @@ from gymnasium.error import ClosedEnvironmentError
 
 from rlkit.core.envs import (SPIN_SECONDS, EnvWorkers, SameStepSyncVectorEnv, load_vec_env_state, make_vec_env,
                              vec_env_state)
-from rlkit.core.rollout import RolloutCollector, step_lockstep
+from rlkit.core.rollout import Lockstep, RolloutCollector, step_lockstep
 from tests.core.test_async_envs import _assert_same_infos, _Fails, _gym_async, _step_both
 
 
@@ -207,6 +207,63 @@ def test_step_lockstep_steps_the_collectors_of_one_env_workers_as_one():
         pool.views[1].set_attr("state", [np.array([np.nan, 0.0]), np.array([0.0, 0.0])])
         with pytest.raises(Exception, match=r"non-finite .*sub-env 0\) at environment step 410"):
             step_lockstep(cols, np.zeros((3, 2, 1), np.float32))
+    finally:
+        pool.close()
+
+
+def test_a_lockstep_stays_right_when_its_collectors_are_changed_between_steps():
+    """A Lockstep built once keeps the collectors' running episode sums in its [K, N] arrays and reuses the last
+    step's observations; between two of its steps a collector is stepped alone, loads a changed episode state, has
+    its envs reset (episode state zeroed), loads its state dict, and another Lockstep steps them all (taking their
+    episode sums over): every step and every episode counted still equals collectors of identical in-process envs
+    put through the same."""
+    make = [lambda k=k: make_vec_env("CartPole-v1", 2, seed=k) for k in range(3)]
+    moved, here = [f() for f in make], [f() for f in make]
+    cpu = torch.device("cpu")
+    cols = [RolloutCollector(v, cpu, v.reset(seed=[2 * k, 2 * k + 1])[0]) for k, v in enumerate(moved)]
+    refs = [RolloutCollector(v, cpu, v.reset(seed=[2 * k, 2 * k + 1])[0]) for k, v in enumerate(here)]
+    pool = EnvWorkers(moved, n_workers=2)
+    for c, view in zip(cols, pool.views):
+        c.env = view
+    rng = np.random.default_rng(3)
+    try:
+        lockstep = Lockstep(cols)
+        assert lockstep.pool is pool and lockstep.returns.shape == lockstep.lengths.shape == (3, 2)
+        for t in range(160):
+            if t == 20:  # seed 1 stepped alone: its observations are no longer a row of the last lockstep step's
+                a = rng.integers(0, 2, 2)
+                cols[1].step(a), refs[1].step(a)
+            if t == 40:  # seed 2 loads a changed episode state (in place into the lockstep's rows)
+                state = refs[2].episode_state()
+                state["obs"] = state["obs"] + 1.0
+                state["ep_return"] += 100.0
+                state["ep_length"] += 7
+                cols[2].load_episode_state(state), refs[2].load_episode_state(state)
+            if t == 60:  # seed 0's envs reset, its episodes restarted
+                for c in (cols[0], refs[0]):
+                    obs = c.env.reset(seed=[7, 8])[0]
+                    c.load_episode_state({"obs": obs, "ep_return": np.zeros(2), "ep_length": np.zeros(2, np.int64)})
+            if t == 80:
+                cols[0].load_state_dict(refs[0].state_dict())
+            act = rng.integers(0, 2, (3, 2))
+            if t in (100, 101):  # another Lockstep takes the episode sums over; the first takes them back after
+                step = (step_lockstep(cols, act) if t == 100 else Lockstep(cols).step(act))
+            else:
+                step = lockstep.step(act)
+            alone = [c.step(a) for c, a in zip(refs, act)]
+            for field, x in zip(step._fields, step):
+                np.testing.assert_array_equal(x, np.stack([getattr(s, field) for s in alone]), err_msg=f"{field} {t}")
+        for c, r in zip(cols, refs):
+            assert c.episodes_done == r.episodes_done > 3 and c.steps_done == r.steps_done
+            assert list(c.episode_returns) == list(r.episode_returns)
+            assert list(c.episode_lengths) == list(r.episode_lengths)
+            for key, value in c.episode_state().items():
+                np.testing.assert_array_equal(value, r.episode_state()[key])
+        assert max(cols[2].episode_returns) > 100.0  # the loaded episode was counted from its loaded sums
+        with pytest.raises(ValueError, match="episode sums must be float64 and int64 arrays of shape"):
+            cols[0].share_episode_sums(np.zeros(3), np.zeros(3, np.int64))
+        with pytest.raises(ValueError, match="Lockstep needs one or more collectors of Gymnasium vector envs"):
+            Lockstep([])
     finally:
         pool.close()
 
