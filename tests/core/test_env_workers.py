@@ -179,11 +179,10 @@ def test_the_moved_envs_are_saved_and_restored_as_in_process_ones():
         pool.close()
 
 
-def test_step_lockstep_steps_the_collectors_of_one_env_workers_as_one():
-    """K collectors whose envs are the views of one EnvWorkers: one step of all, stacked results [K, N, ...], every
-    collector's records as its own step() keeps them (against collectors of identical in-process envs), the true
-    final observations where episodes end, and a non-finite observation named with its seed's step and sub-env."""
-    make = [lambda k=k: make_vec_env("Pendulum-v1", 2, seed=k) for k in range(3)]
+def _collectors_in_workers(env_id):
+    """3 collectors (2 sub-envs each) whose envs moved into one EnvWorkers of 2 workers, the collectors of identical
+    envs left in this process beside them, and the pool."""
+    make = [lambda k=k: make_vec_env(env_id, 2, seed=k) for k in range(3)]
     moved, here = [f() for f in make], [f() for f in make]
     cpu = torch.device("cpu")
     cols = [RolloutCollector(v, cpu, v.reset(seed=[2 * k, 2 * k + 1])[0]) for k, v in enumerate(moved)]
@@ -191,6 +190,14 @@ def test_step_lockstep_steps_the_collectors_of_one_env_workers_as_one():
     pool = EnvWorkers(moved, n_workers=2)
     for c, view in zip(cols, pool.views):
         c.env = view
+    return cols, refs, pool
+
+
+def test_step_lockstep_steps_the_collectors_of_one_env_workers_as_one():
+    """K collectors whose envs are the views of one EnvWorkers: one step of all, stacked results [K, N, ...], every
+    collector's records as its own step() keeps them (against collectors of identical in-process envs), the true
+    final observations where episodes end, and a non-finite observation named with its seed's step and sub-env."""
+    cols, refs, pool = _collectors_in_workers("Pendulum-v1")
     rng = np.random.default_rng(2)
     try:
         for t in range(205):
@@ -217,14 +224,7 @@ def test_a_lockstep_stays_right_when_its_collectors_are_changed_between_steps():
     its envs reset (episode state zeroed), loads its state dict, and another Lockstep steps them all (taking their
     episode sums over): every step and every episode counted still equals collectors of identical in-process envs
     put through the same."""
-    make = [lambda k=k: make_vec_env("CartPole-v1", 2, seed=k) for k in range(3)]
-    moved, here = [f() for f in make], [f() for f in make]
-    cpu = torch.device("cpu")
-    cols = [RolloutCollector(v, cpu, v.reset(seed=[2 * k, 2 * k + 1])[0]) for k, v in enumerate(moved)]
-    refs = [RolloutCollector(v, cpu, v.reset(seed=[2 * k, 2 * k + 1])[0]) for k, v in enumerate(here)]
-    pool = EnvWorkers(moved, n_workers=2)
-    for c, view in zip(cols, pool.views):
-        c.env = view
+    cols, refs, pool = _collectors_in_workers("CartPole-v1")
     rng = np.random.default_rng(3)
     try:
         lockstep = Lockstep(cols)
