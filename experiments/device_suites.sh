@@ -22,7 +22,7 @@ OUT=${OUT:-gpu_out}; BUDGET=${1:-480}; shift || true; G=/tmp/grids
 GRIDS=("$@"); ((${#GRIDS[@]})) || GRIDS=(trpo_mujoco a2c_mujoco box2d ddpg_box2d)
 mkdir -p "$OUT" "$G"
 IN=${IN:-.grids}  # the parts of earlier sittings to continue from
-ls "$IN"/grids.tgz.part* >/dev/null 2>&1 && cat "$IN"/grids.tgz.part* | tar -xz -C "$G"
+ls "$IN"/grids.tgz.part* >/dev/null 2>&1 && cat "$IN"/grids.tgz.part* | tar -xz --keep-newer-files -C "$G"  # a warm machine keeps newer runs
 export OMP_NUM_THREADS=1  # (no MUJOCO_GL: nothing renders; MUJOCO_GL=egl breaks gymnasium's import there)
 MUJOCO=HalfCheetah-v5,Hopper-v5,Walker2d-v5
 CORES=${CORES:-0-15}; JOBS=${JOBS:-12}
