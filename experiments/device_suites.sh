@@ -24,7 +24,7 @@ mkdir -p "$OUT" "$G"
 IN=${IN:-.grids}  # the parts of earlier sittings to continue from
 ls "$IN"/grids.tgz.part* >/dev/null 2>&1 && cat "$IN"/grids.tgz.part* | tar -xz --keep-newer-files -C "$G"  # a warm machine keeps newer runs
 export OMP_NUM_THREADS=1  # (no MUJOCO_GL: nothing renders; MUJOCO_GL=egl breaks gymnasium's import there)
-MUJOCO=HalfCheetah-v5,Hopper-v5,Walker2d-v5
+MUJOCO=${MUJOCO:-HalfCheetah-v5,Hopper-v5,Walker2d-v5}  # MUJOCO=Hopper-v5 runs one env
 CORES=${CORES:-0-15}; JOBS=${JOBS:-12}
 bench() { timeout -s INT --kill-after=60 "$BUDGET" python3 -m rlkit.cli bench "$@"; }
 START=$SECONDS
