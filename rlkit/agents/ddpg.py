@@ -402,9 +402,9 @@ class DDPG:
         """learn() for the K agents of a SeedBatch in lockstep (rlkit.core.seeds; the same arguments, run_dirs one
         per seed): one batched actor forward per vector step (each seed's own noise), each seed stepping its own
         envs into its own replay buffer; each gradient step samples every seed's minibatch from its own stream,
-        then both losses, gradients and the Polyak updates of all seeds run as one batch (each agent's own Adam
-        steps its own parameters, views of the batch's). On CUDA the act and the update are CUDA graphs (their
-        random numbers drawn before them, per seed)."""
+        then both losses, gradients and the Polyak updates of all seeds run as one batch, and one Adam step
+        serves all seeds (StackedAdam: each agent's optimiser keeps its own moments, views of the batch's). On
+        CUDA the act and the update are CUDA graphs (their random numbers drawn before them, per seed)."""
         agents, cfg = batch.agents, batch.agents[0].config
         nets = SeedNets([{"actor": a.actor, "critic": a.critic, "actor_target": a.actor_target,
                           "critic_target": a.critic_target} for a in agents],
