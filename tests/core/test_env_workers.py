@@ -297,3 +297,22 @@ def test_the_workers_end_when_the_main_process_is_killed():
     while any(running(p) for p in pids) and time.time() < deadline:
         time.sleep(0.05)
     assert not any(running(p) for p in pids)
+
+
+def test_the_workers_poll_by_default_only_where_the_machines_load_leaves_a_core_for_each(monkeypatch):
+    """spin=None: poll when the workers and this process fit on the idle cores (idle_cores: the usable cores less
+    the load), else sleep; a value other than True, False or None is refused."""
+    import rlkit.core.envs as envs
+
+    for idle, polls in ((3.0, True), (2.9, False)):
+        monkeypatch.setattr(envs, "idle_cores", lambda idle=idle: idle)
+        pool = EnvWorkers([make_vec_env("CartPole-v1", 2, seed=0)], n_workers=2)
+        try:
+            assert pool.spin_s == (SPIN_SECONDS if polls else 0.0)
+        finally:
+            pool.close()
+    with pytest.raises(ValueError, match="spin must be True, False or None"):
+        EnvWorkers([make_vec_env("CartPole-v1", 2, seed=0)], n_workers=2, spin=1)
+    monkeypatch.undo()
+    loaded = envs.usable_cores() + 1 - __import__("os").getloadavg()[0]
+    assert abs(envs.idle_cores() - loaded) < 1.0  # the 1-minute load moves little between two reads
