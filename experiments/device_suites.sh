@@ -14,15 +14,18 @@
 #   box2d        TRPO and A2C presets, LunarLander-v3, 5 seeds              (CPU, nice 10)
 #   ddpg_box2d   DDPG LunarLanderContinuous-v3, 5 seeds in one process     (GPU)
 #   ddpg_mcc     DDPG MountainCarContinuous-v0, 5 seeds in one process      (GPU)
-#   ddpg_mujoco  DDPG HalfCheetah/Hopper/Walker2d-v5, 5 seeds a process     (GPU)
+#   ddpg_mujoco  DDPG HalfCheetah/Hopper/Walker2d-v5 ($MUJOCO), 5 seeds a process (GPU)
+#   ddpg_bipedal DDPG BipedalWalker-v3, 5 seeds in one process             (GPU)
+#   ddpg_ant     DDPG Ant-v5, 5 seeds in one process                       (GPU)
+#   bipedal      TRPO and A2C presets, BipedalWalker-v3, 5 seeds           (CPU, nice 10)
+#   ant          TRPO and A2C presets, Ant-v5, 5 seeds                     (CPU, nice 10)
+#   qac_mujoco   QAC presets, HalfCheetah/Hopper/Walker2d-v5, 5 seeds       (CPU, nice 10)
 # CPU grids share the cores given by CORES (default 0-15) and run at most JOBS (default 12) runs at once. The GPU
 # grids (pong, ddpg_*) run one after another (processes sharing one GPU time-slice it), each until BUDGET is spent.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; BUDGET=${1:-480}; shift || true; G=/tmp/grids
 GRIDS=("$@"); ((${#GRIDS[@]})) || GRIDS=(trpo_mujoco a2c_mujoco box2d ddpg_box2d)
 mkdir -p "$OUT" "$G"
-IN=${IN:-.grids}  # the parts of earlier sittings to continue from
-ls "$IN"/grids.tgz.part* >/dev/null 2>&1 && cat "$IN"/grids.tgz.part* | tar -xz --keep-newer-files -C "$G"  # a warm machine keeps newer runs
 export OMP_NUM_THREADS=1  # (no MUJOCO_GL: nothing renders; MUJOCO_GL=egl breaks gymnasium's import there)
 MUJOCO=${MUJOCO:-HalfCheetah-v5,Hopper-v5,Walker2d-v5}  # MUJOCO=Hopper-v5 runs one env
 CORES=${CORES:-0-15}; JOBS=${JOBS:-12}
@@ -38,11 +41,14 @@ cpu_bench() { local name=$1; shift
     > "$OUT/$name.log" 2>&1 & }
 for grid in "${GRIDS[@]}"; do
   case $grid in
-    pong|ddpg_box2d|ddpg_mcc|ddpg_mujoco) GPU_GRIDS+=("$grid") ;;
-    trpo_mujoco|a2c_mujoco|box2d) ;;
+    pong|ddpg_box2d|ddpg_mcc|ddpg_mujoco|ddpg_bipedal|ddpg_ant) GPU_GRIDS+=("$grid") ;;
+    trpo_mujoco|a2c_mujoco|box2d|bipedal|ant|qac_mujoco) ;;
     *) echo "device_suites.sh: unknown grid '$grid'" >&2; exit 2 ;;
   esac
 done
+IN=${IN:-.grids}  # the parts of earlier sittings to continue from (a warm machine keeps its newer files)
+ls "$IN"/grids.tgz.part* >/dev/null 2>&1 && cat "$IN"/grids.tgz.part* \
+  | tar -xz --keep-newer-files --warning=no-ignore-newer -C "$G"
 for grid in "${GPU_GRIDS[@]}"; do  # in the background, one after another, while the CPU grids run
   case $grid in
     pong) left=$((BUDGET - (SECONDS - START)))
@@ -55,6 +61,8 @@ for grid in "${GPU_GRIDS[@]}"; do  # in the background, one after another, while
     ddpg_box2d) gpu_bench ddpg_box2d --algos ddpg --envs LunarLanderContinuous-v3 --set save_replay_buffer=true ;;
     ddpg_mcc) gpu_bench ddpg_mcc --algos ddpg --envs MountainCarContinuous-v0 --set save_replay_buffer=true ;;
     ddpg_mujoco) gpu_bench ddpg_mujoco --algos ddpg --envs "$MUJOCO" --set save_replay_buffer=true ;;
+    ddpg_bipedal) gpu_bench ddpg_bipedal --algos ddpg --envs BipedalWalker-v3 --set save_replay_buffer=true ;;
+    ddpg_ant) gpu_bench ddpg_ant --algos ddpg --envs Ant-v5 --set save_replay_buffer=true ;;
   esac
 done &
 for grid in "${GRIDS[@]}"; do
@@ -62,6 +70,9 @@ for grid in "${GRIDS[@]}"; do
     trpo_mujoco) cpu_bench trpo_mujoco --algos trpo --envs "$MUJOCO" --seeds 5 ;;
     a2c_mujoco) cpu_bench a2c_mujoco --algos a2c --envs "$MUJOCO" --seeds 5 ;;
     box2d) cpu_bench box2d --algos trpo,a2c --envs LunarLander-v3 --seeds 5 ;;
+    bipedal) cpu_bench bipedal --algos trpo,a2c --envs BipedalWalker-v3 --seeds 5 ;;
+    ant) cpu_bench ant --algos trpo,a2c --envs Ant-v5 --seeds 5 ;;
+    qac_mujoco) cpu_bench qac_mujoco --algos qac --envs "$MUJOCO" --seeds 5 ;;
   esac
 done
 wait
@@ -72,7 +83,8 @@ find "$G" -name result.json | wc -l
 (cd "$G" && { find . -type f ! -path '*/checkpoints/*'
   for ck in $(find . -type d -name checkpoints); do
     [[ -e $ck/../result.json ]] && continue
-    [[ $ck == ./ddpg_mujoco/* ]] && continue  # replay buffers of 100+ MB: resumed only on the same machine
+    case $ck in ./ddpg_mujoco/*|./ddpg_bipedal/*|./ddpg_ant/*) continue ;; esac  # replay buffers of 40-170 MB a
+    # seed: these resume only on the same (warm) machine
     newest=$(ls -t "$ck"/*.pt 2>/dev/null | head -1); [[ -n $newest ]] && ls "${newest%.pt}"* ; done; } \
   | tar -czf - -T - ) | split -b 15m - "$OUT/grids.tgz.part"
 ls -la "$OUT"
