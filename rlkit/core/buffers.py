@@ -363,7 +363,7 @@ class ReplayBuffer:
         if self.size == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer")
         u = torch.rand(batch_size, dtype=torch.float64, device=self.device) if uniform is None else uniform
-        return (u * self.size_t).long()  # float64: floor(u * size) < size for any size below 2**52
+        return _slot_indices(u, self.size_t)
 
     def sample(self, batch_size: int) -> ReplayBatch:
         return self.gather(self.sample_indices(batch_size))
@@ -410,6 +410,12 @@ class ReplayBuffer:
             obs_map(lambda t, saved: t[:size].copy_(saved), self.next_obs_data, state["next_obs"])
         self.pos, self.size = int(state["pos"]), size
         self.size_t.fill_(size)
+
+
+def _slot_indices(uniform: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Indices into the filled slots from float64 U[0, 1) draws: floor(u * size), which is below size for any size
+    below 2**52 (size: a buffer's float64 fill level, or a column of K of them)."""
+    return (uniform * size).long()
 
 
 def _stack_rows_(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -518,6 +524,6 @@ class StackedReplayBuffers:
             raise ValueError("the stacked ReplayBuffers are no longer at the same fill level")
         if uniform.dtype != torch.float64:
             raise TypeError(f"StackedReplayBuffers.sample takes float64 draws (as sample_indices), got {uniform.dtype}")
-        idx = (uniform * self.size_t[:, None]).long()
+        idx = _slot_indices(uniform, self.size_t[:, None])  # each buffer's sample_indices(B, uniform[k])
         rows = torch.gather(self.data, 1, idx[..., None].expand(*idx.shape, self.width))
         return self.buffers[0].split_rows(rows)
