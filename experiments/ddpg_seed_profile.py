@@ -15,6 +15,7 @@ One torch thread. A figure is the mean over --steps lockstep steps (--updates up
   PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 300
   PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 500 --host-only --hidden-sizes 16,16
   PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cuda --steps 3000
+  PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cuda --steps 3000 --kernels --hidden-sizes 400,300
 (--vectorization sync: the batch's envs in this process, as before shared env workers; --vectorization auto is the
 default: a batch's envs in shared worker processes, rlkit.core.envs.EnvWorkers.)
 """
@@ -72,10 +73,28 @@ def _lone_update_noop(self: DDPG) -> dict[str, torch.Tensor]:
     return {}
 
 
+def _kernel_table(fn: Callable[[], Any], n: int, who: str) -> None:
+    """The GPU kernels of n calls of fn (torch.profiler): their count and time per call, and the top 20 by time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    fn()
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.device_time for e in kernels) / n / 1e3
+    print(f"{who}: {len(kernels) / n:.0f} GPU kernels per update, {busy:.3f} ms of kernel time per update")
+    print(prof.key_averages().table(sort_by="device_time_total", row_limit=20, max_name_column_width=70))
+
+
 def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
     """(a), (b), (c) for k seeds (k=0: one seed alone, through DDPG.learn, not a batch of one)."""
     cfg = dict(hidden_sizes=args.hidden_sizes, batch_size=256, buffer_size=max(args.warmup * 3 + 2 * args.steps, 1000),
-               learning_starts=args.learning_starts, device=args.device, vectorization=args.vectorization)
+               learning_starts=args.learning_starts, device=args.device, vectorization=args.vectorization,
+               use_cuda_graph=not args.eager)
     # The batched update is a local of DDPG.learn_seeds: to time that very step (a CUDA graph on CUDA), record the
     # GraphedSteps learn_seeds builds, through DDPG's own module (a profiler reaches inside; nothing else here does).
     ddpg_module = sys.modules[DDPG.__module__]
@@ -108,8 +127,12 @@ def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
                 learner.learn(args.warmup, progress=False)  # builds (and warms) the batch's steps again
             update_step = next(g for g in built if g.name == "DDPG update of the seeds" and g.calls)
             update = _ms_per_call(update_step, args.updates, args.device)
+            if args.kernels:
+                _kernel_table(update_step, 20, f"{k} seeds")
         else:
             update = _ms_per_call(learner.update, args.updates, args.device)
+            if args.kernels:
+                _kernel_table(learner.update, 20, "1 seed alone")
     finally:
         for a in agents:
             a.env.close()
@@ -135,6 +158,9 @@ def main() -> None:
     p.add_argument("--vectorization", default="auto", help="the agents' vectorization (DDPGConfig; auto: a batch's "
                    "envs in shared worker processes, a lone seed's in this process)")
     p.add_argument("--host-only", action="store_true", help="measure (b) only ((a) and (c) print nan)")
+    p.add_argument("--eager", action="store_true", help="no CUDA graphs (use_cuda_graph=False)")
+    p.add_argument("--kernels", action="store_true", help="CUDA: also the update's GPU kernels (torch.profiler): "
+                   "their count and time per update, and the 20 that take the most")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"DDPG {args.env} on {args.device}, hidden {args.hidden_sizes}, batch 256, {args.vectorization} envs, "

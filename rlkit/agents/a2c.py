@@ -386,8 +386,8 @@ class A2C:
             optimizer.step()
             return info
 
-        collect = GraphedStep(lambda: batch.collect(nets, rollouts), graphs, "A2C rollout of the seeds",
-                              generators=batch.generators())
+        # graphs run on torch envs only, whose rollouts draw from counter streams: no generator to register
+        collect = GraphedStep(lambda: batch.collect(nets, rollouts), graphs, "A2C rollout of the seeds")
         update_step = GraphedStep(update, graphs, "A2C update of the seeds")
         n = cfg.n_steps * agents[0].collector.n_envs
         try:
@@ -398,9 +398,7 @@ class A2C:
                 for a in agents:
                     a.num_timesteps += n
                 info = update_step()
-                for a in agents:
-                    a.n_updates += 1
-                    a.actor.encoder.update_stats(a.buffer.flat(a.buffer.obs))  # no-op unless normalize_obs
+                batch.after_update(nets, rollouts)  # n_updates, and the observation statistics (normalize_obs)
                 if not runs.end_of_iteration(info):
                     break
             runs.finish()

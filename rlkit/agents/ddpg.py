@@ -404,7 +404,9 @@ class DDPG:
         envs into its own replay buffer; each gradient step samples every seed's minibatch from its own stream,
         then both losses, gradients and the Polyak updates of all seeds run as one batch, and one Adam step
         serves all seeds (StackedAdam: each agent's optimiser keeps its own moments, views of the batch's). On
-        CUDA the act and the update are CUDA graphs (their random numbers drawn before them, per seed)."""
+        CUDA the act and the update are CUDA graphs; their random numbers are drawn just before each replay, eagerly,
+        from each seed's generator (K small kernels: a graph with the K generators registered would refill their
+        seeds and offsets on every replay, which costs more on the host than the draws)."""
         agents, cfg = batch.agents, batch.agents[0].config
         nets = SeedNets([{"actor": a.actor, "critic": a.critic, "actor_target": a.actor_target,
                           "critic_target": a.critic_target} for a in agents],
@@ -431,31 +433,19 @@ class DDPG:
 
         @torch.no_grad()
         def noisy_action() -> torch.Tensor:
-            """_noisy_action() for every seed [K, N, A], each seed's noise drawn from its own stream."""
+            """_noisy_action() for every seed [K, N, A], with the noise `eps` each seed drew (explore())."""
             mu = nets.call(lambda m, o: m.actor.unit(o), obs, uses=("actor",))
-            if cfg.noise_type != "none":
-                batch.streams.fill_normal_(eps)  # each seed's randn_like(mu)
             return noisy_unit_action(mu, ou, None if cfg.noise_type == "none" else eps, cfg)
 
-        def gradient_step(actor_step: bool) -> dict[str, torch.Tensor]:
-            batch.streams.fill_uniform_(u)  # each seed's ReplayBuffer.sample_indices draw
-            return DDPG._gradient_step_seeds(batch, nets, replay, optimizers, u, actor_step)
+        # On CUDA (use_cuda_graph) the act and the two kinds of update are CUDA graphs. They draw nothing: `eps` and
+        # `u` are filled before each replay from the seeds' generators (see the docstring), none registered.
+        graphs = first._use_graph
+        act = GraphedStep(noisy_action, graphs, "DDPG act of the seeds")
+        updates = {k: GraphedStep(lambda k=k: DDPG._gradient_step_seeds(batch, nets, replay, optimizers, u, k),
+                                  graphs, "DDPG update of the seeds") for k in (False, True)}
 
-        # On CUDA (use_cuda_graph) the act and the two kinds of update are CUDA graphs, the seeds' generators in them.
-        graphs, gens = first._use_graph, batch.generators()
-        act = GraphedStep(noisy_action, graphs, "DDPG act of the seeds", generators=gens)
-        updates = {k: GraphedStep(lambda k=k: gradient_step(k), graphs, "DDPG update of the seeds", generators=gens)
-                   for k in (False, True)}
-
-        def update_stats() -> torch.Tensor:
-            """Every seed's encoder.update_stats() with its rows of `obs`, in one vmapped call (in place on the
-            stacked statistics that every agent's encoders read)."""
-            def one(m: Any, o: torch.Tensor) -> torch.Tensor:
-                m.actor.encoder.update_stats(o)
-                return o.new_zeros(())
-            return nets.call(one, obs, uses=("actor",))
-
-        stats = GraphedStep(update_stats, graphs, "DDPG observation statistics of the seeds")
+        # every seed's encoder.update_stats() with its rows of `obs`, in one vmapped call
+        stats = GraphedStep(lambda: nets.update_obs_stats(obs), graphs, "DDPG observation statistics of the seeds")
 
         def env_step(unit: np.ndarray) -> None:
             """_env_step() for every seed (unit actions [K, N, A]), the host work done once for all K where it can
@@ -484,10 +474,13 @@ class DDPG:
             """_explore() for every seed [K, N, A]: uniform before learning_starts, else the noisy actor."""
             if first.num_timesteps < cfg.learning_starts:
                 return batch.streams.rand((N, first.act_dim)) * 2.0 - 1.0
+            if cfg.noise_type != "none":
+                batch.streams.fill_normal_(eps)  # each seed's randn_like(mu) of _noisy_action()
             return act()
 
         def update() -> dict[str, torch.Tensor]:
             """update() for every seed: diagnostics [K]."""
+            batch.streams.fill_uniform_(u)  # each seed's ReplayBuffer.sample_indices draw
             info = updates[(first.n_updates + 1) % cfg.policy_delay == 0]()
             for a in agents:
                 a.n_updates += 1

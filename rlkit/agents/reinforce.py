@@ -304,8 +304,8 @@ class REINFORCE:
             return info
 
         graphs = agents[0].cuda_graphs
-        collect = GraphedStep(lambda: batch.collect(nets, rollouts), graphs, "REINFORCE rollout of the seeds",
-                              generators=batch.generators())
+        # graphs run on torch envs only, whose rollouts draw from counter streams: no generator to register
+        collect = GraphedStep(lambda: batch.collect(nets, rollouts), graphs, "REINFORCE rollout of the seeds")
         update_step = GraphedStep(update, graphs, "REINFORCE update of the seeds")
         runs = batch.begin_learn(total_steps, **learn_args)
         n = cfg.n_steps * agents[0].collector.n_envs
@@ -315,9 +315,7 @@ class REINFORCE:
                 for a in agents:
                     a.num_timesteps += n
                 info = update_step()
-                for a in agents:
-                    a.n_updates += 1
-                    a.actor.encoder.update_stats(a.buffer.flat(a.buffer.obs))  # no-op unless normalize_obs
+                batch.after_update(nets, rollouts)  # n_updates, and the observation statistics (normalize_obs)
                 if not runs.end_of_iteration(info):
                     break
             runs.finish()

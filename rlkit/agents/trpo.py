@@ -438,8 +438,8 @@ class TRPO:
         vf_optimizer = StackedFlatOptimizer([a.vf_optimizer for a in agents], nets.groups["vf"])
         rollouts = stack_rollouts([a.buffer for a in agents])  # [K, T, N, ...]: what each seed's collector writes
         graphs = agents[0].cuda_graphs
-        collect = GraphedStep(lambda: batch.collect(nets, rollouts), graphs, "TRPO rollout of the seeds",
-                              generators=batch.generators())
+        # graphs run on torch envs only, whose rollouts draw from counter streams: no generator to register
+        collect = GraphedStep(lambda: batch.collect(nets, rollouts), graphs, "TRPO rollout of the seeds")
         update = GraphedStep(lambda: TRPO._update_seeds(batch, nets, vf_optimizer, rollouts), graphs,
                              "TRPO update of the seeds", generators=batch.generators())
         runs = batch.begin_learn(total_steps, **learn_args)
@@ -450,9 +450,7 @@ class TRPO:
                 for a in agents:
                     a.num_timesteps += n
                 info = update()
-                for a in agents:
-                    a.n_updates += 1
-                    a.actor.encoder.update_stats(a.buffer.flat(a.buffer.obs))  # no-op unless normalize_obs
+                batch.after_update(nets, rollouts)  # n_updates, and the observation statistics (normalize_obs)
                 if not runs.end_of_iteration(info):
                     break
             runs.finish()
