@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from rlkit.core import agent_io
 from rlkit.core.buffers import ReplayBatch, ReplayBuffer, StackedReplayBuffers, obs_index, obs_len, obs_stager
-from rlkit.core.config import (build_config, check_choice, check_hidden_sizes, check_nonnegative, check_positive,
-                               check_unit_interval, preset_config)
+from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
+                               check_positive, check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields, check_optional_bool
 from rlkit.core.device import GraphedStep, HostStager, capture_cuda_graph, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
@@ -66,9 +66,16 @@ class DDPGConfig:
     learning_starts: int = 100
     """Environment steps of uniform random actions before the first update."""
     train_freq: int = 1
-    """Update every this many vector steps."""
+    """Update every this many vector steps (train_freq_unit "step") or finished episodes ("episode")."""
+    train_freq_unit: str = "step"
+    """step: update every train_freq vector steps, launched before the env step (overlap_env_step); episode: update
+    when train_freq episodes have finished (counted over all envs, as Stable-Baselines3's train_freq=(n,
+    "episode")), after the env step: the policy stays fixed within an episode (rl-zoo3's setting on Pendulum,
+    LunarLanderContinuous and BipedalWalker). Episode updates cannot run in a SeedBatch (the seeds' episodes end at
+    different steps)."""
     gradient_steps: int = 1
-    """Gradient steps per update."""
+    """Gradient steps per update; -1: as many as the environment steps taken since the previous update (n_envs per
+    vector step; Stable-Baselines3's -1)."""
     save_replay_buffer: bool = False
     """Store the replay buffer in checkpoints, so a resumed run continues exactly."""
     overlap_env_step: bool = True
@@ -130,7 +137,7 @@ class DDPGConfig:
     """torch intra-op threads (one is fastest for small networks; 0 leaves torch's default)."""
 
     def __post_init__(self) -> None:
-        check_positive(self, "n_envs", "buffer_size", "train_freq", "gradient_steps", "policy_delay",
+        check_positive(self, "n_envs", "buffer_size", "train_freq", "policy_delay",
                        "learning_rate", "batch_size", "ou_dt", "clip_obs", "clip_reward")
         check_unit_interval(self, "gamma", "tau")
         check_nonnegative(self, "learning_starts", "noise_std", "ou_theta", "checkpoint_interval",
@@ -141,6 +148,11 @@ class DDPGConfig:
         check_choice(self, "vectorization", ("auto", "sync", "async"))
         check_optional_bool(self, "worker_spin", none="when cores are idle")
         check_choice(self, "noise_type", ("normal", "ornstein_uhlenbeck", "none"))
+        check_choice(self, "train_freq_unit", ("step", "episode"))
+        g = self.gradient_steps
+        if isinstance(g, bool) or not isinstance(g, int) or not (g > 0 or g == -1):
+            raise ConfigError(f"DDPGConfig.gradient_steps must be > 0, or -1 (as many as the environment steps since "
+                              f"the last update), got {g!r}")
 
 
 def critic_loss(critic: QCritic, critic_target: QCritic, actor_target: DeterministicActor, b: ReplayBatch,
@@ -253,6 +265,8 @@ class DDPG:
         self.num_timesteps = 0
         self.n_updates = 0
         self._vec_steps = 0
+        # environment steps and finished episodes since the last update (train_freq, gradient_steps=-1)
+        self._since_update = {"steps": 0, "episodes": 0}
 
     # ---- acting -------------------------------------------------------------------------------------------
     def _to_env(self, unit: np.ndarray) -> np.ndarray:
@@ -364,6 +378,26 @@ class DDPG:
         self._obs_t = self._obs_stage(self.collector.obs_np)
         self.num_timesteps += self.n_envs
         self._vec_steps += 1
+        self._since_update["steps"] += self.n_envs
+        self._since_update["episodes"] += int(done.sum())
+
+    def _updates_due(self, before_env_step: bool) -> int:
+        """How many gradient steps to take now (0: none), at the point of the vector step this call stands for:
+        before the env step (train_freq_unit "step" with overlap_env_step) or after it. Counts the interval as
+        done: the steps and episodes since the last update start again from zero (also while learning_starts
+        holds the updates back, as Stable-Baselines3 does)."""
+        cfg, since = self.config, self._since_update
+        if cfg.train_freq_unit == "episode":
+            if before_env_step or since["episodes"] < cfg.train_freq:
+                return 0
+            steps = since["steps"]
+        else:
+            if before_env_step != cfg.overlap_env_step or (self._vec_steps + before_env_step) % cfg.train_freq:
+                return 0
+            steps = cfg.train_freq * self.n_envs
+        since["steps"] = since["episodes"] = 0
+        ready = self.num_timesteps + self.n_envs * before_env_step > cfg.learning_starts and len(self.buffer) > 0
+        return (cfg.gradient_steps if cfg.gradient_steps > 0 else steps) if ready else 0
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def learn(self, total_steps: int, callback: Callable[[Any, dict[str, float]], bool | None] | None = None,
@@ -372,24 +406,21 @@ class DDPG:
         """Train for `total_steps` more environment steps. Each vector step: act (the one host sync: actions
         to the CPU env), step the envs through the collector (true final observations, checks, episode
         statistics), store the transitions; every train_freq steps, gradient_steps updates (launched before the
-        env step with overlap_env_step, after the store without). Every `log_interval` environment steps (and at
+        env step with overlap_env_step, after the store without), or with train_freq_unit "episode" after the
+        store once train_freq episodes have finished. Every `log_interval` environment steps (and at
         the end) metrics are logged and `callback(agent, metrics)` runs (False stops); with `run_dir`, TensorBoard
         events, progress.csv, config.json and checkpoints/ go there."""
         run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback, total_budget,
                                    eval_freq, n_eval_episodes)
-        cfg, N = self.config, self.n_envs
         info: dict[str, Any] = {}
         try:
             while self.num_timesteps < run.target:
                 unit = self._explore().cpu().numpy()  # the one host sync per step
-                train = self.num_timesteps + N > cfg.learning_starts and (self._vec_steps + 1) % cfg.train_freq == 0
-                if train and cfg.overlap_env_step and len(self.buffer):
-                    for _ in range(cfg.gradient_steps):  # runs on the GPU while the CPU steps the envs
-                        info = self.update()
+                for _ in range(self._updates_due(before_env_step=True)):  # on a GPU while the CPU steps the envs
+                    info = self.update()
                 self._env_step(unit)  # step the envs, store the transitions
-                if train and not cfg.overlap_env_step:
-                    for _ in range(cfg.gradient_steps):
-                        info = self.update()
+                for _ in range(self._updates_due(before_env_step=False)):
+                    info = self.update()
                 if not run.end_of_iteration(self, info):
                     break
             run.finish(self)
@@ -408,6 +439,9 @@ class DDPG:
         from each seed's generator (K small kernels: a graph with the K generators registered would refill their
         seeds and offsets on every replay, which costs more on the host than the draws)."""
         agents, cfg = batch.agents, batch.agents[0].config
+        if cfg.train_freq_unit == "episode":
+            raise ValueError("DDPG with train_freq_unit='episode' cannot train seeds in lockstep: each seed updates "
+                             "when its own episodes end; train them in separate processes (--seeds-per-process 1)")
         nets = SeedNets([{"actor": a.actor, "critic": a.critic, "actor_target": a.actor_target,
                           "critic_target": a.critic_target} for a in agents],
                         {name: ParamStack.of_modules([getattr(a, name) for a in agents])
@@ -466,9 +500,11 @@ class DDPG:
             if done.any():
                 ou[torch.from_numpy(done).to(batch.device)] = 0.0  # OU state restarts with each episode
             stage(np.stack([a.collector.obs_np for a in agents]))  # refills `obs` in place
-            for a in agents:
+            for a, ended in zip(agents, done.sum(axis=1).tolist()):
                 a.num_timesteps += N
                 a._vec_steps += 1
+                a._since_update["steps"] += N
+                a._since_update["episodes"] += ended
 
         def explore() -> torch.Tensor:
             """_explore() for every seed [K, N, A]: uniform before learning_starts, else the noisy actor."""
@@ -477,6 +513,12 @@ class DDPG:
             if cfg.noise_type != "none":
                 batch.streams.fill_normal_(eps)  # each seed's randn_like(mu) of _noisy_action()
             return act()
+
+        def updates_due(before_env_step: bool) -> int:
+            """_updates_due() of every seed (each seed's counters move on): one count, as the seeds step in lockstep
+            and update by steps."""
+            count, = {a._updates_due(before_env_step) for a in agents}
+            return count
 
         def update() -> dict[str, torch.Tensor]:
             """update() for every seed: diagnostics [K]."""
@@ -491,14 +533,11 @@ class DDPG:
         try:
             while runs.active():
                 unit = explore().cpu().numpy()  # [K, N, A]: the one host sync per step
-                train = first.num_timesteps + N > cfg.learning_starts and (first._vec_steps + 1) % cfg.train_freq == 0
-                if train and cfg.overlap_env_step and len(first.buffer):
-                    for _ in range(cfg.gradient_steps):
-                        info = update()
+                for _ in range(updates_due(before_env_step=True)):
+                    info = update()
                 env_step(unit)
-                if train and not cfg.overlap_env_step:
-                    for _ in range(cfg.gradient_steps):
-                        info = update()
+                for _ in range(updates_due(before_env_step=False)):
+                    info = update()
                 if not runs.end_of_iteration(info):
                     break
             runs.finish()
@@ -545,7 +584,7 @@ class DDPG:
                  "critic_optimizer": self.critic_optimizer.state_dict(),
                  "noise": {"ou": self._ou.cpu()},
                  "collector": self.collector.state_dict() if self.env is not None else {},
-                 "n_updates": self.n_updates, "vec_steps": self._vec_steps}
+                 "n_updates": self.n_updates, "vec_steps": self._vec_steps, "since_update": dict(self._since_update)}
         if self.config.save_replay_buffer and self.env is not None:
             state["replay_buffer"] = self.buffer.state_dict()
         return state
@@ -562,6 +601,8 @@ class DDPG:
             if "replay_buffer" in state:
                 self.buffer.load_state_dict(state["replay_buffer"])
         self.n_updates, self._vec_steps = int(state["n_updates"]), int(state["vec_steps"])
+        since = state.get("since_update", {})  # (absent from checkpoints of rlkit before train_freq_unit: zeros)
+        self._since_update = {"steps": int(since.get("steps", 0)), "episodes": int(since.get("episodes", 0))}
         self._graphs.clear()  # loading replaced Adam's state tensors: recapture on the next update
 
     def envs_restored(self, restored: bool) -> None:

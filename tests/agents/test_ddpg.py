@@ -223,6 +223,72 @@ def test_update_order_store_then_update_or_overlapped(overlap):
     assert seen == ([20, 21, 22] if overlap else [21, 22, 23]) and a.n_updates == 3
 
 
+def update_log(agent: DDPG) -> list[int]:
+    """Record num_timesteps at every update() call of the agent (wrapping it)."""
+    calls: list[int] = []
+    real = agent.update
+    agent.update = lambda: (calls.append(agent.num_timesteps), real())[1]
+    return calls
+
+
+@pytest.mark.parametrize("train_freq, gradient_steps, n_envs, expected", [
+    (1, -1, 1, [10] * 5 + [15] * 5 + [20] * 5),  # each episode's 5 steps, after it ends; none for steps 1-5
+    (2, -1, 1, [10] * 10 + [20] * 10),             # every second episode end: the 10 steps since the last check
+    (1, 3, 1, [10] * 3 + [15] * 3 + [20] * 3),     # a fixed number per episode end
+    (3, -1, 2, [20] * 20 + [40] * 20),             # 2 envs end 2 episodes at once: 4 >= 3 at t = 20 and 40
+])
+def test_episode_updates_come_after_the_episodes_end(train_freq, gradient_steps, n_envs, expected):
+    """train_freq_unit="episode" (rl-zoo3's DDPG setting on Pendulum, LunarLanderContinuous and BipedalWalker): the
+    updates of an interval follow the env step that ends its train_freq-th episode (episodes of all envs count),
+    gradient_steps=-1 takes as many as the environment steps since the last check, and an interval that ends
+    before learning_starts is trained on by nobody later (as Stable-Baselines3)."""
+    a = DDPG(lambda: CountingEnv(horizon=5, box_actions=True), seed=0, device="cpu", n_envs=n_envs,
+             train_freq_unit="episode", train_freq=train_freq, gradient_steps=gradient_steps,
+             **{**SMALL, "learning_starts": 7})
+    calls = update_log(a)
+    a.learn(20 * n_envs, progress=False)
+    assert calls == expected
+    assert a.n_updates == len(expected)
+
+
+def test_episode_updates_resume_where_the_interval_stood(tmp_path):
+    """A checkpoint taken inside an episode keeps the steps and episodes counted since the last update, so the run
+    resumed from it takes the updates the uninterrupted run takes."""
+    kw = dict(seed=1, device="cpu", train_freq_unit="episode", train_freq=2, gradient_steps=-1,
+              save_replay_buffer=True, **{**SMALL, "learning_starts": 7})
+    env = lambda: CountingEnv(horizon=5, box_actions=True)  # noqa: E731
+    whole = DDPG(env, **kw)
+    whole_calls = update_log(whole)
+    whole.learn(30, progress=False)
+    part = DDPG(env, **kw)
+    part.learn(13, progress=False, run_dir=tmp_path)  # 2 episodes, 3 steps of the third: 3 steps, 0 episodes counted
+    ckpt, = (tmp_path / "checkpoints").glob("*.pt")  # with the envs' state beside it
+    resumed = DDPG.load(ckpt, env=env, device="cpu", restore_env=True)  # the same episodes go on
+    assert resumed._since_update == {"steps": 3, "episodes": 0}
+    calls = update_log(resumed)
+    resumed.learn(17, progress=False)
+    assert calls == [t for t in whole_calls if t > 13] == [20] * 10 + [30] * 10
+    assert all(torch.equal(x, y) for x, y in zip(params(whole.critic), params(resumed.critic)))
+
+
+def test_episode_updates_refused_in_a_seed_batch_and_bad_settings_named():
+    from rlkit import SeedBatch
+    batch = SeedBatch(DDPG, "Pendulum-v1", [0, 1], device="cpu", train_freq_unit="episode", **SMALL)
+    with pytest.raises(ValueError, match="train_freq_unit='episode' cannot train seeds in lockstep"):
+        batch.learn(10, progress=False)
+    for field, bad in (("train_freq_unit", "epsiode"), ("gradient_steps", 0), ("gradient_steps", -2)):
+        with pytest.raises(ConfigError, match=field):
+            DDPG("Pendulum-v1", device="cpu", **{field: bad})
+
+
+def test_gradient_steps_minus_one_by_steps_takes_the_interval():
+    """train_freq_unit "step" with gradient_steps=-1: train_freq x n_envs updates per interval (SB3's -1)."""
+    a = DDPG("Pendulum-v1", seed=0, device="cpu", n_envs=2, train_freq=3, gradient_steps=-1, **SMALL)
+    calls = update_log(a)
+    a.learn(36, progress=False)  # vector steps 3, 6, 9, ..., 18; updates launched before steps 12 (t=22), 15, 18
+    assert calls == [22] * 6 + [28] * 6 + [34] * 6
+
+
 def losses_of(seed: int, **kw) -> list[float]:
     out: list[float] = []
     a = DDPG("Pendulum-v1", seed=seed, device="cpu", **{**SMALL, **kw})
