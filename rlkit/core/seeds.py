@@ -781,7 +781,7 @@ class SeedBatch:
     def generators(self) -> list[torch.Generator]:
         """The generators the batch's steps draw from, to register with a CUDA graph that draws from them: each
         seed's stream (or the shared one). Register them only where a graph draws: every replay refills each
-        registered generator's seed and offset (two small host-to-device writes per generator, about 15 us on the
+        registered generator's seed and offset (two fill kernels launched per generator, about 15 us on the
         host), which for K seeds can cost more than the step itself. Torch envs' rollouts draw from counter
         streams and register none; DDPG draws its per-step numbers eagerly, just before its graphs."""
         if not self.streams.exact:
