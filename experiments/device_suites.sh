@@ -14,6 +14,8 @@
 #   box2d        TRPO and A2C presets, LunarLander-v3, 5 seeds              (CPU, nice 10)
 #   ddpg_box2d   DDPG LunarLanderContinuous-v3, 5 seeds in one process     (GPU)
 #   ddpg_mcc     DDPG MountainCarContinuous-v0, 5 seeds in one process      (GPU)
+#   ddpg_llc_episode DDPG LunarLanderContinuous-v3 with rl-zoo3's schedule (train_freq_unit=episode,
+#                gradient_steps=-1), 5 seeds in 5 processes: episode updates cannot run in lockstep (GPU)
 #   ddpg_mujoco  DDPG HalfCheetah/Hopper/Walker2d-v5 ($MUJOCO), 5 seeds a process (GPU)
 #   ddpg_bipedal DDPG BipedalWalker-v3, 5 seeds in one process             (GPU)
 #   ddpg_ant     DDPG Ant-v5, 5 seeds in one process                       (GPU)
@@ -35,13 +37,17 @@ gpu_bench() { local name=$1 left=$((BUDGET - (SECONDS - START))); shift
   ((left > 30)) || { echo "no time left for $name" > "$OUT/$name.log"; return; }
   timeout -s INT --kill-after=60 "$left" python3 -m rlkit.cli bench "$@" --seeds 5 --seeds-per-process 5 \
     --device cuda --out "$G/$name" > "$OUT/$name.log" 2>&1; }
+gpu_procs() { local name=$1 left=$((BUDGET - (SECONDS - START))); shift  # one process per seed, sharing the GPU
+  ((left > 30)) || { echo "no time left for $name" > "$OUT/$name.log"; return; }
+  timeout -s INT --kill-after=60 "$left" python3 -m rlkit.cli bench "$@" --seeds 5 --jobs 5 \
+    --device cuda --out "$G/$name" > "$OUT/$name.log" 2>&1; }
 GPU_GRIDS=()
 cpu_bench() { local name=$1; shift
   taskset -c "$CORES" nice -n 10 bash -c "$(declare -f bench); BUDGET=$BUDGET; bench $* --jobs $JOBS --out $G/$name" \
     > "$OUT/$name.log" 2>&1 & }
 for grid in "${GRIDS[@]}"; do
   case $grid in
-    pong|ddpg_box2d|ddpg_mcc|ddpg_mujoco|ddpg_bipedal|ddpg_ant) GPU_GRIDS+=("$grid") ;;
+    pong|ddpg_box2d|ddpg_mcc|ddpg_llc_episode|ddpg_mujoco|ddpg_bipedal|ddpg_ant) GPU_GRIDS+=("$grid") ;;
     trpo_mujoco|a2c_mujoco|box2d|bipedal|ant|qac_mujoco) ;;
     *) echo "device_suites.sh: unknown grid '$grid'" >&2; exit 2 ;;
   esac
@@ -60,6 +66,8 @@ for grid in "${GPU_GRIDS[@]}"; do  # in the background, one after another, while
     # resumed ddpg_mujoco sitting needs the previous one's /tmp/grids on the same machine, not carried parts)
     ddpg_box2d) gpu_bench ddpg_box2d --algos ddpg --envs LunarLanderContinuous-v3 --set save_replay_buffer=true ;;
     ddpg_mcc) gpu_bench ddpg_mcc --algos ddpg --envs MountainCarContinuous-v0 --set save_replay_buffer=true ;;
+    ddpg_llc_episode) gpu_procs ddpg_llc_episode --algos ddpg --envs LunarLanderContinuous-v3 \
+      --set train_freq_unit=episode --set gradient_steps=-1 --set save_replay_buffer=true ;;
     ddpg_mujoco) gpu_bench ddpg_mujoco --algos ddpg --envs "$MUJOCO" --set save_replay_buffer=true ;;
     ddpg_bipedal) gpu_bench ddpg_bipedal --algos ddpg --envs BipedalWalker-v3 --set save_replay_buffer=true ;;
     ddpg_ant) gpu_bench ddpg_ant --algos ddpg --envs Ant-v5 --set save_replay_buffer=true ;;
