@@ -68,19 +68,21 @@ class DDPGConfig:
     train_freq: int = 1
     """Update every this many vector steps (train_freq_unit "step") or finished episodes ("episode")."""
     train_freq_unit: str = "step"
-    """step: update every train_freq vector steps, launched before the env step (overlap_env_step); episode: update
-    when train_freq episodes have finished (counted over all envs, as Stable-Baselines3's train_freq=(n,
-    "episode")), after the env step: the policy stays fixed within an episode (rl-zoo3's setting on Pendulum,
-    LunarLanderContinuous and BipedalWalker). Episode updates cannot run in a SeedBatch (the seeds' episodes end at
-    different steps)."""
+    """step: update every train_freq vector steps (launched before the env step with overlap_env_step); episode:
+    Stable-Baselines3's train_freq=(n, "episode"), rl-zoo3's setting on Pendulum, LunarLanderContinuous and
+    BipedalWalker: update after the env step that finishes the train_freq-th episode since the last interval
+    ended, so with one env the policy stays fixed within an episode. With several envs (SB3 allows only one here)
+    the episodes of all envs count, and episodes beyond train_freq that end on that same step are not carried over.
+    Episode updates cannot run in a SeedBatch (the seeds' episodes end at different steps)."""
     gradient_steps: int = 1
-    """Gradient steps per update; -1: as many as the environment steps taken since the previous update (n_envs per
-    vector step; Stable-Baselines3's -1)."""
+    """Gradient steps per update; -1: as many as the environment steps of the interval, since the previous one ended
+    (n_envs per vector step; Stable-Baselines3's -1). 0 and other negative values are refused."""
     save_replay_buffer: bool = False
     """Store the replay buffer in checkpoints, so a resumed run continues exactly."""
     overlap_env_step: bool = True
     """Launch each step's update before stepping the envs, so a GPU computes it while the CPU steps them; the
-    update then samples the transitions stored before this step (False: store first, then update, as SB3)."""
+    update then samples the transitions stored before this step (False: store first, then update, as SB3). Step
+    updates only: episode updates (train_freq_unit) always come after the store."""
     # Exploration
     noise_type: str = "normal"
     """Exploration noise: normal, ornstein_uhlenbeck or none."""
@@ -378,8 +380,9 @@ class DDPG:
         self._obs_t = self._obs_stage(self.collector.obs_np)
         self.num_timesteps += self.n_envs
         self._vec_steps += 1
-        self._since_update["steps"] += self.n_envs
-        self._since_update["episodes"] += int(done.sum())
+        if self.config.train_freq_unit == "episode":  # (by steps, the interval is train_freq vector steps)
+            self._since_update["steps"] += self.n_envs
+            self._since_update["episodes"] += int(done.sum())
 
     def _updates_due(self, before_env_step: bool) -> int:
         """How many gradient steps to take now (0: none), at the point of the vector step this call stands for:
@@ -428,6 +431,13 @@ class DDPG:
             run.close()
         return self
 
+    def seed_batch_refusal(self) -> str | None:
+        """Why this agent's setting cannot train in a SeedBatch (None: it can); SeedBatch asks its first agent."""
+        if self.config.train_freq_unit == "episode":
+            return ("DDPG with train_freq_unit='episode' cannot train seeds in lockstep: each seed updates when its "
+                    "own episodes end; train them in separate processes (--seeds-per-process 1)")
+        return None
+
     @staticmethod
     def learn_seeds(batch: SeedBatch, total_steps: int, **learn_args: Any) -> None:
         """learn() for the K agents of a SeedBatch in lockstep (rlkit.core.seeds; the same arguments, run_dirs one
@@ -439,9 +449,6 @@ class DDPG:
         from each seed's generator (K small kernels: a graph with the K generators registered would refill their
         seeds and offsets on every replay, which costs more on the host than the draws)."""
         agents, cfg = batch.agents, batch.agents[0].config
-        if cfg.train_freq_unit == "episode":
-            raise ValueError("DDPG with train_freq_unit='episode' cannot train seeds in lockstep: each seed updates "
-                             "when its own episodes end; train them in separate processes (--seeds-per-process 1)")
         nets = SeedNets([{"actor": a.actor, "critic": a.critic, "actor_target": a.actor_target,
                           "critic_target": a.critic_target} for a in agents],
                         {name: ParamStack.of_modules([getattr(a, name) for a in agents])
@@ -500,11 +507,9 @@ class DDPG:
             if done.any():
                 ou[torch.from_numpy(done).to(batch.device)] = 0.0  # OU state restarts with each episode
             stage(np.stack([a.collector.obs_np for a in agents]))  # refills `obs` in place
-            for a, ended in zip(agents, done.sum(axis=1).tolist()):
+            for a in agents:
                 a.num_timesteps += N
                 a._vec_steps += 1
-                a._since_update["steps"] += N
-                a._since_update["episodes"] += ended
 
         def explore() -> torch.Tensor:
             """_explore() for every seed [K, N, A]: uniform before learning_starts, else the noisy actor."""

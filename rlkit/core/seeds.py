@@ -588,7 +588,11 @@ class SeedRuns:
 
 # ---- the entry point ------------------------------------------------------------------------------------------
 def _check_spaces_batchable(first: Any) -> None:
-    """Refuse, in one line, spaces a batch cannot train yet."""
+    """Refuse, in one line, spaces (and agent settings: the agent's seed_batch_refusal()) a batch cannot train yet."""
+    refusal = getattr(first, "seed_batch_refusal", None)
+    reason = refusal() if callable(refusal) else None
+    if reason:
+        raise ValueError(reason)
     if type(first.observation_space).__name__ == "Dict":  # the stacked rollouts hold one tensor per field
         raise ValueError(f"{first.algo}: Dict observations cannot be trained as several seeds in one process "
                          "yet (Box, image and Discrete ones can); train those seeds one at a time")

@@ -273,9 +273,8 @@ def test_episode_updates_resume_where_the_interval_stood(tmp_path):
 
 def test_episode_updates_refused_in_a_seed_batch_and_bad_settings_named():
     from rlkit import SeedBatch
-    batch = SeedBatch(DDPG, "Pendulum-v1", [0, 1], device="cpu", train_freq_unit="episode", **SMALL)
     with pytest.raises(ValueError, match="train_freq_unit='episode' cannot train seeds in lockstep"):
-        batch.learn(10, progress=False)
+        SeedBatch(DDPG, "Pendulum-v1", [0, 1], device="cpu", train_freq_unit="episode", **SMALL)  # before seed 1
     for field, bad in (("train_freq_unit", "epsiode"), ("gradient_steps", 0), ("gradient_steps", -2)):
         with pytest.raises(ConfigError, match=field):
             DDPG("Pendulum-v1", device="cpu", **{field: bad})
@@ -287,6 +286,8 @@ def test_gradient_steps_minus_one_by_steps_takes_the_interval():
     calls = update_log(a)
     a.learn(36, progress=False)  # vector steps 3, 6, 9, ..., 18; updates launched before steps 12 (t=22), 15, 18
     assert calls == [22] * 6 + [28] * 6 + [34] * 6
+    assert a._since_update == {"steps": 0, "episodes": 0}  # counted by episode updates only: a resume into them
+    # (--override train_freq_unit=episode) starts a fresh interval
 
 
 def losses_of(seed: int, **kw) -> list[float]:
