@@ -488,13 +488,13 @@ class DDPG:
         # every seed's encoder.update_stats() with its rows of `obs`, in one vmapped call
         stats = GraphedStep(lambda: nets.update_obs_stats(obs), graphs, "DDPG observation statistics of the seeds")
 
-        def env_step(unit: np.ndarray) -> None:
+        def env_step(unit: np.ndarray, while_waiting: Callable[[], Any] | None = None) -> None:
             """_env_step() for every seed (unit actions [K, N, A]), the host work done once for all K where it can
             be: actions scaled at once, the envs stepped by `lockstep` (rollout.Lockstep: worker processes of all seeds
-            at the same time), the K buffers written as one, statistics and OU restarts of all seeds in one call
-            each, the next observations staged in one copy."""
+            at the same time; `while_waiting` runs once they have the actions), the K buffers written as one,
+            statistics and OU restarts of all seeds in one call each, the next observations staged in one copy."""
             env_a = first._to_env(unit.reshape(K * N, -1)).reshape(K, N, *first.action_space.shape)
-            step = lockstep.step(env_a)  # every array [K, N, ...]
+            step = lockstep.step(env_a, while_waiting)  # every array [K, N, ...]
             if replay is None:  # observations kept apart (images): each seed's own buffer
                 for k, a in enumerate(agents):
                     a.buffer.add(obs_index(step.obs, k), unit[k], step.train_rewards[k], obs_index(step.next_obs, k),
@@ -533,17 +533,20 @@ class DDPG:
                 a.n_updates += 1
             return info
 
+        last: dict[str, Any] = {"info": {}}  # the diagnostics of the last update
+
+        def run_updates(n: int) -> None:
+            for _ in range(n):
+                last["info"] = update()
+
         runs = batch.begin_learn(total_steps, **learn_args)
-        info: dict[str, Any] = {}
         try:
             while runs.active():
                 unit = explore().cpu().numpy()  # [K, N, A]: the one host sync per step
-                for _ in range(updates_due(before_env_step=True)):
-                    info = update()
-                env_step(unit)
-                for _ in range(updates_due(before_env_step=False)):
-                    info = update()
-                if not runs.end_of_iteration(info):
+                n = updates_due(before_env_step=True)  # (overlap_env_step) launched while the workers step the envs:
+                env_step(unit, (lambda: run_updates(n)) if n else None)  # the host's launch work hides in their step
+                run_updates(updates_due(before_env_step=False))
+                if not runs.end_of_iteration(last["info"]):
                     break
             runs.finish()
         finally:

@@ -619,18 +619,27 @@ class Lockstep:
         for c, ret, length in zip(self.collectors, self._returns_rows, self.lengths):
             c.share_episode_sums(ret, length)
 
-    def step(self, env_actions: Sequence[Any]) -> StepResult:
+    def step(self, env_actions: Sequence[Any], while_waiting: Callable[[], Any] | None = None) -> StepResult:
         """Step every collector once (env_actions[k]: collector k's actions, or one array [K, N, ...]); the results
-        stacked [K, N, ...]."""
+        stacked [K, N, ...]. `while_waiting` (work that does not depend on this step, e.g. launching a GPU update)
+        runs once the actions are sent to worker processes and before their results are awaited (with no worker
+        processes: before the step); the workers are awaited even if it raises."""
         if self.pool is not None:
-            return self._step_shared_workers(env_actions)
+            return self._step_shared_workers(env_actions, while_waiting)
         for c, a, sent in zip(self.collectors, env_actions, self._async):
             if sent:
                 c.env.step_async(a)
-        return _stack_steps([c._record_step(*c.env.step_wait()) if sent else c.step(a)
-                             for c, a, sent in zip(self.collectors, env_actions, self._async)])
+        try:
+            if while_waiting is not None:
+                while_waiting()
+        finally:
+            results = [c._record_step(*c.env.step_wait()) if sent else None
+                       for c, sent in zip(self.collectors, self._async)]
+        return _stack_steps([r if sent else c.step(a)
+                             for c, a, sent, r in zip(self.collectors, env_actions, self._async, results)])
 
-    def _step_shared_workers(self, env_actions: Sequence[Any]) -> StepResult:
+    def _step_shared_workers(self, env_actions: Sequence[Any], while_waiting: Callable[[], Any] | None = None
+                             ) -> StepResult:
         """step() for the K collectors of one EnvWorkers: one step of every slot (the infos left in the workers), the
         observations copied out of shared memory once, every reward and observation checked for non-finite values in
         one call (collector by collector only to name the first bad one), the running episodes of all seeds counted
@@ -648,7 +657,11 @@ class Lockstep:
         actions = env_actions.reshape(pool.num_envs, *env_actions.shape[2:]) if isinstance(env_actions, np.ndarray) \
             else np.concatenate([np.asarray(a) for a in env_actions])
         pool.step_async(actions)
-        pool.step_wait()
+        try:
+            if while_waiting is not None:
+                while_waiting()
+        finally:
+            pool.step_wait()
         if first._dict_obs:
             next_all: Any = {k: np.array(pool.obs[k], dtype=d) for k, d in first._obs_dtype.items()}
             rows: list[Any] = [{key: v[k * n:(k + 1) * n] for key, v in next_all.items()} for k in range(K)]

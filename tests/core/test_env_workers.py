@@ -316,3 +316,27 @@ def test_the_workers_poll_by_default_only_where_the_machines_load_leaves_a_core_
     monkeypatch.undo()
     loaded = envs.usable_cores() + 1 - __import__("os").getloadavg()[0]
     assert abs(envs.idle_cores() - loaded) < 1.0  # the 1-minute load moves little between two reads
+
+
+def test_lockstep_runs_while_waiting_between_sending_the_actions_and_awaiting_them():
+    """Lockstep.step(actions, while_waiting) runs the callable once the workers have the actions (they step during
+    it) and before their results are read; if it raises, the workers are still awaited, so the next step works."""
+    cols, refs, pool = _collectors_in_workers("CartPole-v1")
+    try:
+        lockstep, seen = Lockstep(cols), []
+        act = np.ones((3, 2), np.int64)
+
+        def probe() -> None:  # the step is under way: the collectors have not recorded it yet
+            seen.append([c.steps_done for c in cols])
+        step = lockstep.step(act, probe)
+        alone = [c.step(a) for c, a in zip(refs, act)]
+        np.testing.assert_array_equal(step.obs, np.stack([s.obs for s in alone]))
+        assert seen == [[0, 0, 0]] and [c.steps_done for c in cols] == [2, 2, 2]
+
+        def boom() -> None:
+            raise RuntimeError("launch failed")
+        with pytest.raises(RuntimeError, match="launch failed"):
+            lockstep.step(act, boom)
+        assert lockstep.step(act).obs.shape == (3, 2, 4)  # the workers are not left waiting (step_async again works)
+    finally:
+        pool.close()
