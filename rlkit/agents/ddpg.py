@@ -386,19 +386,19 @@ class DDPG:
 
     def _updates_due(self, before_env_step: bool) -> int:
         """How many gradient steps to take now (0: none), at the point of the vector step this call stands for:
-        before the env step (train_freq_unit "step" with overlap_env_step) or after it. Counts the interval as
-        done: the steps and episodes since the last update start again from zero (also while learning_starts
+        before the env step (train_freq_unit "step" with overlap_env_step) or after it. An episode interval that
+        ends here is counted as done: its steps and episodes start again from zero (also while learning_starts
         holds the updates back, as Stable-Baselines3 does)."""
         cfg, since = self.config, self._since_update
         if cfg.train_freq_unit == "episode":
             if before_env_step or since["episodes"] < cfg.train_freq:
                 return 0
             steps = since["steps"]
+            since["steps"] = since["episodes"] = 0
         else:
             if before_env_step != cfg.overlap_env_step or (self._vec_steps + before_env_step) % cfg.train_freq:
                 return 0
             steps = cfg.train_freq * self.n_envs
-        since["steps"] = since["episodes"] = 0
         ready = self.num_timesteps + self.n_envs * before_env_step > cfg.learning_starts and len(self.buffer) > 0
         return (cfg.gradient_steps if cfg.gradient_steps > 0 else steps) if ready else 0
 
@@ -520,8 +520,7 @@ class DDPG:
             return act()
 
         def updates_due(before_env_step: bool) -> int:
-            """_updates_due() of every seed (each seed's counters move on): one count, as the seeds step in lockstep
-            and update by steps."""
+            """_updates_due() of every seed: one count, as the seeds step in lockstep and update by steps."""
             count, = {a._updates_due(before_env_step) for a in agents}
             return count
 
