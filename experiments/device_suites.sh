@@ -40,7 +40,7 @@ gpu_bench() { local name=$1 left=$((BUDGET - (SECONDS - START))); shift
     --device cuda --out "$G/$name" > "$OUT/$name.log" 2>&1; }
 gpu_procs() { local name=$1 left=$((BUDGET - (SECONDS - START))); shift  # one process per seed, sharing the GPU
   ((left > 30)) || { echo "no time left for $name" > "$OUT/$name.log"; return; }
-  timeout -s INT --kill-after=60 "$left" python3 -m rlkit.cli bench "$@" --seeds 5 --jobs 5 \
+  timeout -s INT --kill-after=60 "$left" python3 -m rlkit.cli bench "$@" --seeds 5 --runs-per-gpu 5 \
     --device cuda --out "$G/$name" > "$OUT/$name.log" 2>&1; }
 GPU_GRIDS=()
 cpu_bench() { local name=$1; shift

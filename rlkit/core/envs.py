@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
+from gymnasium.utils import EzPickle
 from gymnasium.spaces.utils import is_space_dtype_shape_equiv
 from gymnasium.vector.async_vector_env import AsyncState
 from gymnasium.vector.utils import (concatenate, create_shared_memory, iterate, read_from_shared_memory,
@@ -1004,8 +1005,9 @@ def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
     Only rlkit's own SameStepSyncVectorEnv is saved (and the WorkerVecEnv that one became in EnvWorkers: its sub-envs
     are pickled in their worker processes): Gymnasium's classic-control and toy-text envs pickle with their
     simulator state, RNG and wrapper counters (TimeLimit's elapsed steps), so a restored run continues the same
-    episodes. Atari envs are not: an ale-py env pickles
-    without its emulator state (it would restart the game under wrappers that count on the old one).
+    episodes. Box2D, MuJoCo and Atari envs are not: they pickle without their simulator's state (gymnasium's
+    EzPickle keeps the constructor's arguments only), so a copy would be a new env under wrappers that count on
+    the old one's episode; they resume with a fresh reset (_state_lost_in_pickle).
     Unpickling runs code: only load_vec_env_state (reached through an explicit restore_env=True / --resume) ever
     reads these bytes."""
     if isinstance(venv, gym.vector.AsyncVectorEnv):
@@ -1019,8 +1021,9 @@ def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
                              "single_action_space": venv.single_action_space}), ""
     if not isinstance(venv, SameStepSyncVectorEnv):
         return None, f"{type(venv).__name__} is not rlkit's SameStepSyncVectorEnv"
-    if any(hasattr(env.unwrapped, "ale") for env in venv.envs):  # it pickles, but restarts the emulator
-        return None, _ALE_STATE
+    why = next((why for why in map(_state_lost_in_pickle, venv.envs) if why), "")
+    if why:  # it pickles, but not its simulator's state
+        return None, why
     try:
         data = pickle.dumps({"envs": venv.envs, "action_space": venv.action_space,
                              "single_action_space": venv.single_action_space})
@@ -1032,14 +1035,31 @@ def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
 _ALE_STATE = "the Atari emulator's state (ale-py) does not survive pickling"
 
 
+def _state_lost_in_pickle(env: gym.Env) -> str:
+    """Why a sub-env that pickles would come back without its simulator's state, or "". Gymnasium's Box2D and
+    MuJoCo envs (and ale-py's) are EzPickle: they pickle their constructor's arguments only, so the copy is a new,
+    never-reset env (BipedalWalker's step then fails; a MuJoCo env silently starts from its model's initial pose
+    while TimeLimit's counter goes on). Any wrapper or env in the chain that pickles that way counts."""
+    if hasattr(env.unwrapped, "ale"):
+        return _ALE_STATE
+    layer: Any = env
+    while layer is not None:
+        if isinstance(layer, EzPickle) and type(layer).__getstate__ is EzPickle.__getstate__:
+            return (f"{type(layer).__name__} pickles only its constructor's arguments (gymnasium's EzPickle), not "
+                    "its simulator's state")
+        layer = getattr(layer, "env", None)
+    return ""
+
+
 def _unpicklable(e: Exception) -> str:
     return f"its sub-envs cannot be pickled ({type(e).__name__}: {str(e)[:80]})"
 
 
 def _pickled_env(env: gym.Env) -> tuple[bytes | None, str]:
     """One sub-env pickled as vec_env_state saves it (in an EnvWorkers process), or (None, why not)."""
-    if hasattr(env.unwrapped, "ale"):
-        return None, _ALE_STATE
+    why = _state_lost_in_pickle(env)
+    if why:
+        return None, why
     try:
         return pickle.dumps(env, pickle.HIGHEST_PROTOCOL), ""
     except Exception as e:  # noqa: BLE001 - whatever an env holds that cannot pickle
@@ -1064,6 +1084,11 @@ def load_vec_env_state(venv: VectorEnv, data: bytes) -> None:
     envs = state["envs"]
     if not isinstance(venv, (SameStepSyncVectorEnv, WorkerVecEnv)) or len(envs) != venv.num_envs:
         raise ValueError(f"saved env state holds {len(envs)} sub-envs, this vector env has {venv.num_envs}")
+    why = next((why for why in map(_state_lost_in_pickle, envs) if why), "")
+    if why:  # an older rlkit saved such envs: their copies are new, never-reset envs
+        for env in envs:
+            env.close()
+        raise ValueError(why)
     if isinstance(venv, WorkerVecEnv):
         pickled = [pickle.dumps(env, pickle.HIGHEST_PROTOCOL) for env in envs]
         for env in envs:  # the copies unpickled here are not the ones that will run: free their handles

@@ -13,7 +13,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.error import ClosedEnvironmentError
+from gymnasium.utils import EzPickle
 
 from rlkit.core.envs import (SPIN_SECONDS, EnvWorkers, SameStepSyncVectorEnv, load_vec_env_state, make_vec_env,
                              vec_env_state)
@@ -340,3 +342,68 @@ def test_lockstep_runs_while_waiting_between_sending_the_actions_and_awaiting_th
         assert lockstep.step(act).obs.shape == (3, 2, 4)  # the workers are not left waiting (step_async again works)
     finally:
         pool.close()
+
+
+class _EzCartPole(CartPoleEnv, EzPickle):
+    """A CartPole that pickles as Gymnasium's Box2D and MuJoCo envs do: its constructor's arguments only."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        EzPickle.__init__(self, **kwargs)
+
+
+class _EzCartPoleWithState(_EzCartPole):
+    """An EzPickle env that pickles its whole state after all: saved as any other."""
+
+    def __getstate__(self):
+        return self.__dict__.copy()
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+def _ez_vec(cls, n=2):
+    return SameStepSyncVectorEnv([lambda: gym.wrappers.TimeLimit(cls(), 500)] * n)
+
+
+def test_envs_that_pickle_only_their_constructor_arguments_are_not_saved_in_process_or_in_workers():
+    """Gymnasium's Box2D and MuJoCo envs (EzPickle) pickle their arguments, not their simulator: a restored copy
+    would be a new, never-reset env (BipedalWalker's step fails; a MuJoCo env starts from its initial pose while
+    TimeLimit counts on). Such envs are not saved, in-process or in EnvWorkers, and the reason names the env; an
+    EzPickle env that pickles its state itself is saved."""
+    here = _ez_vec(_EzCartPole)
+    here.reset(seed=0)
+    data, why = vec_env_state(here)
+    assert data is None and "_EzCartPole pickles only its constructor's arguments" in why, why
+    pool = EnvWorkers([_ez_vec(_EzCartPole), _ez_vec(_EzCartPoleWithState)], n_workers=2)
+    try:
+        for view in pool.views:
+            view.reset(seed=1)
+        data, why = vec_env_state(pool.views[0])
+        assert data is None and "EzPickle" in why, why
+        data, why = vec_env_state(pool.views[1])
+        assert why == "" and data is not None
+    finally:
+        pool.close()
+    saved = _ez_vec(_EzCartPoleWithState)
+    assert vec_env_state(saved)[1] == ""
+    import pickle  # what an older rlkit wrote for such envs: refused on load, before anything changes
+
+    old = pickle.dumps({"envs": here.envs, "action_space": here.action_space,
+                        "single_action_space": here.single_action_space})
+    target = _ez_vec(_EzCartPole)
+    kept = list(target.envs)
+    with pytest.raises(ValueError, match="_EzCartPole pickles only its constructor's arguments"):
+        load_vec_env_state(target, old)
+    assert target.envs == kept
+
+
+@pytest.mark.parametrize("env_id,extra", [("LunarLander-v3", "Box2D"), ("BipedalWalker-v3", "Box2D"),
+                                          ("Hopper-v5", "mujoco")])
+def test_box2d_and_mujoco_envs_are_not_saved(env_id, extra):
+    pytest.importorskip(extra, reason=f"{env_id} needs {extra}")
+    venv = make_vec_env(env_id, 1, seed=0)
+    venv.reset(seed=0)
+    data, why = vec_env_state(venv)
+    assert data is None and "EzPickle" in why, why
+    venv.close()
