@@ -1,26 +1,27 @@
 """One TRPO update, rlkit against sb3-contrib, on the same rollout with the same weights.
 
 sb3-contrib TRPO (MlpPolicy, VecNormalize) trains on a MuJoCo env with rl-zoo3's settings. Before each of its
-updates this script takes sb3-contrib's rollout buffer (normalised observations, actions, normalised rewards with
-the time-limit bootstrap gamma * V(terminal obs) already added, episode starts, values, advantages, returns), its
-policy and value weights and its Adam state, and gives the same to a fresh rlkit TRPO (normalize_obs off: the
-observations are already normalised). Then both update and the script prints, per update:
+updates this script takes sb3-contrib's rollout buffer (normalised observations, actions, normalised rewards,
+episode ends), its policy and value weights and its Adam state, and gives the same to a fresh rlkit TRPO
+(normalize_obs off: the observations are already normalised). sb3-contrib adds the time-limit bootstrap
+gamma * V(terminal obs) to the reward; rlkit gets the reward without it, the truncated flags and the terminal
+observations (as VecNormalize normalised them), so its own truncation path runs. Then sb3-contrib's train() and
+rlkit's TRPO.update() (GAE, one trust-region step, n_critic_updates epochs of the critic on the same minibatches:
+sb3-contrib's shuffles, carried over) run, and the script prints, per update:
 
-  * GAE: rlkit's trpo_targets on the rollout against sb3-contrib's advantages, returns and values; once with the
-    bootstrap inside the reward (sb3-contrib's convention) and once through rlkit's own truncation path (raw
-    rewards, truncated flags, the recorded terminal observations as final_obs), when the rollout truncated;
-  * the search direction s = F^-1 g (conjugate gradient), its cosine and relative difference;
-  * the line search: how many candidates each tried, the accepted coefficient beta * shrink^k, the KL reached;
-  * the policy parameters after the step; the critic after n_critic_updates epochs on the same minibatches.
+  * the policy step theta_new - theta_old of each: cosine, norms, the largest difference;
+  * the line search: how many candidates sb3-contrib tried and rlkit's accepted index, the KL each reached;
+  * the critic after n_critic_updates epochs: the largest difference.
 
 sb3-contrib's KL of a diagonal Gaussian is the mean over the batch AND the action dimensions (its kl_divergence
 is not summed over them), rlkit's the mean over the batch of the sum: sb3-contrib's KL is rlkit's / D, its Fisher
 F / D. So sb3-contrib with (target_kl, cg_damping) is rlkit with (D * target_kl, D * cg_damping): --scale
 action-dims (the default) gives rlkit those and the two updates agree to float round-off; --scale none gives rlkit
-the same numbers, as its MuJoCo presets had before, and the steps differ (direction cosine about 0.93 on Hopper,
-step KL about a third of sb3-contrib's). sb3-contrib's line search measures KL(new || old), rlkit's KL(old || new):
-the printed KLs are each side's own (sb3-contrib's per dimension). sb3-contrib starts conjugate gradient from
-1e-4 * N(0, 1) noise; --cg-noise keeps that, else the script starts it from 0 as rlkit does.
+the same numbers, as its MuJoCo presets had before, and the steps differ (cosine about 0.93 on Hopper, 0.85 on
+Walker2d; rlkit's step reaches a third (Hopper) or a fifth (Walker2d) of sb3-contrib's KL). sb3-contrib's line
+search measures KL(new || old), rlkit's KL(old || new): the printed KLs are each side's own (sb3-contrib's per
+action dimension). sb3-contrib starts conjugate gradient from 1e-4 * N(0, 1) noise; --cg-noise keeps that, else
+the script starts it from 0 as rlkit does.
 
     python experiments/trpo_update_vs_sb3.py --env Hopper-v5 --updates 3
     python experiments/trpo_update_vs_sb3.py --env Hopper-v5 --updates 3 --scale none
@@ -31,16 +32,12 @@ sb3-contrib is a benchmark-only extra (pip install -e ".[bench]"); rlkit never i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 
 from rlkit import TRPO
-from rlkit.agents import trpo as rl_trpo
-from rlkit.core.buffers import Rollout
-from rlkit.core.returns import normalize
 
 PRESET = dict(n_steps=1024, batch_size=128, gamma=0.99, gae_lambda=0.95, cg_max_steps=25, cg_damping=0.1,
               n_critic_updates=20, learning_rate=1e-3)
@@ -144,7 +141,6 @@ def main() -> None:
             s = orig_cg(*a, **k)
         finally:
             torch.randn_like = randn
-        captured["s"] = s.detach().clone()
         return s
 
     def kl(*a: Any) -> torch.Tensor:
@@ -155,49 +151,38 @@ def main() -> None:
     def train() -> None:
         buf, pol = model.rollout_buffer, model.policy
         T, N = buf.buffer_size, buf.n_envs
-        data = {k: np.array(getattr(buf, k)) for k in ("observations", "actions", "rewards", "episode_starts",
-                                                        "values", "advantages", "returns", "log_probs")}
+        data = {k: np.array(getattr(buf, k)) for k in ("observations", "actions", "rewards", "episode_starts")}
         last_obs, last_starts = np.array(model._last_obs), np.array(model._last_episode_starts)
         steps_log = rec.log[-T:]
-        theta0 = sb3_policy_vector(pol).clone()
-        adam = pol.optimizer
+        theta0, phi0 = sb3_policy_vector(pol).clone(), sb3_critic_vector(pol).clone()
 
-        # ---- rlkit, from the same weights and Adam state ----
+        # ---- rlkit, from the same weights and Adam state, on the same rollout ----
         agent = TRPO(args.env, seed=args.seed, device="cpu", env_kwargs=env_kwargs, **cfg_kw)
-        copy_weights(pol, agent, adam)
-        assert torch.equal(agent.pi_flat.param.detach(), theta0)
+        copy_weights(pol, agent, pol.optimizer)
+        assert torch.equal(agent.pi_flat.param.detach(), theta0) and torch.equal(agent.vf_flat.param.detach(), phi0)
         cfg = agent.config
-        obs_t = torch.as_tensor(data["observations"])  # [T, N, d], normalised by VecNormalize
+        obs = torch.as_tensor(data["observations"])  # [T, N, d], normalised by VecNormalize
         dones = np.concatenate([data["episode_starts"][1:], last_starts[None]], 0).astype(bool)
-        roll = Rollout(obs_t, torch.as_tensor(data["actions"]), torch.as_tensor(data["rewards"]),
-                       torch.as_tensor(dones), torch.zeros(T, N, dtype=torch.bool), torch.zeros_like(obs_t),
-                       torch.as_tensor(last_obs))
-        adv_r, ret_r, val_r = rl_trpo.trpo_targets(agent.critic, roll, dataclasses.replace(cfg,
-                                                                                          normalize_advantage=False))
-        tm = lambda k: torch.as_tensor(data[k]).reshape(-1)  # noqa: E731 - time-major flat, as rlkit's
-        gap = lambda a, k: float((a - tm(k)).abs().max())  # noqa: E731
-        print(f"update {n_done[0] + 1}: GAE (bootstrap in reward) max |dA| {gap(adv_r, 'advantages'):.2e}"
-              f"  |dR| {gap(ret_r, 'returns'):.2e}  |dV| {gap(val_r, 'values'):.2e}")
-
-        # rlkit's own truncation path: raw rewards, truncated flags, final_obs = VecNormalize's terminal obs
         trunc = np.zeros((T, N), bool)
-        final = torch.zeros_like(obs_t)
+        final = torch.zeros_like(obs)
         for t, (d, infos) in enumerate(steps_log):
             for i, info in enumerate(infos):
                 if d[i] and info.get("TimeLimit.truncated") and info.get("terminal_observation") is not None:
                     trunc[t, i] = True
                     final[t, i] = torch.as_tensor(info["terminal_observation"])  # as VecNormalize normalised it
-        if trunc.any():
-            with torch.no_grad():
-                v_final = agent.critic(final.reshape(-1, final.shape[-1])).view(T, N)
-            raw = torch.as_tensor(data["rewards"]) - torch.where(torch.as_tensor(trunc), cfg.gamma * v_final, 0.0)
-            roll2 = roll._replace(rewards=raw, terminated=torch.as_tensor(dones & ~trunc),
-                                  truncated=torch.as_tensor(trunc), final_obs=final)
-            adv2, _, _ = rl_trpo.trpo_targets(agent.critic, roll2, dataclasses.replace(cfg, normalize_advantage=False))
-            print(f"          GAE (rlkit truncation path, {int(trunc.sum())} truncations) max |dA| "
-                  f"{float((adv2 - tm('advantages')).abs().max()):.2e}")
+        with torch.no_grad():  # sb3-contrib's reward = r + gamma * V(terminal obs) where truncated: take it out
+            v_final = pol.predict_values(final.reshape(T * N, -1)).view(T, N)
+        rewards = torch.as_tensor(data["rewards"]) - torch.where(torch.as_tensor(trunc), cfg.gamma * v_final, 0.0)
+        rb = agent.buffer
+        rb.obs.copy_(obs)
+        rb.actions.copy_(torch.as_tensor(data["actions"]))
+        rb.rewards.copy_(rewards)
+        rb.terminated.copy_(torch.as_tensor(dones & ~trunc))
+        rb.truncated.copy_(torch.as_tensor(trunc))
+        rb.final_obs.copy_(final)
+        rb.last_obs.copy_(torch.as_tensor(last_obs))
 
-        # ---- sb3-contrib's update (its buffer is flattened env-major by get()) ----
+        # ---- sb3-contrib's update (get() flattens its buffer env-major: index = env * T + t) ----
         perms: list[np.ndarray] = []
         perm0 = np.random.permutation
 
@@ -212,55 +197,33 @@ def main() -> None:
             orig_train()
         finally:
             np.random.permutation = perm0
-        theta_sb3, vf_sb3 = sb3_policy_vector(pol), sb3_critic_vector(pol)
-        s_sb3 = captured["s"]
-        delta = theta_sb3 - theta0
-        coef_sb3 = float(delta.dot(s_sb3) / s_sb3.dot(s_sb3))
+        step_sb3 = sb3_policy_vector(pol) - theta0
         n_tries_sb3 = len(captured["kls"]) - 1  # the first call builds the KL for the Fisher
-        sb3_ok = bool(delta.abs().max() > 0)
+        sb3_ok = bool(step_sb3.abs().max() > 0)
 
-        # ---- rlkit's update on the same data, in sb3-contrib's sample order ----
-        em = lambda k: torch.as_tensor(data[k]).swapaxes(0, 1).reshape(-1, *data[k].shape[2:])  # noqa: E731
-        obs_e, act_e, adv_e, ret_e = em("observations"), em("actions"), em("advantages"), em("returns")
-        rl_s: dict[str, torch.Tensor] = {}
-        orig_rl_cg = rl_trpo.conjugate_gradient
-
-        def rl_cg(*a: Any, **k: Any) -> torch.Tensor:
-            rl_s["s"] = orig_rl_cg(*a, **k)
-            return rl_s["s"]
-
-        rl_trpo.conjugate_gradient = rl_cg
-        try:
-            info = agent.policy_step(obs_e, act_e, normalize(adv_e))
-        finally:
-            rl_trpo.conjugate_gradient = orig_rl_cg
-        theta_rl = agent.pi_flat.param.detach().clone()
-        d_rl = theta_rl - theta0
-        coef_rl = float(d_rl.dot(rl_s["s"]) / rl_s["s"].dot(rl_s["s"]))
-        s_r = rl_s["s"]
-        cos = float(s_r.dot(s_sb3) / (s_r.norm() * s_sb3.norm()))
-        print(f"          direction s: cos {cos:.8f}  rel diff {rel(s_r, s_sb3):.2e}  |s| rlkit "
-              f"{float(s_r.norm()):.4f} sb3 {float(s_sb3.norm()):.4f}")
-        print(f"          line search: sb3 tried {n_tries_sb3} (accepted {sb3_ok}, KL(new||old) "
-              f"{captured['kls'][-1]:.5f}, coef {coef_sb3:.6f});  rlkit took step "
-              f"{int(info['train/line_search_steps'])} (accepted {bool(info['train/line_search_accepted'])}, "
-              f"KL(old||new) {float(info['train/kl']):.5f}, coef {coef_rl:.6f})")
-        print(f"          policy after: max |d theta| {float((theta_rl - theta_sb3).abs().max()):.2e}, rel "
-              f"{rel(theta_rl - theta0, delta) if sb3_ok else float('nan'):.2e} of the step")
-
-        # critic: the same minibatches (sb3-contrib's permutations, one per epoch; its first one, drawn by the
-        # policy step's get(batch_size=None), does not matter)
+        # ---- rlkit's update: the critic's epochs use sb3-contrib's shuffles (its first one, drawn by the policy
+        # step's get(batch_size=None), does not matter), mapped to rlkit's time-major index t * N + env ----
         assert len(perms) == cfg.n_critic_updates + 1, len(perms)
-        it = iter(torch.as_tensor(p) for p in perms[1:])
+        mapped = iter(torch.as_tensor((p % T) * N + p // T) for p in perms[1:])
         randperm0 = torch.randperm
-        torch.randperm = lambda n, **k: next(it)  # noqa: E731
+        torch.randperm = lambda n, **k: next(mapped)  # noqa: E731
         try:
-            agent.fit_critic(obs_e, ret_e)
+            info = agent.update(rb)
         finally:
             torch.randperm = randperm0
-        vf_rl = agent.vf_flat.param.detach()
+        step_rl = agent.pi_flat.param.detach() - theta0
+        cos = float(step_rl.dot(step_sb3) / (step_rl.norm() * step_sb3.norm())) if sb3_ok else float("nan")
+        print(f"update {n_done[0] + 1}: {int(trunc.sum())} truncations in the rollout")
+        print(f"          policy step: cos {cos:.8f}  |step| rlkit {float(step_rl.norm()):.5f} sb3 "
+              f"{float(step_sb3.norm()):.5f}  max |difference| {float((step_rl - step_sb3).abs().max()):.2e} "
+              f"(rel {rel(step_rl, step_sb3) if sb3_ok else float('nan'):.2e})")
+        print(f"          line search: sb3 tried {n_tries_sb3} (accepted {sb3_ok}, KL(new||old) per dimension "
+              f"{captured['kls'][-1]:.5f});  rlkit accepted step {int(info['train/line_search_steps'])} "
+              f"(accepted {bool(info['train/line_search_accepted'])}, KL(old||new) {float(info['train/kl']):.5f})")
+        phi_rl, phi_sb3 = agent.vf_flat.param.detach(), sb3_critic_vector(pol)
         print(f"          critic after {cfg.n_critic_updates} epochs: max |d phi| "
-              f"{float((vf_rl - vf_sb3).abs().max()):.2e}  rel {rel(vf_rl, vf_sb3):.2e}", flush=True)
+              f"{float((phi_rl - phi_sb3).abs().max()):.2e}  rel {rel(phi_rl - phi0, phi_sb3 - phi0):.2e} of its "
+              "change", flush=True)
         n_done[0] += 1
 
     model.train = train
