@@ -85,7 +85,9 @@ class TRPOConfig:
     """Normalise advantages to mean 0, std 1 within each batch."""
     # Trust region
     max_kl: float = 0.01
-    """Trust-region radius delta: the mean KL(pi_old || pi_new) an accepted step may reach."""
+    """Trust-region radius delta: the mean KL(pi_old || pi_new) an accepted step may reach (summed over action
+    dimensions; sb3-contrib's target_kl averages over the D dimensions of a Box action, so its target_kl and
+    cg_damping are D times smaller than the max_kl and cg_damping of the same update here: docs/algorithms/trpo.md)."""
     cg_max_steps: int = 15
     """Conjugate-gradient iterations (always this many; converged iterations are masked, not skipped)."""
     cg_damping: float = 0.1
