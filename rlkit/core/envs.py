@@ -1043,12 +1043,23 @@ def _state_lost_in_pickle(env: gym.Env) -> str:
     if hasattr(env.unwrapped, "ale"):
         return _ALE_STATE
     layer: Any = env
-    while layer is not None:
+    seen: set[int] = set()  # an object whose `env` leads back to itself ends the walk
+    while layer is not None and id(layer) not in seen:
+        seen.add(id(layer))
         if isinstance(layer, EzPickle) and type(layer).__getstate__ is EzPickle.__getstate__:
             return (f"{type(layer).__name__} pickles only its constructor's arguments (gymnasium's EzPickle), not "
                     "its simulator's state")
         layer = getattr(layer, "env", None)
     return ""
+
+
+def _close_quietly(envs: Sequence[Any]) -> None:
+    """Close unpickled copies that will not run (a close that fails must not hide why they are refused)."""
+    for env in envs:
+        try:
+            env.close()
+        except Exception:  # noqa: BLE001, S110 - best effort: the caller raises the real reason next
+            pass
 
 
 def _unpicklable(e: Exception) -> str:
@@ -1083,11 +1094,11 @@ def load_vec_env_state(venv: VectorEnv, data: bytes) -> None:
     state = pickle.loads(data)  # noqa: S301 - opted in by the caller: the same trust as loading a pickle
     envs = state["envs"]
     if not isinstance(venv, (SameStepSyncVectorEnv, WorkerVecEnv)) or len(envs) != venv.num_envs:
+        _close_quietly(envs)
         raise ValueError(f"saved env state holds {len(envs)} sub-envs, this vector env has {venv.num_envs}")
     why = next((why for why in map(_state_lost_in_pickle, envs) if why), "")
     if why:  # an older rlkit saved such envs: their copies are new, never-reset envs
-        for env in envs:
-            env.close()
+        _close_quietly(envs)
         raise ValueError(why)
     if isinstance(venv, WorkerVecEnv):
         pickled = [pickle.dumps(env, pickle.HIGHEST_PROTOCOL) for env in envs]

@@ -71,8 +71,8 @@ def _copy_sb3_weights(policy, agent: TRPO) -> None:
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])
 def test_preset_policy_step_equals_sb3_contrib_with_rl_zoo3s_settings(env_id, monkeypatch):
     """One batch, the same weights: rlkit's preset step equals sb3-contrib's step with rl-zoo3's target_kl and
-    cg_damping (float32 round-off only). With max_kl = target_kl and cg_damping as rl-zoo3 writes them, the two
-    steps differ by a third or more."""
+    cg_damping (float32 round-off only; sb3-contrib's conjugate gradient started at 0, as rlkit's). With max_kl =
+    target_kl and cg_damping as rl-zoo3 writes them, the two steps differ by a fifth (Hopper) or more."""
     pytest.importorskip("sb3_contrib", reason='needs pip install -e ".[bench]"')
     from sb3_contrib import TRPO as SB3TRPO
     from stable_baselines3.common.logger import configure

@@ -387,6 +387,9 @@ def test_envs_that_pickle_only_their_constructor_arguments_are_not_saved_in_proc
         pool.close()
     saved = _ez_vec(_EzCartPoleWithState)
     assert vec_env_state(saved)[1] == ""
+    looped = gym.make("CartPole-v1")
+    looped.unwrapped.env = looped.unwrapped  # an `env` attribute leading back: the walk ends (saved as any other)
+    assert vec_env_state(SameStepSyncVectorEnv([lambda: looped]))[1] == ""
     import pickle  # what an older rlkit wrote for such envs: refused on load, before anything changes
 
     old = pickle.dumps({"envs": here.envs, "action_space": here.action_space,
