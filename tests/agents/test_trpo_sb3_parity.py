@@ -26,7 +26,7 @@ ZOO = {"Hopper-v5": (0.01, 0.1, 25), "Walker2d-v5": (0.01, 0.1, 25), "Ant-v5": (
 # the unmeasured Box presets carry rl-zoo3's trust region in rlkit's KL
 ZOO_TRUST_REGION = ("Ant-v5", "LunarLanderContinuous-v3")
 # Box presets measured with rlkit's KL at rl-zoo3's numbers (a D times smaller trust region), kept as measured
-# (Hopper-v5 with rl-zoo3's trust region did worse at 1M: docs/benchmarks.md)
+# (Hopper-v5 and Walker2d-v5 with rl-zoo3's trust region did worse at 1M: docs/benchmarks.md)
 MEASURED_AS_IS = ("HalfCheetah-v5", "BipedalWalker-v3", "Hopper-v5", "Walker2d-v5")
 NEEDS = {"HalfCheetah-v5": "mujoco", "Hopper-v5": "mujoco", "Walker2d-v5": "mujoco", "Ant-v5": "mujoco",
          "BipedalWalker-v3": "Box2D", "LunarLanderContinuous-v3": "Box2D"}
