@@ -1021,7 +1021,7 @@ def vec_env_state(venv: VectorEnv) -> tuple[bytes | None, str]:
                              "single_action_space": venv.single_action_space}), ""
     if not isinstance(venv, SameStepSyncVectorEnv):
         return None, f"{type(venv).__name__} is not rlkit's SameStepSyncVectorEnv"
-    why = next((why for why in map(_state_lost_in_pickle, venv.envs) if why), "")
+    why = _first_state_lost(venv.envs)
     if why:  # it pickles, but not its simulator's state
         return None, why
     try:
@@ -1051,6 +1051,11 @@ def _state_lost_in_pickle(env: gym.Env) -> str:
                     "its simulator's state")
         layer = getattr(layer, "env", None)
     return ""
+
+
+def _first_state_lost(envs: Sequence[gym.Env]) -> str:
+    """_state_lost_in_pickle of the first sub-env that would lose its state, or "" when none would."""
+    return next((why for why in map(_state_lost_in_pickle, envs) if why), "")
 
 
 def _close_quietly(envs: Sequence[Any]) -> None:
@@ -1096,7 +1101,7 @@ def load_vec_env_state(venv: VectorEnv, data: bytes) -> None:
     if not isinstance(venv, (SameStepSyncVectorEnv, WorkerVecEnv)) or len(envs) != venv.num_envs:
         _close_quietly(envs)
         raise ValueError(f"saved env state holds {len(envs)} sub-envs, this vector env has {venv.num_envs}")
-    why = next((why for why in map(_state_lost_in_pickle, envs) if why), "")
+    why = _first_state_lost(envs)
     if why:  # an older rlkit saved such envs: their copies are new, never-reset envs
         _close_quietly(envs)
         raise ValueError(why)

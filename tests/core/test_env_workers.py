@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -390,8 +391,7 @@ def test_envs_that_pickle_only_their_constructor_arguments_are_not_saved_in_proc
     looped = gym.make("CartPole-v1")
     looped.unwrapped.env = looped.unwrapped  # an `env` attribute leading back: the walk ends (saved as any other)
     assert vec_env_state(SameStepSyncVectorEnv([lambda: looped]))[1] == ""
-    import pickle  # what an older rlkit wrote for such envs: refused on load, before anything changes
-
+    # what an older rlkit wrote for such envs: refused on load, before anything changes
     old = pickle.dumps({"envs": here.envs, "action_space": here.action_space,
                         "single_action_space": here.single_action_space})
     target = _ez_vec(_EzCartPole)
