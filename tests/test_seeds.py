@@ -500,7 +500,8 @@ def test_a_non_finite_loss_of_one_seed_is_named_with_its_first_step():
 
 def test_stacked_adam_steps_each_seed_as_its_own_adam_and_refuses_what_it_cannot_stack():
     """One Adam on the [K, P] stack (DDPG's batched update) == each agent's own torch.optim.Adam, bitwise: with state
-    carried in from steps taken alone, weight decay, a scheduler's extra group key, and alone again afterwards. A
+    carried in from steps taken alone, weight decay, a scheduler's extra group key, stepped as one tensor and as
+    pieces (as on a GPU), and alone again afterwards. A
     group with a frozen parameter falls back to each agent's own step (the frozen one stays put); optimisers that
     differ in a setting or in their step counts are refused in one line."""
     import copy
@@ -529,8 +530,12 @@ def test_stacked_adam_steps_each_seed_as_its_own_adam_and_refuses_what_it_cannot
     for _ in range(2):  # alone first: the stack takes over their moments and step counts
         step(mods, opts), step(refs, ref_opts)
     stacked = StackedAdam(opts, ParamStack.of_modules(mods))
-    assert stacked.stacked
-    for _ in range(4):
+    assert stacked.stacked and len(stacked.opt.param_groups[0]["params"]) == 1  # one piece on the CPU
+    for _ in range(2):
+        step(mods, opts, stacked), step(refs, ref_opts)
+    stacked = StackedAdam(opts, ParamStack.of_modules(mods), pieces=4)  # as on a GPU: 3 seeds x 26 values in 4 pieces
+    assert [p.numel() for p in stacked.opt.param_groups[0]["params"]] == [20, 20, 20, 18]
+    for _ in range(2):
         step(mods, opts, stacked), step(refs, ref_opts)
     for _ in range(2):  # alone again, from the moments the stack left in each agent's optimiser
         step(mods, opts), step(refs, ref_opts)
@@ -557,3 +562,22 @@ def test_stacked_adam_steps_each_seed_as_its_own_adam_and_refuses_what_it_cannot
     step(two[:1], uneven[:1])
     with pytest.raises(ValueError, match="different numbers of steps: seed 0 1, seed 1 0"):
         StackedAdam(uneven, ParamStack.of_modules(two))
+
+
+def test_a_stacks_views_pass_the_same_gradient_as_slices_of_it():
+    """ParamStack.views() (one cat in backward) gives param the gradient that plain slices of it give, including
+    zeros for a parameter the loss does not read and the sum over two uses of one parameter."""
+    from rlkit.core.seeds import ParamStack
+
+    torch.manual_seed(0)
+    mods = [nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)) for _ in range(3)]
+    stack = ParamStack.of_modules(mods)
+    x = torch.randn(3, 5, 3)
+
+    def loss(w1, b1, w2, b2):  # b2 unread; w1 read twice
+        h = torch.tanh(torch.bmm(x, w1.transpose(1, 2)) + b1[:, None])
+        return (torch.bmm(h, w2.transpose(1, 2)) ** 2).sum() + (w1 ** 3).sum()
+
+    (ours,) = torch.autograd.grad(loss(*stack.views()), [stack.param])
+    (plain,) = torch.autograd.grad(loss(*stack.unflatten(stack.param)), [stack.param])
+    assert torch.equal(ours, plain) and plain[:, -2:].abs().sum() == 0 and ours.abs().sum() > 0

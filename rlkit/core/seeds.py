@@ -222,6 +222,29 @@ class ParamStack:
         lead = flat.shape[:-1]
         return [flat[..., o:o + n].reshape(*lead, *shape) for o, n, shape in self.slots]
 
+    def views(self) -> list[torch.Tensor]:
+        """unflatten(param) for a loss to differentiate: the same views, whose gradient reaches param as ONE
+        [K, P] tensor (_SlotViews)."""
+        return list(_SlotViews.apply(self.param, self.slots))
+
+
+class _SlotViews(torch.autograd.Function):
+    """A stack's per-parameter views [K, *shape] of its [K, P] tensor, whose backward joins the parameters'
+    gradients with one cat. Autograd's own backward of P-slices writes each slice's gradient into a zero [K, P]
+    tensor and sums those: two or three full-size kernels per parameter. The values are the same (each element
+    of the gradient is one parameter's, plus zeros)."""
+
+    @staticmethod
+    def forward(ctx: Any, param: torch.Tensor, slots: list[tuple[int, int, tuple[int, ...]]]
+                ) -> tuple[torch.Tensor, ...]:
+        ctx.slots = slots
+        return tuple(param[:, o:o + n].view(param.shape[0], *shape) for o, n, shape in slots)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor, None]:
+        # an output the loss does not read arrives as zeros (materialised grads)
+        return torch.cat([g.reshape(g.shape[0], n) for g, (_, n, _) in zip(grads, ctx.slots)], dim=1), None
+
 
 class _Bundle(nn.Module):
     """An agent's modules under one root, so that functional_call swaps all their parameters and buffers at once;
@@ -300,7 +323,7 @@ class SeedNets:
         blocking stream")."""
         groups = {self.names[n][0] for n in names}
         with torch.enable_grad():
-            views = {g: self.groups[g].unflatten(self.groups[g].param) for g in groups}
+            views = {g: self.groups[g].views() for g in groups}
         return {n: views[self.names[n][0]][self.names[n][1]] for n in names}
 
     def call(self, fn: Callable[..., Any], *args: Any, uses: Sequence[str] | None = None) -> Any:
@@ -368,6 +391,9 @@ class StackedFlatOptimizer:
                 o.steps = self.opt.steps
 
 
+ADAM_CHUNKS = 32  # StackedAdam's pieces of a stack on a GPU (one launch of torch's fused Adam: at most 36 tensors)
+
+
 class StackedAdam:
     """The K agents' torch.optim.Adam (one parameter group each: one agent's parameters of a ParamStack, in its
     order, with the same settings) as ONE torch.optim.Adam on the stack's [K, P] tensor: one (fused) step for all
@@ -375,10 +401,12 @@ class StackedAdam:
     its moments as views of its row of the stacked moments (its checkpoints hold its own) and its own step counts,
     advanced with every step; the seeds step together, so they share one learning rate and one step count.
 
+    `pieces`: how many contiguous pieces of the stack the step takes (default: ADAM_CHUNKS on a GPU, 1 elsewhere).
+
     A group with frozen parameters (requires_grad False) cannot be one tensor's step (the stack has one gradient
     for all its slots): then each agent's own optimiser steps, as in its lone run (`stacked` is False)."""
 
-    def __init__(self, optimizers: Sequence[torch.optim.Adam], stack: ParamStack) -> None:
+    def __init__(self, optimizers: Sequence[torch.optim.Adam], stack: ParamStack, pieces: int | None = None) -> None:
         self.optimizers = list(optimizers)
         first = optimizers[0]
         if any(type(o) is not torch.optim.Adam or len(o.param_groups) != 1 for o in optimizers):
@@ -422,9 +450,21 @@ class StackedAdam:
             (a, ka), (b, kb) = list(counts.items())[:2]
             raise ValueError(f"the seeds' optimisers have taken different numbers of steps: seed {ka} {a:g}, seed "
                              f"{kb} {b:g}")
-        self.opt = torch.optim.Adam([param])
+        # On a GPU the stack steps as ADAM_CHUNKS contiguous pieces of its storage: torch's fused Adam gives a
+        # tensor one thread block per 65,536 elements, so a [K, P] stack of a million parameters would use 16
+        # blocks of the GPU's hundreds; one launch takes up to 36 tensors, a block each. Adam is elementwise and
+        # every piece has the same step count, so the pieces' steps are the one tensor's step, bit for bit.
+        pieces = pieces or (ADAM_CHUNKS if param.is_cuda else 1)
+        size = -(-param.numel() // pieces)
+        flat = [t.view(-1).split(size) for t in (param.data, param.grad, exp_avg, exp_avg_sq)]
+        chunks = []
+        for data, grad, avg, avg_sq in zip(*flat):
+            chunk = nn.Parameter(torch.empty(0, dtype=param.dtype, device=param.device))
+            chunk.data, chunk.grad = data, grad  # views of the stack's storage: its values and its gradient
+            chunks.append((chunk, {"step": self.steps[0].clone(), "exp_avg": avg, "exp_avg_sq": avg_sq}))
+        self.opt = torch.optim.Adam([c for c, _ in chunks])
         self.opt.param_groups[0].update(group)  # every setting as the agents have it (keys of any torch version)
-        self.opt.state[param] = {"step": self.steps[0].clone(), "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+        self.opt.state.update(chunks)
 
     def step(self) -> None:
         if not self.stacked:
