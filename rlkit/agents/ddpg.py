@@ -39,7 +39,7 @@ from rlkit.core.buffers import ReplayBatch, ReplayBuffer, StackedReplayBuffers, 
 from rlkit.core.config import (ConfigError, build_config, check_choice, check_hidden_sizes, check_nonnegative,
                                check_positive, check_unit_interval, preset_config)
 from rlkit.core.config import check_encoder_fields, check_optional_bool
-from rlkit.core.device import GraphedStep, HostStager, capture_cuda_graph, configure_threads, seed_everything
+from rlkit.core.device import GraphedStep, HostFetch, HostStager, capture_cuda_graph, configure_threads, seed_everything
 from rlkit.core.envs import EnvLike, to_env_actions
 from rlkit.core.networks import (ACTIVATIONS, MLP, DeterministicActor, EncoderSpec, NetworkSpec, QCritic, build_network,
                                  make_obs_encoder, make_q_critic, network_source, obs_storage, tie_statistics)
@@ -416,12 +416,13 @@ class DDPG:
         run = agent_io.begin_learn(self, total_steps, run_dir, progress, log_interval, callback, total_budget,
                                    eval_freq, n_eval_episodes)
         info: dict[str, Any] = {}
+        actions = HostFetch(self.device)
         try:
             while self.num_timesteps < run.target:
-                unit = self._explore().cpu().numpy()  # the one host sync per step
+                actions.fetch(self._explore())  # the one host sync per step: get() below
                 for _ in range(self._updates_due(before_env_step=True)):  # on a GPU while the CPU steps the envs
-                    info = self.update()
-                self._env_step(unit)  # step the envs, store the transitions
+                    info = self.update()  # (queued behind the act, so get() waits for the act alone)
+                self._env_step(actions.get())  # step the envs, store the transitions
                 for _ in range(self._updates_due(before_env_step=False)):
                     info = self.update()
                 if not run.end_of_iteration(self, info):
@@ -538,12 +539,17 @@ class DDPG:
             for _ in range(n):
                 last["info"] = update()
 
+        actions = HostFetch(batch.device)
         runs = batch.begin_learn(total_steps, **learn_args)
         try:
             while runs.active():
-                unit = explore().cpu().numpy()  # [K, N, A]: the one host sync per step
-                n = updates_due(before_env_step=True)  # (overlap_env_step) launched while the workers step the envs:
-                env_step(unit, (lambda: run_updates(n)) if n else None)  # the host's launch work hides in their step
+                actions.fetch(explore())  # [K, N, A]: the one host sync per step, get() below
+                n = updates_due(before_env_step=True)  # (overlap_env_step)
+                if actions.is_async:  # a GPU runs the update right after the act, while the host steps the envs
+                    run_updates(n)
+                    n = 0
+                unit = actions.get()  # elsewhere the update runs while the env workers step:
+                env_step(unit, (lambda: run_updates(n)) if n else None)
                 run_updates(updates_due(before_env_step=False))
                 if not runs.end_of_iteration(last["info"]):
                     break

@@ -345,6 +345,43 @@ class _Slot:
         self.index = index
 
 
+class HostFetch:
+    """A device tensor's values brought to the host without waiting for GPU work queued after them.
+
+    fetch(t) queues a non-blocking copy of t into a pinned buffer and records an event; GPU work queued next (an
+    update) then runs while get() waits for that copy alone and returns a NumPy copy of the values. A plain
+    t.cpu() would wait for everything queued before it returns. On CPU, fetch() keeps a copy of t and get() is its
+    numpy()."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self._cuda = torch.device(device).type == "cuda"
+        self._host: torch.Tensor | None = None
+        self._event = torch.cuda.Event() if self._cuda else None
+
+    @property
+    def is_async(self) -> bool:
+        """True where work queued between fetch() and get() runs on after get() returns (CUDA)."""
+        return self._cuda
+
+    def fetch(self, tensor: torch.Tensor) -> None:
+        tensor = tensor.detach()
+        if not self._cuda:
+            self._host = tensor.clone()
+            return
+        if self._host is None or self._host.shape != tensor.shape or self._host.dtype != tensor.dtype:
+            self._host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        self._host.copy_(tensor, non_blocking=True)
+        self._event.record()  # type: ignore[union-attr]
+
+    def get(self) -> np.ndarray:
+        if self._host is None:
+            raise RuntimeError("HostFetch.get() before fetch()")
+        if not self._cuda:
+            return self._host.cpu().numpy()
+        self._event.synchronize()  # type: ignore[union-attr]
+        return self._host.numpy().copy()  # the pinned buffer is refilled by the next fetch()
+
+
 class HostStager:
     """Copy a host (NumPy) array into a fixed device tensor without blocking the host.
 

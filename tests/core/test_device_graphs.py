@@ -1,4 +1,5 @@
-"""The pieces of on-device training that run on any device: the one-transfer host read (to_host), the CUDA-graph
+"""The pieces of on-device training that run on any device: the one-transfer host read (to_host), the act's
+fetch that lets a queued update run on (HostFetch), the CUDA-graph
 switch and its eager fallback (GraphedStep), device-side optimiser scalars (capturable FlatAdam/FlatRMSprop,
 set_lr) and optimiser state that loads across implementation settings."""
 from __future__ import annotations
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from rlkit.core.config import ConfigError
-from rlkit.core.device import GraphedStep, resolve_cuda_graphs, to_host
+from rlkit.core.device import GraphedStep, HostFetch, resolve_cuda_graphs, to_host
 from rlkit.core.optim import (FlatAdam, FlatRMSprop, load_optimizer_state, optimizer_state_dict, set_lr)
 
 CPU = torch.device("cpu")
@@ -166,3 +167,29 @@ def test_to_host_reads_cuda_tensors_exactly():
     host = to_host(x)
     assert host["loss"] == x["loss"].item() and host["n"] == 7 and host["flag"] is False
     assert np.array_equal(host["ring"], x["ring"].cpu().numpy())
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_host_fetch_returns_the_values_of_the_fetch_not_of_work_queued_after_it(device):
+    """get() gives the values the tensor had at fetch(), also when work queued after the fetch changes the tensor
+    in place (on CUDA that work runs on after get(): DDPG's update behind its act); its arrays stay the caller's
+    when the next fetch refills the buffer."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    fetch = HostFetch(torch.device(device))
+    with pytest.raises(RuntimeError, match="before fetch"):
+        fetch.get()
+    assert fetch.is_async == (device == "cuda")
+    t = torch.arange(6, dtype=torch.float32, device=device).reshape(2, 3)
+    fetch.fetch(t)
+    if device == "cuda":  # a long queue behind the copy
+        big = torch.randn(2048, 2048, device=device)
+        for _ in range(20):
+            big = big @ big / 2048 ** 0.5
+    t.add_(100.0)  # queued after the fetch: get() must not see it
+    first = fetch.get()
+    assert np.array_equal(first, np.arange(6, dtype=np.float32).reshape(2, 3))
+    fetch.fetch(torch.full((2, 3), 7.0, device=device))
+    assert np.array_equal(fetch.get(), np.full((2, 3), 7.0, dtype=np.float32))
+    if device == "cuda":
+        assert np.array_equal(first, np.arange(6, dtype=np.float32).reshape(2, 3))  # a copy, not the pinned buffer
