@@ -11,9 +11,11 @@
         all steps of a rollout. (SeedBatch(exact=False) changes nothing here: A2C on torch envs takes no draw
         from the per-seed generators it would share; it used to be measured as a second, "shared", batch.)
 
-Each measurement trains from scratch with learn() (construction, and the DDPG random warm-up steps, excluded from
-the timing; everything learn() does included). For A2C the first three iterations (two eager, then the capture of
-the CUDA graphs) are taken before the clock starts too, and a second ratio includes them and the construction.
+Each measurement trains with learn() (construction, and the DDPG random warm-up steps, excluded from the timing;
+everything learn() does included). DDPG runs --ddpg-repeats rounds: the lone seed, then each batch, each learner
+continuing its own training, and prints each round's ratio and their median. For A2C the first three iterations
+(two eager, then the capture of the CUDA graphs) are taken before the clock starts too, and a second ratio
+includes them and the construction.
 One torch thread. Prints one line per measurement and a summary.
 
   PYTHONPATH=$PWD python experiments/seed_batching.py --device cpu --ddpg-env Pendulum-v1 --ddpg-seeds 4 \\
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from typing import Any
 
@@ -53,24 +56,37 @@ def ddpg(args: argparse.Namespace) -> dict[str, float]:
     warm = args.ddpg_learning_starts  # the random warm-up steps are taken before the clock starts
     alone = DDPG(args.ddpg_env, seed=0, **cfg)
     alone.learn(warm, progress=False)
-    t1 = _timed_learn(alone, args.ddpg_steps, args.device)
-    one, out = args.ddpg_steps / t1, {}
     spins = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}[args.ddpg_spin]
-    for spin in spins:  # each batch timed after the lone seed, in this process
-        batch = SeedBatch(DDPG, args.ddpg_env, list(range(args.ddpg_seeds)), **cfg, worker_spin=spin)
-        batch.learn(warm, progress=False)
-        tk = _timed_learn(batch, args.ddpg_steps, args.device)
-        agg = args.ddpg_seeds * args.ddpg_steps / tk
-        label = {None: "auto", True: "on", False: "off"}[spin]
-        print(f"ddpg {args.ddpg_env} on {args.device} (hidden {hidden}, {args.ddpg_vectorization} envs, worker spin "
-              f"{label}): 1 seed {one:,.0f} steps/s ({1e3 * t1 / args.ddpg_steps:.3f} ms per step); {args.ddpg_seeds} "
-              f"seeds in one process {agg:,.0f} steps/s in all ({1e3 * tk / args.ddpg_steps:.3f} ms per lockstep "
-              f"step; {agg / one:.2f}x)")
-        for a in batch.agents:
-            a.env.close()
-        out.update({f"ddpg_batch_sps_spin_{label}": agg, f"ddpg_speedup_spin_{label}": agg / one})
-    alone.env.close()
-    return {"ddpg_one_sps": one, **out}
+    labels = {None: "auto", True: "on", False: "off"}
+    batches = {}
+    for spin in spins:
+        batches[spin] = SeedBatch(DDPG, args.ddpg_env, list(range(args.ddpg_seeds)), **cfg, worker_spin=spin)
+        batches[spin].learn(warm, progress=False)
+    ratios: dict[Any, list[float]] = {spin: [] for spin in spins}
+    ones: list[float] = []
+    out: dict[str, float] = {}
+    for r in range(args.ddpg_repeats):  # each round: the lone seed, then each batch, all continuing their training
+        t1 = _timed_learn(alone, args.ddpg_steps, args.device)
+        one = args.ddpg_steps / t1
+        ones.append(one)
+        for spin, batch in batches.items():
+            tk = _timed_learn(batch, args.ddpg_steps, args.device)
+            agg = args.ddpg_seeds * args.ddpg_steps / tk
+            ratios[spin].append(agg / one)
+            print(f"ddpg {args.ddpg_env} on {args.device} (hidden {hidden}, {args.ddpg_vectorization} envs, worker "
+                  f"spin {labels[spin]}), round {r + 1} of {args.ddpg_repeats}: 1 seed {one:,.0f} steps/s "
+                  f"({1e3 * t1 / args.ddpg_steps:.3f} ms per step); {args.ddpg_seeds} seeds in one process "
+                  f"{agg:,.0f} steps/s in all ({1e3 * tk / args.ddpg_steps:.3f} ms per lockstep step; "
+                  f"{agg / one:.2f}x)")
+            out[f"ddpg_batch_sps_spin_{labels[spin]}_round{r + 1}"] = agg
+    out["ddpg_one_sps_median"] = statistics.median(ones)
+    for spin, rs in ratios.items():
+        out[f"ddpg_speedup_spin_{labels[spin]}_median"] = statistics.median(rs)
+        print(f"ddpg worker spin {labels[spin]}: speed-up of {args.ddpg_seeds} seeds over one, median of "
+              f"{len(rs)} rounds {statistics.median(rs):.2f}x (rounds: {', '.join(f'{x:.2f}x' for x in rs)})")
+    for learner in (alone, *(a for b in batches.values() for a in b.agents)):
+        learner.env.close()
+    return out
 
 
 def a2c(args: argparse.Namespace) -> dict[str, float]:
@@ -111,6 +127,9 @@ def main() -> None:
                    "envs each, all seeds stepped as one); sync: in this process; async: one worker process per env")
     p.add_argument("--ddpg-spin", default="auto", choices=("auto", "on", "off", "both"),
                    help="the shared env workers' polling (DDPGConfig.worker_spin); both: a batch with, one without")
+    p.add_argument("--ddpg-repeats", type=int, default=3, help="rounds of (the lone seed, then each batch), every "
+                   "learner continuing its training; a ratio per round and their median (the lone seed's speed "
+                   "varies from run to run)")
     p.add_argument("--a2c-seeds", type=int, default=256)
     p.add_argument("--a2c-envs", type=int, default=8)
     p.add_argument("--a2c-steps", type=int, default=20000)
