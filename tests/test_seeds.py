@@ -4,6 +4,8 @@ logs and checkpoints a lone run writes, and its checkpoint loads as one agent; a
 and the bench's --seeds-per-process, and their one-line errors."""
 from __future__ import annotations
 
+import copy
+
 import csv
 import json
 import shlex
@@ -504,12 +506,11 @@ def test_stacked_adam_steps_each_seed_as_its_own_adam_and_refuses_what_it_cannot
     pieces (as on a GPU), and alone again afterwards. A
     group with a frozen parameter falls back to each agent's own step (the frozen one stays put); optimisers that
     differ in a setting or in their step counts are refused in one line."""
-    import copy
 
     from rlkit.core.seeds import ParamStack, StackedAdam
 
     torch.manual_seed(0)
-    mods = [nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)) for _ in range(3)]
+    mods = [nn.Sequential(nn.Linear(3, 64), nn.Tanh(), nn.Linear(64, 2)) for _ in range(3)]
     refs = [copy.deepcopy(m) for m in mods]
     opts, ref_opts = ([torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=1e-3) for m in ms] for ms in (mods, refs))
     for o in opts:
@@ -533,8 +534,8 @@ def test_stacked_adam_steps_each_seed_as_its_own_adam_and_refuses_what_it_cannot
     assert stacked.stacked and len(stacked.opt.param_groups[0]["params"]) == 1  # one piece on the CPU
     for _ in range(2):
         step(mods, opts, stacked), step(refs, ref_opts)
-    stacked = StackedAdam(opts, ParamStack.of_modules(mods), pieces=4)  # as on a GPU: 3 seeds x 26 values in 4 pieces
-    assert [p.numel() for p in stacked.opt.param_groups[0]["params"]] == [20, 20, 20, 18]
+    stacked = StackedAdam(opts, ParamStack.of_modules(mods), pieces=4)  # as on a GPU: 3 seeds x 386 values
+    assert [p.numel() for p in stacked.opt.param_groups[0]["params"]] == [384, 384, 384, 6]  # 128-value multiples
     for _ in range(2):
         step(mods, opts, stacked), step(refs, ref_opts)
     for _ in range(2):  # alone again, from the moments the stack left in each agent's optimiser
@@ -581,3 +582,42 @@ def test_a_stacks_views_pass_the_same_gradient_as_slices_of_it():
     (ours,) = torch.autograd.grad(loss(*stack.views()), [stack.param])
     (plain,) = torch.autograd.grad(loss(*stack.unflatten(stack.param)), [stack.param])
     assert torch.equal(ours, plain) and plain[:, -2:].abs().sum() == 0 and ours.abs().sum() > 0
+
+    from rlkit.core.seeds import StackedAdam  # a step of the stack (in pieces) invalidates a loss built before it
+    stacked = StackedAdam([torch.optim.Adam(m.parameters()) for m in mods], stack, pieces=2)
+    stale = loss(*stack.views())
+    stack.param.grad.copy_(ours)
+    stacked.step()
+    with pytest.raises(RuntimeError, match="modified inplace|inplace operation"):
+        torch.autograd.grad(stale, [stack.param])
+
+
+@pytest.mark.parametrize("impl", ["for-loop", "foreach", "fused", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_stacked_adam_in_pieces_steps_bit_for_bit_as_one_tensor(impl):
+    """StackedAdam's pieces (its default on a GPU: ADAM_CHUNKS; here also 5 on the CPU) step exactly as the stack
+    in one piece, with each of torch's Adam implementations (on CUDA: fused and capturable, as DDPG's)."""
+    from rlkit.core.seeds import ParamStack, StackedAdam
+
+    if impl == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    device = "cuda" if impl == "cuda" else "cpu"
+    kw = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True),
+          "cuda": dict(fused=True, capturable=True)}[impl]
+    torch.manual_seed(0)
+    base = [nn.Sequential(nn.Linear(7, 300), nn.Tanh(), nn.Linear(300, 3)).to(device) for _ in range(4)]
+    runs = []
+    for pieces in (1, None if impl == "cuda" else 5):
+        mods = [copy.deepcopy(m) for m in base]
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-2, **kw) for m in mods]
+        stack = ParamStack.of_modules(mods)
+        stacked = StackedAdam(opts, stack, pieces=pieces)
+        assert (len(stacked.opt.param_groups[0]["params"]) == 1) == (pieces == 1)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            stack.param.grad.copy_(torch.randn(stack.param.shape, generator=gen))
+            stacked.step()
+        runs.append((stack.param.detach().clone(), [o.state_dict()["state"] for o in opts]))
+    (a, sa), (b, sb) = runs
+    assert torch.equal(a, b)
+    for x, y in zip(sa, sb):
+        assert all(torch.equal(x[i][k], y[i][k]) for i in x for k in ("step", "exp_avg", "exp_avg_sq"))

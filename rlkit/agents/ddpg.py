@@ -545,11 +545,11 @@ class DDPG:
             while runs.active():
                 actions.fetch(explore())  # [K, N, A]: the one host sync per step, get() below
                 n = updates_due(before_env_step=True)  # (overlap_env_step)
-                if actions.is_async:  # a GPU runs the update right after the act, while the host steps the envs
+                if actions.is_async:  # a GPU runs the update right behind the act, while the host steps the envs
                     run_updates(n)
-                    n = 0
-                unit = actions.get()  # elsewhere the update runs while the env workers step:
-                env_step(unit, (lambda: run_updates(n)) if n else None)
+                    env_step(actions.get())
+                else:  # a CPU runs it while the env workers step
+                    env_step(actions.get(), (lambda: run_updates(n)) if n else None)
                 run_updates(updates_due(before_env_step=False))
                 if not runs.end_of_iteration(last["info"]):
                     break

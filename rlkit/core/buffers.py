@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence, Union
 import numpy as np
 import torch
 
-from rlkit.core.device import HostStager
+from rlkit.core.device import HostStager, record_copy
 
 Obs = Union[torch.Tensor, dict[str, torch.Tensor]]
 ObsShape = Union[Sequence[int], Mapping[str, Sequence[int]]]
@@ -301,7 +301,7 @@ class ReplayBuffer:
         if first < n:
             self.data[:n - first].copy_(rows[first:], non_blocking=not blocking)
         if self._event is not None and not blocking:
-            self._event.record()
+            record_copy(self._event, self.device)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
         self.size_t.fill_(self.size)
@@ -504,7 +504,7 @@ class StackedReplayBuffers:
             if self._dev is None or self._dev.shape != self._pinned.shape:
                 self._dev = torch.empty_like(self._pinned, device=self.device)
             src = self._dev.copy_(self._pinned, non_blocking=True)
-            self._event.record()
+            record_copy(self._event, self.device)
         first = min(n, self.capacity - pos)  # up to two slice copies: before and after the wrap
         self.data[:, pos:pos + first].copy_(src[:, :first])
         if first < n:

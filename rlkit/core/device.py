@@ -345,6 +345,13 @@ class _Slot:
         self.index = index
 
 
+def record_copy(event: Any, device: torch.device | str) -> None:
+    """Record `event` on the current stream of `device`, where a non-blocking copy to or from it was queued. A bare
+    event.record() takes the current device's stream, which is not the copy's when `device` is another GPU (an
+    agent on cuda:1): a wait on that event would not wait for the copy."""
+    event.record(torch.cuda.current_stream(torch.device(device)))
+
+
 class HostFetch:
     """A device tensor's values brought to the host without waiting for GPU work queued after them.
 
@@ -354,7 +361,8 @@ class HostFetch:
     numpy()."""
 
     def __init__(self, device: torch.device | str) -> None:
-        self._cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self._cuda = self.device.type == "cuda"
         self._host: torch.Tensor | None = None
         self._event = torch.cuda.Event() if self._cuda else None
 
@@ -371,7 +379,7 @@ class HostFetch:
         if self._host is None or self._host.shape != tensor.shape or self._host.dtype != tensor.dtype:
             self._host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
         self._host.copy_(tensor, non_blocking=True)
-        self._event.record()  # type: ignore[union-attr]
+        record_copy(self._event, tensor.device)
 
     def get(self) -> np.ndarray:
         if self._host is None:
@@ -405,5 +413,5 @@ class HostStager:
         self._host_np[...] = np.asarray(array).reshape(self._host_np.shape)
         if self._event is not None:
             self.out.copy_(self.host, non_blocking=True)
-            self._event.record()
+            record_copy(self._event, self.device)
         return self.out

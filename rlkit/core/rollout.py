@@ -621,7 +621,7 @@ class Lockstep:
 
     def step(self, env_actions: Sequence[Any], while_waiting: Callable[[], Any] | None = None) -> StepResult:
         """Step every collector once (env_actions[k]: collector k's actions, or one array [K, N, ...]); the results
-        stacked [K, N, ...]. `while_waiting` (work that does not depend on this step, e.g. launching a GPU update)
+        stacked [K, N, ...]. `while_waiting` (work that does not depend on this step, e.g. DDPG's update on a CPU)
         runs once the actions are sent to worker processes and before their results are awaited (with no worker
         processes: before the step); the workers are awaited even if it raises."""
         if self.pool is not None:

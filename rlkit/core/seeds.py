@@ -224,7 +224,8 @@ class ParamStack:
 
     def views(self) -> list[torch.Tensor]:
         """unflatten(param) for a loss to differentiate: the same views, whose gradient reaches param as ONE
-        [K, P] tensor (_SlotViews)."""
+        [K, P] tensor (_SlotViews). They are read-only for autograd: an in-place change to one raises (change
+        `param` under torch.no_grad(), as an optimiser does)."""
         return list(_SlotViews.apply(self.param, self.slots))
 
 
@@ -426,7 +427,7 @@ class StackedAdam:
         self.stacked = not group["amsgrad"] and all(p.requires_grad for p in first.param_groups[0]["params"])
         if not self.stacked:
             return
-        param = stack.param
+        param = self.stack_param = stack.param
         exp_avg, exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
         capturable, fused = bool(group["capturable"]), bool(group["fused"])
         counts: dict[float, int] = {}
@@ -456,6 +457,7 @@ class StackedAdam:
         # every piece has the same step count, so the pieces' steps are the one tensor's step, bit for bit.
         pieces = pieces or (ADAM_CHUNKS if param.is_cuda else 1)
         size = -(-param.numel() // pieces)
+        size = -(-size // 128) * 128  # every piece starts 512-byte aligned: the fused kernel's vectorised loads
         flat = [t.view(-1).split(size) for t in (param.data, param.grad, exp_avg, exp_avg_sq)]
         chunks = []
         for data, grad, avg, avg_sq in zip(*flat):
@@ -472,6 +474,9 @@ class StackedAdam:
                 o.step()
             return
         self.opt.step()
+        # The pieces are other tensors over the stack's storage: tell autograd that the stack changed in place, so
+        # a graph built from its values before this step refuses to run backward, as after any in-place step.
+        torch.autograd.graph.increment_version(self.stack_param)
         with torch.no_grad():  # every agent's own step counts, as its own step() advances them
             torch._foreach_add_(self.steps, 1.0)
 

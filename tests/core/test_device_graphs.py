@@ -171,9 +171,9 @@ def test_to_host_reads_cuda_tensors_exactly():
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_host_fetch_returns_the_values_of_the_fetch_not_of_work_queued_after_it(device):
-    """get() gives the values the tensor had at fetch(), also when work queued after the fetch changes the tensor
-    in place (on CUDA that work runs on after get(): DDPG's update behind its act); its arrays stay the caller's
-    when the next fetch refills the buffer."""
+    """get() gives the values the tensor had at fetch(): it waits for the work queued before the fetch, not for the
+    work queued after it (on CUDA that work is still running when get() returns: DDPG's update behind its act),
+    and not in-place changes made after it; its arrays stay the caller's when the next fetch refills the buffer."""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     fetch = HostFetch(torch.device(device))
@@ -181,15 +181,20 @@ def test_host_fetch_returns_the_values_of_the_fetch_not_of_work_queued_after_it(
         fetch.get()
     assert fetch.is_async == (device == "cuda")
     t = torch.arange(6, dtype=torch.float32, device=device).reshape(2, 3)
+    if device == "cuda":  # t is ready only after a long queue: get() must wait for it
+        big = torch.randn(4096, 4096, device=device)
+        for _ in range(10):
+            big = torch.tanh(big @ big / 64.0)
+        t = t + 0.0 * big[:2, :3]
     fetch.fetch(t)
-    if device == "cuda":  # a long queue behind the copy
-        big = torch.randn(2048, 2048, device=device)
-        for _ in range(20):
-            big = big @ big / 2048 ** 0.5
+    if device == "cuda":  # a long queue after the fetch: get() must not wait for it
+        for _ in range(40):
+            big = torch.tanh(big @ big / 64.0)
     t.add_(100.0)  # queued after the fetch: get() must not see it
     first = fetch.get()
+    if device == "cuda":
+        assert not torch.cuda.current_stream().query()  # the work queued after the fetch runs on
     assert np.array_equal(first, np.arange(6, dtype=np.float32).reshape(2, 3))
     fetch.fetch(torch.full((2, 3), 7.0, device=device))
     assert np.array_equal(fetch.get(), np.full((2, 3), 7.0, dtype=np.float32))
-    if device == "cuda":
-        assert np.array_equal(first, np.arange(6, dtype=np.float32).reshape(2, 3))  # a copy, not the pinned buffer
+    assert np.array_equal(first, np.arange(6, dtype=np.float32).reshape(2, 3))  # a copy, not the pinned buffer
