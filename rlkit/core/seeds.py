@@ -223,28 +223,13 @@ class ParamStack:
         return [flat[..., o:o + n].reshape(*lead, *shape) for o, n, shape in self.slots]
 
     def views(self) -> list[torch.Tensor]:
-        """unflatten(param) for a loss to differentiate: the same views, whose gradient reaches param as ONE
-        [K, P] tensor (_SlotViews). They are read-only for autograd: an in-place change to one raises (change
-        `param` under torch.no_grad(), as an optimiser does)."""
-        return list(_SlotViews.apply(self.param, self.slots))
-
-
-class _SlotViews(torch.autograd.Function):
-    """A stack's per-parameter views [K, *shape] of its [K, P] tensor, whose backward joins the parameters'
-    gradients with one cat. Autograd's own backward of P-slices writes each slice's gradient into a zero [K, P]
-    tensor and sums those: two or three full-size kernels per parameter. The values are the same (each element
-    of the gradient is one parameter's, plus zeros)."""
-
-    @staticmethod
-    def forward(ctx: Any, param: torch.Tensor, slots: list[tuple[int, int, tuple[int, ...]]]
-                ) -> tuple[torch.Tensor, ...]:
-        ctx.slots = slots
-        return tuple(param[:, o:o + n].view(param.shape[0], *shape) for o, n, shape in slots)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor, None]:
-        # an output the loss does not read arrives as zeros (materialised grads)
-        return torch.cat([g.reshape(g.shape[0], n) for g, (_, n, _) in zip(grads, ctx.slots)], dim=1), None
+        """unflatten(param) for a loss to differentiate: the same views, cut by one split, whose backward joins the
+        parameters' gradients into param's with one cat (the backward of separate slices writes each slice's
+        gradient into a zero [K, P] tensor and sums them: two or three full-size kernels per parameter; an unread
+        parameter's gradient is zeros either way). They are read-only for autograd: an in-place change to one
+        raises (change `param` under torch.no_grad(), as an optimiser does)."""
+        pieces = self.param.split([n for _, n, _ in self.slots], dim=1)
+        return [piece.view(self.param.shape[0], *shape) for piece, (_, _, shape) in zip(pieces, self.slots)]
 
 
 class _Bundle(nn.Module):
