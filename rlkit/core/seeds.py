@@ -442,7 +442,7 @@ class StackedAdam:
         # every piece has the same step count, so the pieces' steps are the one tensor's step, bit for bit.
         pieces = pieces or (ADAM_CHUNKS if param.is_cuda else 1)
         size = -(-param.numel() // pieces)
-        size = -(-size // 128) * 128  # every piece starts 512-byte aligned: the fused kernel's vectorised loads
+        size = -(-size // 128) * 128  # pieces of whole 128-value blocks: each starts aligned for vectorised loads
         flat = [t.view(-1).split(size) for t in (param.data, param.grad, exp_avg, exp_avg_sq)]
         chunks = []
         for data, grad, avg, avg_sq in zip(*flat):

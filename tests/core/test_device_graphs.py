@@ -1,7 +1,7 @@
 """The pieces of on-device training that run on any device: the one-transfer host read (to_host), the act's
-fetch that lets a queued update run on (HostFetch), the CUDA-graph
-switch and its eager fallback (GraphedStep), device-side optimiser scalars (capturable FlatAdam/FlatRMSprop,
-set_lr) and optimiser state that loads across implementation settings."""
+fetch that lets a queued update run on (HostFetch), the CUDA-graph switch and its eager fallback (GraphedStep),
+device-side optimiser scalars (capturable FlatAdam/FlatRMSprop, set_lr) and optimiser state that loads across
+implementation settings."""
 from __future__ import annotations
 
 import numpy as np
