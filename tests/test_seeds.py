@@ -566,8 +566,8 @@ def test_stacked_adam_steps_each_seed_as_its_own_adam_and_refuses_what_it_cannot
 
 
 def test_a_stacks_views_pass_the_same_gradient_as_slices_of_it():
-    """ParamStack.views() (one cat in backward) gives param the gradient that plain slices of it give, including
-    zeros for a parameter the loss does not read and the sum over two uses of one parameter."""
+    """ParamStack.unflatten(param) (one split: one cat in backward) gives param the gradient that plain slices of
+    it give, including zeros for a parameter the loss does not read and the sum over two uses of one parameter."""
     from rlkit.core.seeds import ParamStack
 
     torch.manual_seed(0)
@@ -579,13 +579,14 @@ def test_a_stacks_views_pass_the_same_gradient_as_slices_of_it():
         h = torch.tanh(torch.bmm(x, w1.transpose(1, 2)) + b1[:, None])
         return (torch.bmm(h, w2.transpose(1, 2)) ** 2).sum() + (w1 ** 3).sum()
 
-    (ours,) = torch.autograd.grad(loss(*stack.views()), [stack.param])
-    (plain,) = torch.autograd.grad(loss(*stack.unflatten(stack.param)), [stack.param])
+    plain_slices = [stack.param[:, o:o + n].reshape(-1, *shape) for o, n, shape in stack.slots]
+    (ours,) = torch.autograd.grad(loss(*stack.unflatten(stack.param)), [stack.param])
+    (plain,) = torch.autograd.grad(loss(*plain_slices), [stack.param])
     assert torch.equal(ours, plain) and plain[:, -2:].abs().sum() == 0 and ours.abs().sum() > 0
 
     from rlkit.core.seeds import StackedAdam  # a step of the stack (in pieces) invalidates a loss built before it
     stacked = StackedAdam([torch.optim.Adam(m.parameters()) for m in mods], stack, pieces=2)
-    stale = loss(*stack.views())
+    stale = loss(*stack.unflatten(stack.param))
     stack.param.grad.copy_(ours)
     stacked.step()
     with pytest.raises(RuntimeError, match="modified inplace|inplace operation"):

@@ -218,18 +218,15 @@ class ParamStack:
         return cls([list(m.parameters()) for m in modules])
 
     def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Per-parameter views of a flat vector [..., P] (one seed's row inside vmap, or all rows)."""
+        """Per-parameter views of a flat vector [..., P] (one seed's row inside vmap, or all rows), cut by one
+        split: its backward joins the parameters' gradients into the vector's with one cat (the backward of
+        separate slices writes each slice's gradient into a zero [..., P] tensor and sums them: two or three
+        full-size kernels per parameter; an unread parameter's gradient is zeros either way). The views are
+        read-only for autograd: an in-place change to one raises (change the vector under torch.no_grad(), as
+        an optimiser does)."""
         lead = flat.shape[:-1]
-        return [flat[..., o:o + n].reshape(*lead, *shape) for o, n, shape in self.slots]
-
-    def views(self) -> list[torch.Tensor]:
-        """unflatten(param) for a loss to differentiate: the same views, cut by one split, whose backward joins the
-        parameters' gradients into param's with one cat (the backward of separate slices writes each slice's
-        gradient into a zero [K, P] tensor and sums them: two or three full-size kernels per parameter; an unread
-        parameter's gradient is zeros either way). They are read-only for autograd: an in-place change to one
-        raises (change `param` under torch.no_grad(), as an optimiser does)."""
-        pieces = self.param.split([n for _, n, _ in self.slots], dim=1)
-        return [piece.view(self.param.shape[0], *shape) for piece, (_, _, shape) in zip(pieces, self.slots)]
+        pieces = flat.split([n for _, n, _ in self.slots], dim=-1)
+        return [piece.reshape(*lead, *shape) for piece, (_, _, shape) in zip(pieces, self.slots)]
 
 
 class _Bundle(nn.Module):
@@ -309,7 +306,7 @@ class SeedNets:
         blocking stream")."""
         groups = {self.names[n][0] for n in names}
         with torch.enable_grad():
-            views = {g: self.groups[g].views() for g in groups}
+            views = {g: self.groups[g].unflatten(self.groups[g].param) for g in groups}
         return {n: views[self.names[n][0]][self.names[n][1]] for n in names}
 
     def call(self, fn: Callable[..., Any], *args: Any, uses: Sequence[str] | None = None) -> Any:
