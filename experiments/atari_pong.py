@@ -1,20 +1,22 @@
-"""A2C with the Atari preset on Pong, trained in pieces that each fit a time-capped sitting, then reported.
+"""A2C with its preset on Pong, trained in pieces that each fit a time-capped sitting, then reported.
 
-    python experiments/atari_pong.py [--steps 4000000] [--budget 10000000] [--run-dir runs/atari_pong]
+    python experiments/atari_pong.py [--steps 4000000] [--budget STEPS] [--run-dir runs/atari_pong]
                                      [--time-limit 540] [--env PongNoFrameskip-v4] [--seed 0] [--device cuda|cpu]
-                                     [--eval-episodes 5] [--checkpoint-interval 200000]
+                                     [--eval-episodes 5] [--checkpoint-interval 200000] [--set KEY=VALUE ...]
 
-A thin wrapper over `rlkit train a2c ENV` (the "atari" preset: 16 envs in worker processes, n_steps 5,
-TensorFlow-style RMSprop, the policy and value heads on the CNN's features, linear lr decay over --budget; the Atari
-preprocessing of docs/guide.md#atari). --budget is the run's total budget, which the lr schedule decays over: by
-default the preset's 10M steps, as rl-zoo3 trains Atari, so the check at --steps (4M) sees the learning rate of a
-10M-step run at 4M, not one already decayed to zero there. Training stops at --steps. The first call starts the run in
---run-dir; every later call continues it (`--resume RUN_DIR`: the newest checkpoint, its config and seed). A
-call trains until --steps, or until --time-limit seconds have passed: then it sends itself SIGINT, so training
-finishes its iteration, writes a checkpoint and stops (call again to go on; a checkpoint is also written every
---checkpoint-interval steps, against a hard kill); it also sends SIGINT once progress.csv logs a step at or past
---steps (when --steps < --budget). When the run reaches --budget, `rlkit train` evaluates --eval-episodes whole
-games. Each call ends by printing
+A thin wrapper over `rlkit train a2c ENV` with the env's preset (PongNoFrameskip-v4's own: 16 envs in worker
+processes, n_steps 5, TensorFlow-style RMSprop with eps 1e-10, vf_coef 0.5, a constant learning rate, the policy and
+value heads on the CNN's features; other Atari ids get the "atari" preset, rl-zoo3's settings, whose learning rate
+decays linearly over the run; the Atari preprocessing of docs/guide.md#atari). --budget is the run's total budget
+(default --steps), which a decaying learning rate decays over: `--budget 10000000 --set lr_schedule=linear` checks
+at --steps the learning rate of a 10M-step run, as rl-zoo3 trains Atari. Training stops at --steps. The first call
+starts the run in --run-dir; every later call continues it (`--resume RUN_DIR`: the newest checkpoint, its config
+and seed). A call trains until --steps, or until --time-limit seconds have passed: then it sends itself SIGINT, so
+training finishes its iteration, writes a checkpoint and stops (call again to go on; a checkpoint is also written
+every --checkpoint-interval steps, against a hard kill); it also sends SIGINT once progress.csv logs a step at or
+past --steps (when --steps < --budget). --set KEY=VALUE (repeatable) overrides a preset value for a variant, as
+`rlkit train --set` does; it applies when the run starts (a resumed run keeps the config it was started with). When
+the run reaches --budget, `rlkit train` evaluates --eval-episodes whole games. Each call ends by printing
 
     steps/s of this piece (environment steps per second of training, from progress.csv's time/sps)
     the mean training game score over the last 100 games (whole games, all lives, unclipped)
@@ -41,8 +43,9 @@ from rlkit.cli import main as rlkit_main
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=4_000_000, help="train until this many environment steps")
-    p.add_argument("--budget", type=int, default=10_000_000,
-                   help="the run's total budget, over which the learning rate decays (>= --steps)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="the run's total budget, over which a decaying learning rate decays (>= --steps; "
+                        "default --steps)")
     p.add_argument("--run-dir", default="runs/atari_pong")
     p.add_argument("--time-limit", type=float, default=540.0,
                    help="seconds this call may train before it checkpoints and stops (0: no limit)")
@@ -52,6 +55,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--eval-episodes", type=int, default=5, help="whole games evaluated once the run is complete")
     p.add_argument("--checkpoint-interval", type=int, default=200_000)
     p.add_argument("--log-interval", type=int, default=10_000)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value when the run starts (repeatable), as `rlkit train --set`")
     return p.parse_args()
 
 
@@ -68,6 +73,8 @@ def train_piece(args: argparse.Namespace, run_dir: Path) -> int:
         argv += ["--resume", str(run_dir)]
     else:
         argv += ["--seed", str(args.seed), "--set", f"checkpoint_interval={args.checkpoint_interval}"]
+        for kv in args.set:
+            argv += ["--set", kv]
     sent = threading.Lock()  # the time limit and the --steps watcher: whichever comes first sends ONE SIGINT (a
     # second one while the first still writes its checkpoint would stop the run without one)
 
@@ -143,6 +150,8 @@ def report(run_dir: Path, t_start_step: int) -> None:
 
 def main() -> int:
     args = parse()
+    if args.budget is None:
+        args.budget = args.steps
     if args.budget < args.steps:
         print(f"atari_pong.py: --budget {args.budget:,} is below --steps {args.steps:,}: the run's budget must cover "
               "the steps it trains", file=sys.stderr)

@@ -8,8 +8,9 @@
 # Usage (repo root; wheels in .whl/ and .whl-mujoco/):
 #   bash experiments/device_run.sh 'bash experiments/device_suites.sh 480 [GRID ...]'
 # GRIDs (default: trpo_mujoco a2c_mujoco box2d ddpg_box2d):
-#   pong         A2C PongNoFrameskip-v4 to 4M steps of a 10M-step run (experiments/atari_pong.py), GPU, normal priority;
-#                PONG_SEED=1 runs seed 1 in pong10m_seed1 (default: seed 0, in pong10m)
+#   pong         A2C PongNoFrameskip-v4 with its preset to 4M steps (experiments/atari_pong.py), GPU, normal priority;
+#                PONG_SEED=1 runs seed 1 in pong_seed1 (default: seed 0, in pong); a variant:
+#                PONG_TAG=name PONG_SET="vf_coef=0.25 ..." (--set values, in pong[_seedN]_name)
 #   trpo_mujoco  TRPO presets, HalfCheetah/Hopper/Walker2d-v5, 5 seeds      (CPU, one run per core, nice 10)
 #   a2c_mujoco   A2C presets, HalfCheetah/Hopper/Walker2d-v5, 5 seeds       (CPU, nice 10)
 #   box2d        TRPO and A2C presets, LunarLander-v3, 5 seeds              (CPU, nice 10)
@@ -60,9 +61,11 @@ for grid in "${GPU_GRIDS[@]}"; do  # in the background, one after another, while
   case $grid in
     pong) left=$((BUDGET - (SECONDS - START)))
           if ((left > 60)); then
-            seed=${PONG_SEED:-0}; dir=pong10m; ((seed == 0)) || dir=pong10m_seed$seed
-            python3 experiments/atari_pong.py --steps 4000000 --budget 10000000 --run-dir "$G/$dir" --seed "$seed" \
-              --time-limit $((left - 20)) > "$OUT/pong.log" 2>&1
+            seed=${PONG_SEED:-0}; dir=pong; ((seed == 0)) || dir=pong_seed$seed
+            [[ -z ${PONG_TAG:-} ]] || dir=${dir}_$PONG_TAG
+            sets=(); for kv in ${PONG_SET:-}; do sets+=(--set "$kv"); done
+            python3 experiments/atari_pong.py --steps 4000000 --run-dir "$G/$dir" --seed "$seed" \
+              --time-limit $((left - 20)) "${sets[@]}" > "$OUT/pong.log" 2>&1
           else echo "no time left for pong" > "$OUT/pong.log"; fi ;;
     # (DDPG resumes exactly only with its replay buffer in the checkpoints; a MuJoCo one is 168 MB a seed, so a
     # resumed ddpg_mujoco sitting needs the previous one's /tmp/grids on the same machine, not carried parts)

@@ -19,8 +19,13 @@ pytest.importorskip("ale_py", reason="Atari tests need ale-py: pip install 'rlki
 def test_the_atari_preset_applies_to_every_atari_id_and_exact_ids_keep_theirs():
     atari = load_presets("a2c")["atari"]
     assert atari["config"]["n_envs"] == 16 and atari["config"]["vf_coef"] == 0.25 and atari["steps"] == 10_000_000
-    for env_id in ("PongNoFrameskip-v4", "ALE/Pong-v5", "ALE/Breakout-v5"):
+    for env_id in ("ALE/Pong-v5", "ALE/Breakout-v5", "BreakoutNoFrameskip-v4"):
         assert preset_for("a2c", env_id) == atari
+    pong = preset_for("a2c", "PongNoFrameskip-v4")  # an exact id: its own preset, three values apart
+    assert pong == load_presets("a2c")["PongNoFrameskip-v4"] and pong["steps"] == 4_000_000
+    changed = {k: v for k, v in pong["config"].items() if atari["config"].get(k) != v}
+    assert changed == {"rms_eps": 1e-10, "vf_coef": 0.5, "lr_schedule": "constant"}
+    assert pong["config"].keys() == atari["config"].keys()
     assert preset_for("a2c", "CartPole-v1") == load_presets("a2c")["CartPole-v1"]
     assert preset_for("trpo", "PongNoFrameskip-v4") is None  # no atari preset for TRPO
 
@@ -42,7 +47,8 @@ def test_cli_trains_with_the_preset_and_evaluates_on_whole_games(tmp_path, capsy
     assert main(["train", "a2c", "PongNoFrameskip-v4", "--steps", "40", "--n-envs", "2", "--run-dir", str(rd),
                  "--no-progress", "--eval-episodes", "0"]) == 0
     cfg = json.loads((rd / "config.json").read_text())
-    assert (cfg["n_envs"], cfg["ent_coef"], cfg["vf_coef"], cfg["vectorization"]) == (2, 0.01, 0.25, "auto")
+    assert (cfg["n_envs"], cfg["ent_coef"], cfg["vf_coef"], cfg["vectorization"]) == (2, 0.01, 0.5, "auto")
+    assert (cfg["optimizer"], cfg["rms_eps"], cfg["lr_schedule"]) == ("rmsprop_tf", 1e-10, "constant")  # Pong's own
     # what `rlkit eval` plays on: the evaluation stack (no game-score record, life-loss cut or clipping)
     loaded = rlkit.load_agent(rd / "checkpoints" / "final.pt", device="cpu")
     env = loaded._env_factory()
