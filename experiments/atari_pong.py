@@ -6,10 +6,11 @@
 
 A thin wrapper over `rlkit train a2c ENV` with the env's preset (PongNoFrameskip-v4's own: 16 envs in worker
 processes, n_steps 5, TensorFlow-style RMSprop with eps 1e-10, vf_coef 0.5, a constant learning rate, the policy and
-value heads on the CNN's features; other Atari ids get the "atari" preset, rl-zoo3's settings, whose learning rate
-decays linearly over the run; the Atari preprocessing of docs/guide.md#atari). --budget is the run's total budget
-(default --steps), which a decaying learning rate decays over: `--budget 10000000 --set lr_schedule=linear` checks
-at --steps the learning rate of a 10M-step run, as rl-zoo3 trains Atari. Training stops at --steps. The first call
+value heads on the CNN's features; other Atari ids get the "atari" preset: rl-zoo3's settings, with the learning
+rate decaying linearly over the run; the Atari preprocessing of docs/guide.md#atari). --budget is the run's total
+budget (default --steps; a run being continued keeps the budget it started with), over which a decaying learning
+rate decays: `--budget 10000000 --set vf_coef=0.25 --set rms_eps=1e-5 --set lr_schedule=linear` trains Pong with
+the "atari" preset's settings and checks them at --steps of a 10M-step run. Training stops at --steps. The first call
 starts the run in --run-dir; every later call continues it (`--resume RUN_DIR`: the newest checkpoint, its config
 and seed). A call trains until --steps, or until --time-limit seconds have passed: then it sends itself SIGINT, so
 training finishes its iteration, writes a checkpoint and stops (call again to go on; a checkpoint is also written
@@ -148,15 +149,33 @@ def report(run_dir: Path, t_start_step: int) -> None:
             print(f"evaluation: {r['mean_return']:+.2f} +/- {r['std_return']:.2f} over whole games")
 
 
+def run_budget(run_dir: Path) -> int | None:
+    """The total budget of the run in run_dir, from the checkpoint a resume would load (None: nothing to resume)."""
+    if not any((run_dir / "checkpoints").glob("*.pt")):
+        return None
+    from rlkit.cli import _newest_valid_checkpoint
+
+    _, payload, _ = _newest_valid_checkpoint(run_dir, "a2c")
+    return int(payload.get("total_budget") or 0) or None
+
+
 def main() -> int:
     args = parse()
-    if args.budget is None:
-        args.budget = args.steps
+    run_dir = Path(args.run_dir)
+    started = run_budget(run_dir)  # a run in progress keeps its budget: a decaying learning rate is scheduled on it
+    if started is not None and args.budget not in (None, started):
+        print(f"atari_pong.py: --budget {args.budget:,} differs from the budget of the run in {run_dir} "
+              f"({started:,}): leave --budget out to continue it, or use a new --run-dir", file=sys.stderr)
+        return 2
+    if started is not None and args.set:
+        print(f"atari_pong.py: --set applies when a run starts; the run in {run_dir} keeps the config it was started "
+              "with (use a new --run-dir for a variant)", file=sys.stderr)
+        return 2
+    args.budget = started or args.budget or args.steps
     if args.budget < args.steps:
         print(f"atari_pong.py: --budget {args.budget:,} is below --steps {args.steps:,}: the run's budget must cover "
               "the steps it trains", file=sys.stderr)
         return 2
-    run_dir = Path(args.run_dir)
     start = _last_step(run_dir / "progress.csv")
     if start >= args.steps:
         print(f"the run is already at step {start:,} (--steps {args.steps:,}): nothing to train")

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlkit.core.atari import is_atari_id
+
 # Learning targets: the mean over seeds of the final deterministic evaluation must reach these.
 TARGETS: dict[tuple[str, str], float] = {
     ("a2c", "CartPole-v1"): 475.0,
@@ -44,9 +46,14 @@ TARGETS: dict[tuple[str, str], float] = {
     ("ddpg", "Pendulum-v1"): -150.0,
     ("ddpg", "MountainCarContinuous-v0"): 90.0,
 }
-# Presets keyed by a family of ids rather than one id (rlkit.core.config.PRESET_FAMILIES): not run here (the
-# atari preset is checked on Pong by experiments/atari_pong.py, on a GPU).
+# Presets keyed by a family of ids rather than one id (rlkit.core.config.PRESET_FAMILIES), and those of Atari ids:
+# not run here (A2C on Atari is checked on Pong by experiments/atari_pong.py, on a GPU).
 FAMILIES = {"atari"}
+
+
+def atari(env_id: str) -> bool:
+    """An Atari id, also where ale-py is not installed (then no id is registered as one)."""
+    return env_id.startswith("ALE/") or "NoFrameskip" in env_id or is_atari_id(env_id)
 # Relative cost of one environment step, for scheduling the longest runs first.
 STEP_COST: dict[str, float] = {"ddpg": 10.0}
 
@@ -105,7 +112,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Run]:
         if algos is not None and algo not in algos:
             continue
         for env_id, preset in presets.items():
-            if env_id in FAMILIES or envs is not None and env_id not in envs:
+            if env_id in FAMILIES or atari(env_id) or envs is not None and env_id not in envs:
                 continue
             preset_steps = int(preset["steps"])
             scaled = max(1, round(preset_steps * args.steps_scale))

@@ -10,7 +10,8 @@
 # GRIDs (default: trpo_mujoco a2c_mujoco box2d ddpg_box2d):
 #   pong         A2C PongNoFrameskip-v4 with its preset to 4M steps (experiments/atari_pong.py), GPU, normal priority;
 #                PONG_SEED=1 runs seed 1 in pong_seed1 (default: seed 0, in pong); a variant:
-#                PONG_TAG=name PONG_SET="vf_coef=0.25 ..." (--set values, in pong[_seedN]_name)
+#                PONG_TAG=name PONG_SET="vf_coef=0.25 ..." (--set values, in pong[_seedN]_name), PONG_BUDGET=10000000
+#                (the run's budget, which a decaying learning rate decays over; default 4M)
 #   trpo_mujoco  TRPO presets, HalfCheetah/Hopper/Walker2d-v5, 5 seeds      (CPU, one run per core, nice 10)
 #   a2c_mujoco   A2C presets, HalfCheetah/Hopper/Walker2d-v5, 5 seeds       (CPU, nice 10)
 #   box2d        TRPO and A2C presets, LunarLander-v3, 5 seeds              (CPU, nice 10)
@@ -63,7 +64,11 @@ for grid in "${GPU_GRIDS[@]}"; do  # in the background, one after another, while
           if ((left > 60)); then
             seed=${PONG_SEED:-0}; dir=pong; ((seed == 0)) || dir=pong_seed$seed
             [[ -z ${PONG_TAG:-} ]] || dir=${dir}_$PONG_TAG
-            sets=(); for kv in ${PONG_SET:-}; do sets+=(--set "$kv"); done
+            sets=()  # a variant's values start a run; a later sitting continues it with the values it started with
+            if ! compgen -G "$G/$dir/checkpoints/*.pt" > /dev/null; then
+              for kv in ${PONG_SET:-}; do sets+=(--set "$kv"); done
+              [[ -z ${PONG_BUDGET:-} ]] || sets+=(--budget "$PONG_BUDGET")
+            fi
             python3 experiments/atari_pong.py --steps 4000000 --run-dir "$G/$dir" --seed "$seed" \
               --time-limit $((left - 20)) "${sets[@]}" > "$OUT/pong.log" 2>&1
           else echo "no time left for pong" > "$OUT/pong.log"; fi ;;

@@ -451,12 +451,14 @@ def _list(args: argparse.Namespace) -> int:
     if args.presets:
         from rlkit.core.config import PRESET_FAMILIES, load_presets
 
-        for name in REGISTRY:
-            for env_id, p in sorted(load_presets(name).items()):
+        presets = {name: load_presets(name) for name in REGISTRY}
+        width = max((len(env_id) for ps in presets.values() for env_id in ps), default=16)  # ids in one column
+        for name, ps in presets.items():
+            for env_id, p in sorted(ps.items()):
                 fields = ", ".join(f"{k}={v}" for k, v in p["config"].items())
                 family = f"{'':<11}applies to: every {env_id} id without a preset of its own\n" \
                     if env_id in PRESET_FAMILIES else ""
-                print(f"{name:<10} {env_id:<16} {int(p['steps']):>9,} steps  {fields}\n{family}"
+                print(f"{name:<10} {env_id:<{width}} {int(p['steps']):>10,} steps  {fields}\n{family}"
                       f"{'':<11}source: {p['source']}")
         return 0
     for name in REGISTRY:

@@ -185,6 +185,22 @@ def test_uint8_crosses_host_to_device_and_is_scaled_there():
     assert img.collector.obs.dtype == torch.uint8
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("algo", ["a2c", "ddpg"])
+def test_uint8_crosses_to_the_gpu_and_is_scaled_there(algo):
+    """On a GPU the image part reaches the network as uint8 on the device (the /255 runs there), in rollouts,
+    updates and act(), for an on-policy agent (rollout buffer) and DDPG (replay buffer)."""
+    cfg = {**SMALL[algo], "hidden_sizes": (16,), "cnn_features_dim": 32}
+    agent = get_agent_class(algo)(env_for(algo, "dict"), seed=0, device="cuda", **cfg)
+    seen = []
+    scale = agent.actor.encoder.preprocess.parts["image"]
+    hook = scale.register_forward_pre_hook(lambda m, args: seen.append((args[0].dtype, args[0].device.type)))
+    agent.learn(128 if algo == "ddpg" else 16, progress=False)  # DDPG: 64 steps of warm-up, then updates
+    agent.act(agent.observation_space.sample())
+    hook.remove()
+    assert len(seen) > 2 and set(seen) == {(torch.uint8, "cuda")}
+
+
 def test_channels_last_and_first_are_detected_and_can_be_overridden():
     hwc, chw = make("a2c", "image_hwc"), make("a2c", "image_chw")
     assert hwc.actor.encoder.preprocess.channels_first is False
