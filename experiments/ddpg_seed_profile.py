@@ -9,11 +9,17 @@ experiments/seed_batching.py's ddpg()) it prints, for the batch of --seeds seeds
               what the main process alone spends, which bounds the step where the workers have cores to spare);
   (c) update  ms per batched update alone: the update learn() built (the same GraphedStep: a CUDA graph on CUDA),
               called repeatedly on the filled replay buffers (cuda synchronised before and after).
+With --free-act, (b) also takes the act at no cost: after its first calls every step the batch builds (act,
+update, observation statistics) returns its first output again, and so does the lone seed's act. The host's own
+bookkeeping is then what is left beside the env steps, as a GPU's graph replays leave it, measured on a CPU (the
+actions repeat; the envs still step).
 Every timed learn() follows an untimed one of --warmup steps past learning_starts (first kernels, graph capture).
 One torch thread. A figure is the mean over --steps lockstep steps (--updates updates for (c)).
 
   PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 300
   PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 500 --host-only --hidden-sizes 16,16
+  PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cpu --steps 2000 --host-only --free-act \
+      --hidden-sizes 16,16 --vectorization sync
   PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cuda --steps 3000
   PYTHONPATH=$PWD python experiments/ddpg_seed_profile.py --device cuda --steps 3000 --kernels --hidden-sizes 400,300
 (--vectorization sync: the batch's envs in this process, as before shared env workers; --vectorization auto is the
@@ -25,7 +31,7 @@ import argparse
 import math
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 import torch
@@ -73,6 +79,32 @@ def _lone_update_noop(self: DDPG) -> dict[str, torch.Tensor]:
     return {}
 
 
+class _KeptOutput:
+    """--free-act: a GraphedStep (same arguments) whose calls after the first two return the second call's output
+    again, at no cost (a stand-in for a graph replay, whose host cost this leaves out)."""
+
+    def __init__(self, fn: Callable[[], Any], *args: Any, **kwargs: Any) -> None:
+        self.fn, self.calls, self.out = fn, 0, None
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        if self.calls <= 2:
+            self.out = self.fn()
+        return self.out
+
+
+def _free_act() -> AbstractContextManager[None]:
+    """--free-act for a lone agent: its act returns its first noisy action again."""
+    kept: dict[int, torch.Tensor] = {}
+    real = DDPG._noisy_action
+
+    def noisy_action(self: DDPG, obs: torch.Tensor) -> torch.Tensor:
+        if id(self) not in kept:
+            kept[id(self)] = real(self, obs)
+        return kept[id(self)]
+    return _patched(DDPG, "_noisy_action", noisy_action)
+
+
 def _kernel_table(fn: Callable[[], Any], n: int, who: str) -> None:
     """The GPU kernels of n calls of fn (torch.profiler): their count and time per call, and the top 20 by time."""
     from torch.profiler import ProfilerActivity
@@ -117,7 +149,9 @@ def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
         full = math.nan if args.host_only else _ms_per_step(learner, args.steps, args.device)[0]
         stub = (_patched(DDPG, "_gradient_step_seeds", staticmethod(lambda *a, **kw: {})) if k
                 else _patched(DDPG, "update", _lone_update_noop))
-        with stub:
+        free = nullcontext() if not args.free_act else (_patched(ddpg_module, "GraphedStep", _KeptOutput) if k
+                                                        else _free_act())
+        with stub, free:
             learner.learn(args.warmup, progress=False)  # the stub's own graph captures, outside the clock
             host, host_cpu = _ms_per_step(learner, args.steps, args.device)
         if args.host_only:
@@ -138,7 +172,8 @@ def profile(args: argparse.Namespace, k: int) -> dict[str, float]:
             a.env.close()
     who = f"{k} seeds" if k else "1 seed alone"
     print(f"{who}: (a) full {full:.3f} ms per lockstep step", flush=True)
-    print(f"{who}: (b) host {host:.3f} ms per lockstep step (update a no-op; main process CPU {host_cpu:.3f} ms)")
+    noop = "update and act no-ops" if args.free_act else "update a no-op"
+    print(f"{who}: (b) host {host:.3f} ms per lockstep step ({noop}; main process CPU {host_cpu:.3f} ms)")
     print(f"{who}: (c) update {update:.3f} ms per {'batched ' if k else ''}update", flush=True)
     return {"full": full, "host": host, "host_cpu": host_cpu, "update": update}
 
@@ -159,6 +194,8 @@ def main() -> None:
                    "envs in shared worker processes, a lone seed's in this process)")
     p.add_argument("--host-only", action="store_true", help="measure (b) only ((a) and (c) print nan)")
     p.add_argument("--eager", action="store_true", help="no CUDA graphs (use_cuda_graph=False)")
+    p.add_argument("--free-act", action="store_true", help="(b): the act also a no-op after its first calls (its "
+                   "first output kept): the host's bookkeeping beside the env steps, as a GPU's graphs leave it")
     p.add_argument("--kernels", action="store_true", help="CUDA: also the update's GPU kernels (torch.profiler): "
                    "their count and time per update, and the 20 that take the most")
     args = p.parse_args()

@@ -229,6 +229,12 @@ def test_bad_batches_are_refused_with_one_line():
     batch.agents[1].learn(8, progress=False)  # one seed trained alone in between: no longer in lockstep
     with pytest.raises(ValueError, match="the seeds' agents are at different steps .0, 8."):
         batch.learn(8, progress=False)
+    batch = SeedBatch(DDPG, "Pendulum-v1", SEEDS, device="cpu", vectorization="sync", hidden_sizes=(8,),
+                      buffer_size=50)
+    z = np.zeros((1, 3), np.float32)
+    batch.agents[1].buffer.add(z, np.zeros((1, 1)), np.zeros(1), z, np.zeros(1, bool))  # one buffer written alone
+    with pytest.raises(ValueError, match="differ in vector steps taken or in replay buffer size"):
+        batch.learn(4, progress=False)
 
 
 def test_custom_network_factories_and_a_shared_trunk_run_batched(float64):
@@ -622,3 +628,34 @@ def test_stacked_adam_in_pieces_steps_bit_for_bit_as_one_tensor(impl):
     assert torch.equal(a, b)
     for x, y in zip(sa, sb):
         assert all(torch.equal(x[i][k], y[i][k]) for i in x for k in ("step", "exp_avg", "exp_avg_sq"))
+
+
+def test_seed_streams_fill_each_row_from_its_own_stream_and_a_filler_draws_the_same():
+    """fill_normal_ / fill_uniform_ write row k from seed k's stream, as torch.randn / torch.rand of the row's shape
+    draw in seed k's lone run; filler(out, kind), which cuts the rows once for a tensor refilled at every step,
+    draws exactly the same in place (interleaved kinds keep each stream's order); exact=False: one shared draw."""
+    from rlkit.core.seeds import SeedStreams
+
+    seeds = [4, 9, 13]
+
+    def streams(exact: bool = True) -> SeedStreams:
+        s = SeedStreams(torch.device("cpu"), exact, seeds)
+        for seed in seeds:
+            torch.manual_seed(seed)
+            s.capture()
+        return s
+
+    for exact in (True, False):
+        a, b = streams(exact), streams(exact)
+        noise, u = torch.empty(3, 2, 4), torch.empty(3, 5, dtype=torch.float64)
+        fill_noise, fill_u = b.filler(noise, "normal"), b.filler(u, "uniform")
+        for _ in range(3):
+            assert fill_noise() is noise and torch.equal(noise, a.fill_normal_(torch.empty(3, 2, 4)))
+            assert fill_u() is u and torch.equal(u, a.fill_uniform_(torch.empty(3, 5, dtype=torch.float64)))
+        if exact:  # row k: what seed k's lone run draws with the global generator
+            for k, seed in enumerate(seeds):
+                torch.manual_seed(seed)
+                lone = [(torch.randn(2, 4), torch.rand(5, dtype=torch.float64)) for _ in range(3)]
+                assert torch.equal(noise[k], lone[-1][0]) and torch.equal(u[k], lone[-1][1])
+        else:
+            assert not torch.equal(noise[0], noise[1])

@@ -450,6 +450,11 @@ class DDPG:
         from each seed's generator (K small kernels: a graph with the K generators registered would refill their
         seeds and offsets on every replay, which costs more on the host than the draws)."""
         agents, cfg = batch.agents, batch.agents[0].config
+        # Seed 0's _updates_due() serves every seed: it reads only the config, the step counts and the buffer's fill
+        # level, which the seeds share from here on (they step in lockstep)
+        if len({(a._vec_steps, len(a.buffer)) for a in agents}) > 1:
+            raise ValueError("the seeds' agents differ in vector steps taken or in replay buffer size; a SeedBatch "
+                             "trains them in lockstep")
         nets = SeedNets([{"actor": a.actor, "critic": a.critic, "actor_target": a.actor_target,
                           "critic_target": a.critic_target} for a in agents],
                         {name: ParamStack.of_modules([getattr(a, name) for a in agents])
@@ -467,11 +472,12 @@ class DDPG:
         # the K buffers written as one (StackedReplayBuffers: one host array, one copy), the actions scaled at once.
         obs_shape, obs_dtype = obs_storage(first.observation_space)
         stage = HostStager((K, N, *obs_shape), batch.device, obs_dtype)
-        obs = stage(np.stack([a.collector.obs_np for a in agents]))
+        obs = stage(lockstep.current_obs())
         replay = None if first.buffer.split_obs else StackedReplayBuffers([a.buffer for a in agents])
         optimizers = {name: StackedAdam([getattr(a, f"{name}_optimizer") for a in agents], nets.groups[name])
                       for name in ("actor", "critic")}
         eps, u = torch.zeros_like(ou), torch.zeros(K, cfg.batch_size, dtype=torch.float64, device=batch.device)
+        draw_noise, draw_u = batch.streams.filler(eps, "normal"), batch.streams.filler(u, "uniform")  # rows cut once
 
         @torch.no_grad()
         def noisy_action() -> torch.Tensor:
@@ -507,7 +513,7 @@ class DDPG:
             done = step.terminated | step.truncated
             if done.any():
                 ou[torch.from_numpy(done).to(batch.device)] = 0.0  # OU state restarts with each episode
-            stage(np.stack([a.collector.obs_np for a in agents]))  # refills `obs` in place
+            stage(lockstep.current_obs())  # refills `obs` in place
             for a in agents:
                 a.num_timesteps += N
                 a._vec_steps += 1
@@ -517,17 +523,12 @@ class DDPG:
             if first.num_timesteps < cfg.learning_starts:
                 return batch.streams.rand((N, first.act_dim)) * 2.0 - 1.0
             if cfg.noise_type != "none":
-                batch.streams.fill_normal_(eps)  # each seed's randn_like(mu) of _noisy_action()
+                draw_noise()  # each seed's randn_like(mu) of _noisy_action(), into `eps`
             return act()
-
-        def updates_due(before_env_step: bool) -> int:
-            """_updates_due() of every seed: one count, as the seeds step in lockstep and update by steps."""
-            count, = {a._updates_due(before_env_step) for a in agents}
-            return count
 
         def update() -> dict[str, torch.Tensor]:
             """update() for every seed: diagnostics [K]."""
-            batch.streams.fill_uniform_(u)  # each seed's ReplayBuffer.sample_indices draw
+            draw_u()  # each seed's ReplayBuffer.sample_indices draw, into `u`
             info = updates[(first.n_updates + 1) % cfg.policy_delay == 0]()
             for a in agents:
                 a.n_updates += 1
@@ -544,13 +545,13 @@ class DDPG:
         try:
             while runs.active():
                 actions.fetch(explore())  # [K, N, A]: the one host sync per step, get() below
-                n = updates_due(before_env_step=True)  # (overlap_env_step)
+                n = first._updates_due(before_env_step=True)  # (overlap_env_step)
                 if actions.is_async:  # a GPU runs the update right behind the act, while the host steps the envs
                     run_updates(n)
                     env_step(actions.get())
                 else:  # a CPU runs it while the env workers step
                     env_step(actions.get(), (lambda: run_updates(n)) if n else None)
-                run_updates(updates_due(before_env_step=False))
+                run_updates(first._updates_due(before_env_step=False))
                 if not runs.end_of_iteration(last["info"]):
                     break
             runs.finish()

@@ -443,10 +443,10 @@ class StackedReplayBuffers:
     Every buffer's storage becomes a view of its row of ONE [K, capacity, width] tensor, and its fill level
     `size_t` a view of one [K] tensor, so add() stores a vector step of all K buffers with one host array and one
     copy per contiguous slice (on CUDA one pinned, non-blocking host-to-device transfer instead of K), and one fill
-    of the fill levels. The rows are exactly what each buffer's own add() writes; every buffer stays whole (its
-    own sample(), gather(), state_dict(), and later add() calls of its own, which write its row). The buffers must
-    have the one-row layout (float32 observations, not kept apart), equal capacity, width and device, and the same
-    fill level and write position (they are filled in lockstep)."""
+    of the fill levels (until they are full). The rows are exactly what each buffer's own add() writes; every buffer
+    stays whole (its own sample(), gather(), state_dict(), and later add() calls of its own, which write its row).
+    The buffers must have the one-row layout (float32 observations, not kept apart), equal capacity, width and
+    device, and the same fill level and write position (they are filled in lockstep)."""
 
     def __init__(self, buffers: Sequence[ReplayBuffer]) -> None:
         b0 = buffers[0]
@@ -464,6 +464,7 @@ class StackedReplayBuffers:
         self.capacity, self.width, self.device = b0.capacity, b0.width, b0.device
         self._cols = b0._cols
         self._host: np.ndarray | None = None
+        self._host_t: torch.Tensor | None = None  # CPU: the tensor over `_host` (made once, not at every add)
         self._pinned: torch.Tensor | None = None
         self._dev: torch.Tensor | None = None  # CUDA: the device copy of the pinned rows
         self._event: Any = None
@@ -474,6 +475,7 @@ class StackedReplayBuffers:
         if self.device.type != "cuda":
             if self._host is None or self._host.shape != shape:
                 self._host = np.empty(shape, dtype=np.float32)
+                self._host_t = torch.from_numpy(self._host)
             return self._host
         if self._pinned is None or tuple(self._pinned.shape) != shape:
             self._pinned = torch.empty(shape, dtype=torch.float32, pin_memory=True)
@@ -486,9 +488,9 @@ class StackedReplayBuffers:
         """Store N transitions in each of the K buffers: obs[k], rewards[k], next_obs[k], terminated[k] (NumPy
         arrays, leading dim N; each argument a sequence of K of them or one [K, N, ...] array) and actions[k] go to
         buffer k, as buffers[k].add() would store them."""
-        pos = self.buffers[0].pos
-        if any(b.pos != pos for b in self.buffers):  # a buffer was written alone since the stacking
-            raise ValueError("the stacked ReplayBuffers are no longer at the same write position")
+        pos, size = self.buffers[0].pos, self.buffers[0].size
+        if any(b.pos != pos or b.size != size for b in self.buffers):  # a buffer was written alone since the stacking
+            raise ValueError("the stacked ReplayBuffers are no longer at the same write position and fill level")
         k, n, c = len(self.buffers), int(np.shape(obs[0])[0]), self._cols
         if n > self.capacity:
             raise ValueError(f"cannot add {n} transitions at once to a ReplayBuffer of capacity {self.capacity}")
@@ -499,20 +501,23 @@ class StackedReplayBuffers:
         rows[:, :, c["next_obs"]] = np.asarray(next_obs).reshape(k, n, -1)
         rows[:, :, c["terminated"]] = np.asarray(terminated).reshape(k, n)
         if self._pinned is None:
-            src = torch.from_numpy(rows)
+            src = self._host_t
         else:  # one whole (contiguous) pinned transfer, then device copies: never a host-side slice of pinned memory
             if self._dev is None or self._dev.shape != self._pinned.shape:
                 self._dev = torch.empty_like(self._pinned, device=self.device)
             src = self._dev.copy_(self._pinned, non_blocking=True)
             record_copy(self._event, self.device)
         first = min(n, self.capacity - pos)  # up to two slice copies: before and after the wrap
-        self.data[:, pos:pos + first].copy_(src[:, :first])
-        if first < n:
+        if first == n:
+            self.data[:, pos:pos + n].copy_(src)
+        else:
+            self.data[:, pos:].copy_(src[:, :first])
             self.data[:, :n - first].copy_(src[:, first:])
+        pos_after, size_after = (pos + n) % self.capacity, min(size + n, self.capacity)
         for b in self.buffers:
-            b.pos = (b.pos + n) % b.capacity
-            b.size = min(b.size + n, b.capacity)
-        self.size_t.fill_(self.buffers[0].size)
+            b.pos, b.size = pos_after, size_after
+        if size_after != size:  # (a full buffer's fill level stays as it is)
+            self.size_t.fill_(size_after)
 
     def sample(self, uniform: torch.Tensor) -> ReplayBatch:
         """Every buffer's gather(sample_indices(B, uniform[k])) at once, from the float64 U[0, 1) draws `uniform`

@@ -644,16 +644,14 @@ class Lockstep:
         observations copied out of shared memory once, every reward and observation checked for non-finite values in
         one call (collector by collector only to name the first bad one), the running episodes of all seeds counted
         in one add, then each collector's bookkeeping (_advance) on its rows; final observations are read (and
-        checked) only where an episode ended."""
+        checked) only where an episode ended. A step that ended no episode, with raw rewards, returns the stacked
+        arrays as they are and moves each collector's observations on without calling its _advance."""
         cols, pool = self.collectors, self.pool
         first, K = cols[0], len(cols)
         n = first.n_envs
         if any(c._ep_return is not ret for c, ret in zip(cols, self._returns_rows)):  # another Lockstep's since
             self._take_over_episode_sums()
-        prev = None  # the seeds' current observations: the rows of the last step's next ones, unless one was replaced
-        if self._as_stacked:
-            fresh = self._obs is not None and all(c.obs_np is o for c, o in zip(cols, self._obs_rows))
-            prev = self._obs if fresh else np.stack([c.obs_np for c in cols])
+        prev = self.current_obs() if self._as_stacked else None  # the seeds' current observations [K, N, ...]
         actions = env_actions.reshape(pool.num_envs, *env_actions.shape[2:]) if isinstance(env_actions, np.ndarray) \
             else np.concatenate([np.asarray(a) for a in env_actions])
         pool.step_async(actions)
@@ -679,29 +677,50 @@ class Lockstep:
                     if c.check_finite:
                         check_finite_env(o, rk, c.steps_done)
         ended = d.any(axis=1).tolist()
+        any_ended = True in ended
         finals: list[Any] = [None] * K
-        for k, c in enumerate(cols):
-            if ended[k]:
-                finals[k] = [pool.final_observation(k * n + i) if d[k, i] else None for i in range(n)]
-                if c.check_finite:
-                    check_finite_env(rows[k], r[k], c.steps_done, finals[k], d[k])
+        if any_ended:
+            for k, c in enumerate(cols):
+                if ended[k]:
+                    finals[k] = [pool.final_observation(k * n + i) if d[k, i] else None for i in range(n)]
+                    if c.check_finite:
+                        check_finite_env(rows[k], r[k], c.steps_done, finals[k], d[k])
         self.returns += r  # every seed's running episodes (the collectors' are views of its rows): one add for all
         self.lengths += 1
+        if self._as_stacked:
+            self._obs, self._obs_rows = next_all, rows
+            if not any_ended:
+                # No episode ended and the rewards are raw (_as_stacked): all that each collector's _advance would do
+                # is move its current observations on to its rows, done here without K calls and K StepResults.
+                for c, o in zip(cols, rows):
+                    c.steps_done += n
+                    c.obs_np = o
+                return StepResult(prev, next_all.reshape(K, n, *next_all.shape[1:]), r, t, u, r)
         out = []
         for k, c in enumerate(cols):
             c.steps_done += n
             out.append(c._advance(rows[k], r[k], t[k], u[k], d[k], ended[k], finals[k], {}))
-        if self._as_stacked:
-            self._obs, self._obs_rows = next_all, rows
-        if prev is None or any(ended):
-            return _stack_steps(out)
-        shape = (K, n, *next_all.shape[1:])
-        return StepResult(prev.reshape(shape), next_all.reshape(shape), r, t, u, r)
+        return _stack_steps(out)
+
+    def current_obs(self) -> np.ndarray:
+        """The collectors' current observations stacked [K, N, ...] (arrays, not Dict observations): where they are
+        still the rows of the last step of shared workers, that step's array itself (no copy: read it, do not write
+        into it), else a stack of them."""
+        cols = self.collectors
+        if self._obs is not None and all(c.obs_np is o for c, o in zip(cols, self._obs_rows)):
+            return self._obs.reshape(len(cols), cols[0].n_envs, *self._obs.shape[1:])
+        return np.stack([c.obs_np for c in cols])
 
 
 def _stack_steps(steps: Sequence[StepResult]) -> StepResult:
-    """K collectors' StepResults as one, every array stacked [K, ...] (a Dict observation key by key)."""
-    return StepResult(*(obs_map(lambda *xs: np.stack(xs), *field) for field in zip(*steps)))
+    """K collectors' StepResults as one, every array stacked [K, ...] (a Dict observation key by key); the rewards
+    are stacked once where every collector trains on them as they are (train_rewards is rewards: no normaliser)."""
+    def stack(arrays: Sequence[Any]) -> Any:
+        return obs_map(lambda *xs: np.stack(xs), *arrays)
+    obs, next_obs, rewards, terminated, truncated, train_rewards = zip(*steps)
+    raw = stack(rewards)
+    train = raw if all(t is r for t, r in zip(train_rewards, rewards)) else stack(train_rewards)
+    return StepResult(stack(obs), stack(next_obs), raw, stack(terminated), stack(truncated), train)
 
 
 def _shared_workers(collectors: Sequence[RolloutCollector]) -> EnvWorkers | None:

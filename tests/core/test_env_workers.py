@@ -271,6 +271,29 @@ def test_a_lockstep_stays_right_when_its_collectors_are_changed_between_steps():
         pool.close()
 
 
+def test_lockstep_current_obs_is_the_last_steps_array_while_the_collectors_hold_its_rows():
+    """current_obs() stacks the K collectors' current observations [K, N, ...]: in shared workers the last step's
+    array itself (no copy) while every collector's observations are still its rows, and that step's observations
+    are what the next step returns as its obs; once a collector moved on alone, a stack of what they hold."""
+    cols, refs, pool = _collectors_in_workers("Pendulum-v1")
+    try:
+        lockstep = Lockstep(cols)
+        np.testing.assert_array_equal(lockstep.current_obs(), np.stack([c.obs_np for c in cols]))
+        act = np.zeros((3, 2, 1), np.float32)
+        step = lockstep.step(act)
+        now = lockstep.current_obs()
+        assert now.shape == (3, 2, 3) and all(np.shares_memory(now, c.obs_np) for c in cols)
+        np.testing.assert_array_equal(now, step.next_obs)  # no episode ended: the true next observations
+        after = lockstep.step(act)  # its obs: the observations current_obs() gave, the same array
+        assert np.shares_memory(after.obs, now) and np.array_equal(after.obs, now)
+        cols[1].step(act[1])  # seed 1 steps alone: its observations are no longer a row of the last lockstep step's
+        alone = lockstep.current_obs()
+        assert not np.shares_memory(alone, cols[0].obs_np)
+        np.testing.assert_array_equal(alone, np.stack([c.obs_np for c in cols]))
+    finally:
+        pool.close()
+
+
 def _build_and_die(pipe):
     pool = EnvWorkers([make_vec_env("CartPole-v1", 2, seed=0)], n_workers=2)
     pipe.send([p.pid for p in pool._processes])

@@ -146,3 +146,12 @@ def test_a_stacked_buffers_checkpoint_holds_its_own_filled_rows_only_and_any_lon
     add_item(bufs[1], 5.0)
     with pytest.raises(ValueError, match="no longer at the same write position"):
         stacked.add([z] * 4, np.zeros((4, 2, 1)), [np.zeros(2)] * 4, [z] * 4, [np.zeros(2, bool)] * 4)
+    # a buffer that loads a state at the stack's write position but another fill level is refused as well
+    bufs = [ReplayBuffer(4, (2,), (1,), CPU) for _ in range(2)]
+    stacked = StackedReplayBuffers(bufs)
+    full = ReplayBuffer(4, (2,), (1,), CPU)
+    for i in range(4):
+        add_item(full, i)
+    bufs[1].load_state_dict(full.state_dict())  # pos 0 as the stack's, size 4 against 0
+    with pytest.raises(ValueError, match="no longer at the same write position and fill level"):
+        stacked.add([z] * 2, np.zeros((2, 2, 1)), [np.zeros(2)] * 2, [z] * 2, [np.zeros(2, bool)] * 2)
