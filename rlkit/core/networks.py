@@ -292,7 +292,10 @@ def image_channels_first(shape: Sequence[int], override: bool | None = None, nam
 class ImageScale(nn.Module):
     """uint8 images [B, H, W, C] or [B, C, H, W] -> float32 [B, C, H, W] in [0, 1]. It runs where the batch is
     (the device): the observation crossed host->device as uint8, a quarter of float32's bytes. No parameters;
-    running observation normalisation never applies to images (as Stable-Baselines3's VecNormalize skips them)."""
+    running observation normalisation never applies to images (as Stable-Baselines3's VecNormalize skips them).
+    The output is contiguous [B, C, H, W]: a permuted [B, H, W, C] batch would otherwise reach the convolutions in
+    channels-last strides, and their weights' gradients would come out channels-last, which CUDA's fused Adam
+    (DDPG) refuses beside its contiguous moments."""
 
     def __init__(self, channels_first: bool) -> None:
         super().__init__()
@@ -300,7 +303,7 @@ class ImageScale(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs if self.channels_first else obs.permute(0, 3, 1, 2)
-        return x.float() / 255.0
+        return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
     def update_stats(self, obs: torch.Tensor) -> None:
         """Nothing to track: pixels are only scaled to [0, 1]."""

@@ -185,6 +185,19 @@ def test_uint8_crosses_host_to_device_and_is_scaled_there():
     assert img.collector.obs.dtype == torch.uint8
 
 
+def test_channels_last_images_are_scaled_into_contiguous_chw_so_gradients_keep_their_parameters_strides():
+    frames = torch.randint(0, 256, (2, 8, 6, 3), dtype=torch.uint8)
+    out = ImageScale(channels_first=False)(frames)
+    assert out.is_contiguous() and torch.equal(out, frames.permute(0, 3, 1, 2).float() / 255.0)
+    # DDPG's fused Adam on CUDA refuses a gradient whose strides differ from its parameter's (channels-last
+    # gradients of the convolutions, before ImageScale made its output contiguous)
+    agent = make("ddpg", "image_hwc")
+    agent.learn(96, progress=False)
+    params = [*agent.actor.parameters(), *agent.critic.parameters()]
+    grads = [(p.stride(), p.grad.stride()) for p in params if p.grad is not None]
+    assert sum(p.dim() == 4 and p.grad is not None for p in params) >= 3 and all(a == b for a, b in grads)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("algo", ["a2c", "ddpg"])
 def test_uint8_crosses_to_the_gpu_and_is_scaled_there(algo):
