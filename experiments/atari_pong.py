@@ -151,18 +151,26 @@ def report(run_dir: Path, t_start_step: int) -> None:
 
 def run_budget(run_dir: Path) -> int | None:
     """The total budget of the run in run_dir, from the checkpoint a resume would load (None: nothing to resume)."""
-    if not any((run_dir / "checkpoints").glob("*.pt")):
+    ck = run_dir / "checkpoints"
+    steps = sorted((int(x.stem[5:]), x) for x in ck.glob("step_*.pt") if x.stem[5:].isdigit())
+    newest = ck / "final.pt" if (ck / "final.pt").is_file() else steps[-1][1] if steps else None
+    if newest is None:
         return None
-    from rlkit.cli import _newest_valid_checkpoint
+    import rlkit
 
-    _, payload, _ = _newest_valid_checkpoint(run_dir, "a2c")
-    return int(payload.get("total_budget") or 0) or None
+    return int(rlkit.load_agent(str(newest), device="cpu").total_budget or 0) or None  # no env: nothing is built
 
 
 def main() -> int:
     args = parse()
     run_dir = Path(args.run_dir)
-    started = run_budget(run_dir)  # a run in progress keeps its budget: a decaying learning rate is scheduled on it
+    import rlkit
+
+    try:
+        started = run_budget(run_dir)  # a run in progress keeps its budget: a decaying learning rate follows it
+    except rlkit.CheckpointError as e:
+        print(f"atari_pong.py: {e}", file=sys.stderr)
+        return 2
     if started is not None and args.budget not in (None, started):
         print(f"atari_pong.py: --budget {args.budget:,} differs from the budget of the run in {run_dir} "
               f"({started:,}): leave --budget out to continue it, or use a new --run-dir", file=sys.stderr)
