@@ -303,7 +303,7 @@ class ImageScale(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs if self.channels_first else obs.permute(0, 3, 1, 2)
-        return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        return x.to(torch.float32, memory_format=torch.contiguous_format, copy=True).div_(255.0)  # never the input
 
     def update_stats(self, obs: torch.Tensor) -> None:
         """Nothing to track: pixels are only scaled to [0, 1]."""

@@ -189,6 +189,9 @@ def test_channels_last_images_are_scaled_into_contiguous_chw_so_gradients_keep_t
     frames = torch.randint(0, 256, (2, 8, 6, 3), dtype=torch.uint8)
     out = ImageScale(channels_first=False)(frames)
     assert out.is_contiguous() and torch.equal(out, frames.permute(0, 3, 1, 2).float() / 255.0)
+    already = torch.rand(2, 3, 8, 6)  # a float, contiguous CHW batch: scaled into a new tensor, never in place
+    kept = already.clone()
+    assert torch.equal(ImageScale(channels_first=True)(already), kept / 255.0) and torch.equal(already, kept)
     # DDPG's fused Adam on CUDA refuses a gradient whose strides differ from its parameter's (channels-last
     # gradients of the convolutions, before ImageScale made its output contiguous)
     agent = make("ddpg", "image_hwc")
