@@ -150,39 +150,39 @@ def report(run_dir: Path, t_start_step: int) -> None:
 
 
 def run_budget(run_dir: Path) -> int | None:
-    """The total budget of the run in run_dir, from the checkpoint a resume would load (None: nothing to resume)."""
-    ck = run_dir / "checkpoints"
-    steps = sorted((int(x.stem[5:]), x) for x in ck.glob("step_*.pt") if x.stem[5:].isdigit())
-    newest = ck / "final.pt" if (ck / "final.pt").is_file() else steps[-1][1] if steps else None
-    if newest is None:
-        return None
+    """The total budget of the run in run_dir, from the checkpoint `rlkit train --resume` loads: the newest that
+    reads (final.pt, then step_N.pt by N; an unreadable one is skipped, as the resume skips it). None: no checkpoint
+    reads, or it predates recorded budgets."""
     import rlkit
 
-    return int(rlkit.load_agent(str(newest), device="cpu").total_budget or 0) or None  # no env: nothing is built
+    ck = run_dir / "checkpoints"
+    steps = sorted(((int(x.stem[5:]), x) for x in ck.glob("step_*.pt") if x.stem[5:].isdigit()), reverse=True)
+    for path in ([ck / "final.pt"] if (ck / "final.pt").is_file() else []) + [x for _, x in steps]:
+        try:
+            return int(rlkit.load_agent(str(path), device="cpu").total_budget or 0) or None  # no env is built
+        except rlkit.CheckpointError:
+            continue
+    return None
 
 
 def main() -> int:
     args = parse()
     run_dir = Path(args.run_dir)
-    import rlkit
-
-    try:
-        started = run_budget(run_dir)  # a run in progress keeps its budget: a decaying learning rate follows it
-    except rlkit.CheckpointError as e:
-        print(f"atari_pong.py: {e}", file=sys.stderr)
+    resuming = any((run_dir / "checkpoints").glob("*.pt"))  # as train_piece decides
+    started = run_budget(run_dir) if resuming else None  # a run in progress keeps its budget (and its lr schedule)
+    if resuming and args.set:
+        print(f"atari_pong.py: --set applies when a run starts; the run in {run_dir} keeps the config it was started "
+              "with (use a new --run-dir for a variant)", file=sys.stderr)
         return 2
     if started is not None and args.budget not in (None, started):
         print(f"atari_pong.py: --budget {args.budget:,} differs from the budget of the run in {run_dir} "
               f"({started:,}): leave --budget out to continue it, or use a new --run-dir", file=sys.stderr)
         return 2
-    if started is not None and args.set:
-        print(f"atari_pong.py: --set applies when a run starts; the run in {run_dir} keeps the config it was started "
-              "with (use a new --run-dir for a variant)", file=sys.stderr)
-        return 2
+    budget_of = "the budget of the run in " + str(run_dir) if started is not None else "--budget"
     args.budget = started or args.budget or args.steps
     if args.budget < args.steps:
-        print(f"atari_pong.py: --budget {args.budget:,} is below --steps {args.steps:,}: the run's budget must cover "
-              "the steps it trains", file=sys.stderr)
+        print(f"atari_pong.py: {budget_of} ({args.budget:,}) is below --steps {args.steps:,}: the run's budget must "
+              "cover the steps it trains", file=sys.stderr)
         return 2
     start = _last_step(run_dir / "progress.csv")
     if start >= args.steps:

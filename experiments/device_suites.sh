@@ -30,6 +30,9 @@
 set -uo pipefail
 OUT=${OUT:-gpu_out}; BUDGET=${1:-480}; shift || true; G=/tmp/grids
 GRIDS=("$@"); ((${#GRIDS[@]})) || GRIDS=(trpo_mujoco a2c_mujoco box2d ddpg_box2d)
+if [[ -z ${PONG_TAG:-} && -n ${PONG_SET:-}${PONG_BUDGET:-} ]]; then  # a Pong variant gets its own directory
+  echo "device_suites.sh: PONG_SET/PONG_BUDGET need PONG_TAG (the variant's directory name)" >&2; exit 2
+fi
 mkdir -p "$OUT" "$G"
 export OMP_NUM_THREADS=1  # (no MUJOCO_GL: nothing renders; MUJOCO_GL=egl breaks gymnasium's import there)
 MUJOCO=${MUJOCO:-HalfCheetah-v5,Hopper-v5,Walker2d-v5}  # MUJOCO=Hopper-v5 runs one env
