@@ -150,26 +150,23 @@ def report(run_dir: Path, t_start_step: int) -> None:
 
 
 def run_budget(run_dir: Path) -> int | None:
-    """The total budget of the run in run_dir, from the checkpoint `rlkit train --resume` loads: the newest that
-    reads (final.pt, then step_N.pt by N; an unreadable one is skipped, as the resume skips it). None: no checkpoint
-    reads, or it predates recorded budgets."""
-    import rlkit
+    """The total budget of the run in run_dir, from the checkpoint `rlkit train --resume` loads (the newest that
+    reads). None: it predates recorded budgets."""
+    from rlkit.cli import newest_valid_checkpoint
 
-    ck = run_dir / "checkpoints"
-    steps = sorted(((int(x.stem[5:]), x) for x in ck.glob("step_*.pt") if x.stem[5:].isdigit()), reverse=True)
-    for path in ([ck / "final.pt"] if (ck / "final.pt").is_file() else []) + [x for _, x in steps]:
-        try:
-            return int(rlkit.load_agent(str(path), device="cpu").total_budget or 0) or None  # no env is built
-        except rlkit.CheckpointError:
-            continue
-    return None
+    _, payload, _ = newest_valid_checkpoint(run_dir, "a2c")
+    return int(payload.get("total_budget") or 0) or None
 
 
 def main() -> int:
     args = parse()
     run_dir = Path(args.run_dir)
     resuming = any((run_dir / "checkpoints").glob("*.pt"))  # as train_piece decides
-    started = run_budget(run_dir) if resuming else None  # a run in progress keeps its budget (and its lr schedule)
+    try:
+        started = run_budget(run_dir) if resuming else None  # a run in progress keeps its budget (and lr schedule)
+    except ValueError as e:  # no checkpoint of the run reads (rlkit.CheckpointError is a ValueError)
+        print(f"atari_pong.py: {e}", file=sys.stderr)
+        return 2
     if resuming and args.set:
         print(f"atari_pong.py: --set applies when a run starts; the run in {run_dir} keeps the config it was started "
               "with (use a new --run-dir for a variant)", file=sys.stderr)

@@ -117,9 +117,10 @@ def _build_parser() -> _Parser:
     return p
 
 
-def _newest_valid_checkpoint(resume: Path, algo: str) -> tuple[Path, dict[str, Any], list[str]]:
+def newest_valid_checkpoint(resume: Path, algo: str) -> tuple[Path, dict[str, Any], list[str]]:
     """The checkpoint to resume, its payload and the corrupt ones skipped (named with why): the file given, or
-    the newest valid one of a run directory (final.pt, then step_N.pt by N)."""
+    the newest valid one of a run directory (final.pt, then step_N.pt by N). `rlkit train --resume` loads it;
+    scripts read a run's state from it (e.g. payload["total_budget"]). ValueError when none is valid."""
     from rlkit.core.checkpoint import CheckpointError, check_agent_payload, load_checkpoint
 
     if not resume.is_dir():
@@ -278,7 +279,7 @@ def _plan_seed(args: argparse.Namespace, cls: Any, algo: str, seed_arg: int | No
 
     resume = Path(for_seed(args.resume)) if args.resume else None
     if resume is not None:
-        ckpt, payload, skipped = _newest_valid_checkpoint(resume, algo)
+        ckpt, payload, skipped = newest_valid_checkpoint(resume, algo)
         changed, never = _resume_conflicts(cls, payload, overrides, args, env_kwargs, seed_arg)
         if never:
             raise ValueError(f"--resume {resume}: cannot change the run's environment: {'; '.join(never)}")
